@@ -1,0 +1,5 @@
+//! GGUF v2/v3 reader and writer.
+
+pub mod value;
+
+pub use value::{Value, ValueType};

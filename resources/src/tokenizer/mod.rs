@@ -1,0 +1,1 @@
+//! Tokenizers built from `tokenizer.ggml.*` metadata.
