@@ -1,1 +1,455 @@
+//! wasm-chord's public API: load a GGUF model, generate (blocking, streaming, batched), chat,
+//! score and measure perplexity. Every request becomes an entity in a bevy_ecs `World`; one
+//! call of the step `Schedule` advances all active requests together.
+//!
+//! ```no_run
+//! use chord_engine::{Engine, GenerateParams};
+//! let mut engine = Engine::load("model.gguf").unwrap();
+//! let out = engine.generate("Once upon a time", &GenerateParams::greedy(32)).unwrap();
+//! println!("{}", out.text);
+//! ```
 
+pub mod models;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bevy_ecs::prelude::*;
+use crossbeam_channel::{Receiver, Sender, unbounded};
+
+use chord_resources::gguf::{GgufError, GgufFile};
+use chord_resources::tokenizer::{ChatMessage, Tokenizer, TokenizerError};
+use chord_systems::components::GenState;
+use chord_systems::schedule::{init_world, step_schedule};
+use chord_systems::systems::{EngineSettings, Request, RequestQueue, Vocab};
+use chord_systems::weights::{ModelWeights, WeightsError};
+
+pub use chord_systems::components::{Event, FinishReason, SeqStats};
+pub use chord_systems::sampling::{InvalidParam, SamplingParams};
+
+/// Everything that can go wrong in the public API.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot read model {path}: {source}")]
+    Open { path: String, source: GgufError },
+    #[error("invalid model: {0}")]
+    Gguf(#[from] GgufError),
+    #[error("{0}")]
+    Weights(#[from] WeightsError),
+    #[error("tokenizer: {0}")]
+    Tokenizer(#[from] TokenizerError),
+    #[error("the prompt is empty (no tokens)")]
+    EmptyPrompt,
+    #[error("the prompt has {n_prompt} tokens but the context holds {n_ctx}")]
+    PromptTooLong { n_prompt: usize, n_ctx: usize },
+    #[error("the number of tokens to generate must be at least 1")]
+    ZeroTokens,
+    #[error(transparent)]
+    InvalidParam(#[from] InvalidParam),
+    #[error("token id {id} is outside the vocabulary ({n_vocab} tokens)")]
+    BadToken { id: u32, n_vocab: usize },
+    #[error("invalid option {0}")]
+    InvalidOption(String),
+    #[error("the model has no chat template")]
+    NoChatTemplate,
+    #[error("the request ended without a result")]
+    Disconnected,
+}
+
+/// Engine-wide options.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// Context length per sequence (0 = the model's training context, capped at 4096).
+    pub n_ctx: usize,
+    /// Most tokens evaluated per step across all sequences.
+    pub n_batch: usize,
+    /// Compute threads (0 = all cores).
+    pub threads: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions { n_ctx: 0, n_batch: 512, threads: 0 }
+    }
+}
+
+/// Parameters of one generation.
+#[derive(Clone, Debug)]
+pub struct GenerateParams {
+    pub max_new_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Generation stops when the text contains one of these (the stop string is not returned).
+    pub stop: Vec<String>,
+    /// Add BOS/EOS as the model's metadata asks.
+    pub add_special: bool,
+    /// Recognise special tokens (`<|im_start|>` …) written in the prompt text.
+    pub parse_special: bool,
+}
+
+impl Default for GenerateParams {
+    fn default() -> Self {
+        GenerateParams {
+            max_new_tokens: 128,
+            sampling: SamplingParams::default(),
+            stop: Vec::new(),
+            add_special: true,
+            parse_special: true,
+        }
+    }
+}
+
+impl GenerateParams {
+    /// Greedy decoding of at most `n` tokens.
+    pub fn greedy(n: usize) -> Self {
+        GenerateParams { max_new_tokens: n, sampling: SamplingParams::greedy(), ..Default::default() }
+    }
+}
+
+/// Result of a finished generation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Output {
+    pub prompt_ids: Vec<u32>,
+    pub ids: Vec<u32>,
+    pub text: String,
+    pub finish: FinishReason,
+    pub stats: SeqStats,
+}
+
+/// Perplexity by llama.cpp's method.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Perplexity {
+    pub ppl: f64,
+    /// Perplexity of each chunk.
+    pub chunks: Vec<f64>,
+    pub n_tokens: usize,
+}
+
+/// A loaded model with its world and schedule.
+pub struct Engine {
+    world: World,
+    step: Schedule,
+    requests: Sender<Request>,
+    tokenizer: Arc<Tokenizer>,
+    n_ctx: usize,
+    active: QueryState<&'static GenState>,
+}
+
+impl Engine {
+    /// Memory-map and load a GGUF model with default options.
+    pub fn load(path: impl AsRef<Path>) -> Result<Engine, EngineError> {
+        Self::load_with(path, EngineOptions::default())
+    }
+
+    pub fn load_with(path: impl AsRef<Path>, opts: EngineOptions) -> Result<Engine, EngineError> {
+        let path = path.as_ref();
+        let file = GgufFile::open(path).map_err(|source| EngineError::Open { path: path.display().to_string(), source })?;
+        Self::from_file(Arc::new(file), opts)
+    }
+
+    /// Load from an in-memory GGUF image (wasm, tests).
+    pub fn from_bytes(bytes: Vec<u8>, opts: EngineOptions) -> Result<Engine, EngineError> {
+        Self::from_file(Arc::new(GgufFile::from_bytes(bytes)?), opts)
+    }
+
+    /// Build the world around an opened file.
+    pub fn from_file(file: Arc<GgufFile>, opts: EngineOptions) -> Result<Engine, EngineError> {
+        if opts.n_batch == 0 {
+            return Err(EngineError::InvalidOption("n_batch must be at least 1".into()));
+        }
+        chord_systems::kernels::parallel::init_compute_pool(opts.threads);
+        let weights = ModelWeights::from_gguf(file.clone())?;
+        let tokenizer = Arc::new(Tokenizer::from_gguf(&file)?);
+        let n_ctx = if opts.n_ctx == 0 { weights.config.n_ctx_train.min(4096) } else { opts.n_ctx };
+        let n_vocab = weights.config.n_vocab;
+        let vocab = Vocab {
+            pieces: (0..n_vocab as u32).map(|id| tokenizer.token_to_piece(id, false)).collect(),
+            is_eog: (0..n_vocab as u32).map(|id| tokenizer.is_eog(id)).collect(),
+        };
+        let (tx, rx) = unbounded();
+        let mut world = World::new();
+        init_world(
+            &mut world,
+            weights,
+            vocab,
+            EngineSettings { n_batch: opts.n_batch, n_ctx },
+            RequestQueue(rx),
+        );
+        let active = world.query::<&GenState>();
+        Ok(Engine { world, step: step_schedule(), requests: tx, tokenizer, n_ctx, active })
+    }
+
+    pub fn weights(&self) -> &ModelWeights {
+        self.world.resource::<ModelWeights>()
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Context length per sequence.
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    pub fn tokenize(&self, text: &str, add_special: bool, parse_special: bool) -> Vec<u32> {
+        self.tokenizer.encode(text, add_special, parse_special)
+    }
+
+    fn check_prompt(&self, ids: &[u32], extra: usize) -> Result<(), EngineError> {
+        if ids.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        let n_vocab = self.weights().config.n_vocab;
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= n_vocab) {
+            return Err(EngineError::BadToken { id, n_vocab });
+        }
+        if ids.len() + extra > self.n_ctx {
+            return Err(EngineError::PromptTooLong { n_prompt: ids.len(), n_ctx: self.n_ctx });
+        }
+        Ok(())
+    }
+
+    /// Queue a generation for already-tokenized `prompt`; its events arrive on the returned
+    /// channel as [`Engine::step`] runs.
+    pub fn submit(&mut self, prompt: Vec<u32>, params: &GenerateParams) -> Result<Receiver<Event>, EngineError> {
+        if params.max_new_tokens == 0 {
+            return Err(EngineError::ZeroTokens);
+        }
+        params.sampling.validate(self.weights().config.n_vocab)?;
+        self.check_prompt(&prompt, 0)?;
+        let (tx, rx) = unbounded();
+        let req = Request {
+            prompt,
+            params: params.sampling.clone(),
+            max_new_tokens: params.max_new_tokens,
+            stop_strings: params.stop.clone(),
+            score_all: false,
+            sink: tx,
+        };
+        self.requests.send(req).map_err(|_| EngineError::Disconnected)?;
+        Ok(rx)
+    }
+
+    /// Whether any request is queued or running.
+    pub fn has_work(&mut self) -> bool {
+        !self.requests.is_empty() || self.active.iter(&self.world).next().is_some()
+    }
+
+    /// Run one step of every active sequence.
+    pub fn step(&mut self) {
+        self.step.run(&mut self.world);
+    }
+
+    /// Step until no request is left.
+    pub fn run_until_idle(&mut self) {
+        while self.has_work() {
+            self.step();
+        }
+    }
+
+    /// Generate from a text prompt and wait for the result.
+    pub fn generate(&mut self, prompt: &str, params: &GenerateParams) -> Result<Output, EngineError> {
+        let mut v = self.generate_batch(&[(prompt, params.clone())])?;
+        v.pop().ok_or(EngineError::Disconnected)
+    }
+
+    /// Generate from already-tokenized ids.
+    pub fn generate_ids(&mut self, prompt: Vec<u32>, params: &GenerateParams) -> Result<Output, EngineError> {
+        let rx = self.submit(prompt.clone(), params)?;
+        self.run_until_idle();
+        collect(prompt, &rx)
+    }
+
+    /// Stream a generation: the iterator runs steps as it is pulled and yields each event.
+    pub fn stream(&mut self, prompt: &str, params: &GenerateParams) -> Result<TokenStream<'_>, EngineError> {
+        let ids = self.tokenize(prompt, params.add_special, params.parse_special);
+        let rx = self.submit(ids, params)?;
+        Ok(TokenStream { engine: self, rx, done: false })
+    }
+
+    /// Run several generations concurrently (one entity each, batched every step).
+    pub fn generate_batch<S: AsRef<str>>(&mut self, requests: &[(S, GenerateParams)]) -> Result<Vec<Output>, EngineError> {
+        let mut pending = Vec::with_capacity(requests.len());
+        for (prompt, params) in requests {
+            let ids = self.tokenize(prompt.as_ref(), params.add_special, params.parse_special);
+            pending.push(ids);
+        }
+        let mut rxs = Vec::with_capacity(requests.len());
+        for (ids, (_, params)) in pending.iter().zip(requests) {
+            rxs.push(self.submit(ids.clone(), params)?);
+        }
+        self.run_until_idle();
+        pending.into_iter().zip(&rxs).map(|(ids, rx)| collect(ids, rx)).collect()
+    }
+
+    /// Render `messages` with the model's chat template and generate the assistant's reply.
+    pub fn chat(&mut self, messages: &[ChatMessage], params: &GenerateParams) -> Result<Output, EngineError> {
+        let prompt = self.render_chat(messages)?;
+        let params = GenerateParams { parse_special: true, add_special: false, ..params.clone() };
+        self.generate(&prompt, &params)
+    }
+
+    /// The chat prompt text for `messages` (generation prompt appended).
+    pub fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
+        let template = self.tokenizer.chat_template().ok_or(EngineError::NoChatTemplate)?;
+        Ok(self.tokenizer.render_chat(template, messages, true)?)
+    }
+
+    /// Teacher-forced evaluation of `ids` in one pass: `f(position, logits)` for every position
+    /// (the distribution after `ids[0..=position]`).
+    pub fn score_with(&mut self, ids: &[u32], mut f: impl FnMut(usize, &[f32])) -> Result<(), EngineError> {
+        self.check_prompt(ids, 0)?;
+        let (tx, rx) = unbounded();
+        let req = Request {
+            prompt: ids.to_vec(),
+            params: SamplingParams::greedy(),
+            max_new_tokens: 0,
+            stop_strings: Vec::new(),
+            score_all: true,
+            sink: tx,
+        };
+        self.requests.send(req).map_err(|_| EngineError::Disconnected)?;
+        loop {
+            if self.has_work() {
+                self.step();
+            }
+            let mut finished = false;
+            for ev in rx.try_iter() {
+                match ev {
+                    Event::Logits { start_pos, n_vocab, logits } => {
+                        for (i, row) in logits.chunks_exact(n_vocab).enumerate() {
+                            f(start_pos + i, row);
+                        }
+                    }
+                    Event::Done { reason, .. } => {
+                        if reason != FinishReason::Scored {
+                            return Err(EngineError::Disconnected);
+                        }
+                        finished = true;
+                    }
+                    Event::Token { .. } => {}
+                }
+            }
+            if finished {
+                return Ok(());
+            }
+            if !self.has_work() {
+                return Err(EngineError::Disconnected);
+            }
+        }
+    }
+
+    /// Top-`k` `(id, logit)` pairs at every position of `ids`, highest first (ties: lower id).
+    pub fn score(&mut self, ids: &[u32], k: usize) -> Result<Vec<Vec<(u32, f32)>>, EngineError> {
+        let mut out = vec![Vec::new(); ids.len()];
+        self.score_with(ids, |pos, logits| out[pos] = top_k(logits, k))?;
+        Ok(out)
+    }
+
+    /// Perplexity of `text` by llama-perplexity's method: chunks of `n_ctx` tokens, each from an
+    /// empty cache (first token replaced by BOS when the vocabulary adds one), scoring the
+    /// next-token log-probability at positions `n_ctx/2 .. n_ctx-1`.
+    pub fn perplexity(&mut self, text: &str, n_ctx: usize) -> Result<Perplexity, EngineError> {
+        if n_ctx < 4 {
+            return Err(EngineError::InvalidOption(format!("perplexity context {n_ctx} is too small")));
+        }
+        if n_ctx > self.n_ctx {
+            return Err(EngineError::PromptTooLong { n_prompt: n_ctx, n_ctx: self.n_ctx });
+        }
+        let tokens = self.tokenizer.encode(text, true, false);
+        let n_chunk = tokens.len() / n_ctx;
+        if n_chunk == 0 {
+            return Err(EngineError::PromptTooLong { n_prompt: tokens.len(), n_ctx });
+        }
+        let bos = if self.tokenizer.add_bos() { self.tokenizer.bos() } else { None };
+        let first = n_ctx / 2;
+        let mut total_nll = 0.0f64;
+        let mut count = 0usize;
+        let mut chunks = Vec::with_capacity(n_chunk);
+        for c in 0..n_chunk {
+            let mut ids = tokens[c * n_ctx..(c + 1) * n_ctx].to_vec();
+            if let Some(b) = bos {
+                ids[0] = b;
+            }
+            let targets = ids.clone();
+            let mut nll = 0.0f64;
+            let mut n = 0usize;
+            self.score_with(&ids, |pos, logits| {
+                if pos >= first && pos + 1 < n_ctx {
+                    nll += -log_softmax_at(logits, targets[pos + 1] as usize);
+                    n += 1;
+                }
+            })?;
+            chunks.push((nll / n as f64).exp());
+            total_nll += nll;
+            count += n;
+        }
+        Ok(Perplexity { ppl: (total_nll / count as f64).exp(), chunks, n_tokens: tokens.len() })
+    }
+}
+
+/// log softmax(logits)[target], max-subtracted with a double sum (as llama-perplexity).
+pub fn log_softmax_at(logits: &[f32], target: usize) -> f64 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
+    (logits.get(target).copied().unwrap_or(f32::NEG_INFINITY) - max) as f64 - sum.ln()
+}
+
+/// The `k` highest `(id, logit)` pairs, highest first, ties to the lower id.
+pub fn top_k(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let mut v: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l)).collect();
+    let k = k.min(v.len());
+    let cmp = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    if k > 0 && k < v.len() {
+        v.select_nth_unstable_by(k - 1, cmp);
+    }
+    v.truncate(k);
+    v.sort_by(cmp);
+    v
+}
+
+fn collect(prompt_ids: Vec<u32>, rx: &Receiver<Event>) -> Result<Output, EngineError> {
+    let mut ids = Vec::new();
+    let mut text = String::new();
+    for ev in rx.try_iter() {
+        match ev {
+            Event::Token { id, text: t } => {
+                ids.push(id);
+                text.push_str(&t);
+            }
+            Event::Done { reason, stats } => return Ok(Output { prompt_ids, ids, text, finish: reason, stats }),
+            Event::Logits { .. } => {}
+        }
+    }
+    Err(EngineError::Disconnected)
+}
+
+/// Events of one streamed generation; pulling runs engine steps.
+pub struct TokenStream<'a> {
+    engine: &'a mut Engine,
+    rx: Receiver<Event>,
+    done: bool,
+}
+
+impl Iterator for TokenStream<'_> {
+    type Item = Event;
+
+    fn next(&mut self) -> Option<Event> {
+        loop {
+            if self.done {
+                return None;
+            }
+            if let Ok(ev) = self.rx.try_recv() {
+                if matches!(ev, Event::Done { .. }) {
+                    self.done = true;
+                }
+                return Some(ev);
+            }
+            if !self.engine.has_work() {
+                self.done = true;
+                return None;
+            }
+            self.engine.step();
+        }
+    }
+}

@@ -1,1 +1,11 @@
+//! wasm-chord's forward pass: components, resources, systems, schedules and CPU kernels.
+//!
+//! See `engine/README.md` for the map of the world and the schedule.
 
+pub mod batch;
+pub mod components;
+pub mod kernels;
+pub mod sampling;
+pub mod schedule;
+pub mod systems;
+pub mod weights;

@@ -1,0 +1,797 @@
+//! BPE pre-tokenization: splitting a text fragment into words before merges.
+//!
+//! llama.cpp applies a list of regexes one after the other, each one splitting the pieces
+//! produced by the previous one (every match and every gap between matches becomes a
+//! piece). The common GPT-2 / Llama-3 / Qwen2 expressions are not run through a regex
+//! engine there but through hand-written scanners whose corner cases differ slightly from
+//! real regex semantics; [`Splitter::Gpt2`], [`Splitter::Llama3`], [`Splitter::Qwen2`] and
+//! [`Splitter::Qwen35`] reproduce those scanners. All other expressions go through a regex
+//! engine on a "collapsed" copy of the text in which every non-ASCII code point is replaced
+//! by a stand-in for its general category, which is how llama.cpp evaluates `\p{..}`
+//! classes with `std::regex`.
+
+use super::TokenizerError;
+use super::unicode::{
+    CAT_LETTER, CAT_MARK, CAT_NUMBER, CAT_PUNCTUATION, CAT_SYMBOL, WHITESPACE, ascii_lower,
+    cpt_flags, is_letter, is_mark, is_number, is_ws,
+};
+
+/// One splitting stage.
+#[derive(Debug)]
+pub(crate) enum Splitter {
+    /// `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)`
+    Gpt2,
+    /// `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
+    Llama3,
+    /// Llama3 with `\p{N}` instead of `\p{N}{1,3}`.
+    Qwen2,
+    /// Qwen2 where letter runs also take combining marks.
+    Qwen35,
+    /// `[^\n]+|[\n]+`
+    Newlines,
+    /// Any other expression, through `fancy_regex`.
+    Regex(RegexSplitter),
+}
+
+/// How the tokenizer pre-splits text, chosen from `tokenizer.ggml.pre`.
+#[derive(Debug)]
+pub(crate) struct PreTokenizer {
+    pub(crate) splitters: Vec<Splitter>,
+    /// GPT-2 byte-level encoding of the words (false for SPM-style BPE vocabularies).
+    pub(crate) byte_encode: bool,
+}
+
+/// Tokenizer flags implied by a pre-tokenizer name (llama.cpp `llama_vocab::impl::load`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PreFlags {
+    pub(crate) ignore_merges: bool,
+    /// `Some(true)` where llama.cpp turns `add_bos` on by default.
+    pub(crate) add_bos: bool,
+    pub(crate) clean_spaces: bool,
+    pub(crate) escape_whitespaces: bool,
+    pub(crate) no_bos: bool,
+}
+
+const CONTRACTIONS: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])";
+
+impl PreTokenizer {
+    /// The pre-tokenizer llama.cpp uses for `tokenizer.ggml.pre = name` (BPE vocabularies),
+    /// with the flags that name implies.
+    pub(crate) fn for_name(name: &str) -> Result<(PreTokenizer, PreFlags), TokenizerError> {
+        use Splitter::*;
+        let mut flags = PreFlags { clean_spaces: true, ..PreFlags::default() };
+        let re = |s: &str| RegexSplitter::new(s).map(Regex);
+        let mut byte_encode = true;
+        let splitters = match name {
+            "" | "default" => vec![
+                re(r"[\p{P}\$\+<=>\^~\|]+")?,
+                Gpt2,
+                re(r"\p{N}+")?,
+                re(r"[0-9][0-9][0-9]")?,
+            ],
+            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0"
+            | "lfm2" | "jina-v5-nano" => {
+                flags.ignore_merges = true;
+                flags.add_bos = true;
+                vec![Llama3]
+            }
+            "dbrx" | "smaug-bpe" => vec![Llama3],
+            "glm4" | "chatglm-bpe" => {
+                flags.no_bos = true;
+                vec![Llama3]
+            }
+            "tekken" => {
+                flags.clean_spaces = false;
+                flags.ignore_merges = true;
+                flags.add_bos = true;
+                vec![re(
+                    r"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+                )?]
+            }
+            "deepseek-llm" => {
+                flags.clean_spaces = false;
+                vec![
+                    re("[\r\n]")?,
+                    re("\\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-ώᾀ-ᾴᾶ-ᾼιῂ-ῄῆ-ῌῐ-ΐῖ-Ίῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤΩℨK-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+")?,
+                    re("\\s?[!-/:-~！-／：-～‘-‟　-。]+")?,
+                    re("\\s+$")?,
+                    re("[一-龥ࠀ-一가-퟿]+")?,
+                    re(r"\p{N}+")?,
+                ]
+            }
+            "deepseek-coder" => {
+                flags.clean_spaces = false;
+                vec![
+                    re("[\r\n]")?,
+                    re(r"\s?\p{L}+")?,
+                    re(r"\s?\p{P}+")?,
+                    re("[一-龥ࠀ-一가-퟿]+")?,
+                    re(r"\p{N}")?,
+                ]
+            }
+            "deepseek-v3" | "hunyuan-dense" | "joyai-llm" | "hy_v4" => {
+                flags.clean_spaces = false;
+                vec![
+                    re(r"\p{N}{1,3}")?,
+                    re("[一-龥぀-ゟ゠-ヿ]+")?,
+                    re(
+                        r##"[!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"##,
+                    )?,
+                ]
+            }
+            "falcon" => vec![re(r"[\p{P}\$\+<=>\^~\|`]+")?, Gpt2, re("[0-9][0-9][0-9]")?],
+            "starcoder" | "refact" | "codeshell" | "exaone" | "minerva-7b" | "mellum2" => {
+                vec![re(r"\p{N}")?, Gpt2]
+            }
+            "command-r" | "smollm" => {
+                flags.clean_spaces = false;
+                vec![re(r"\p{N}")?, Gpt2]
+            }
+            "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es" | "jina-v2-de"
+            | "a.x-4.0" | "mellum" | "modern-bert" | "exaone4" | "mpt" | "olmo" | "jais" => {
+                vec![Gpt2]
+            }
+            "jina-v1-en" | "jina-v2-code" | "roberta-bpe" => vec![Gpt2],
+            "trillion" | "granite-docling" => {
+                flags.clean_spaces = false;
+                vec![Gpt2]
+            }
+            "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "hunyuan" | "solar-open"
+            | "grok-2" => {
+                flags.clean_spaces = false;
+                vec![Qwen2]
+            }
+            "stablelm2" | "megrez" => vec![Qwen2],
+            "qwen35" => {
+                flags.clean_spaces = false;
+                vec![Qwen35]
+            }
+            "poro-chat" | "bloom" | "gpt3-finnish" => {
+                if name == "poro-chat" {
+                    flags.clean_spaces = false;
+                }
+                vec![re(" ?[^(\\s|.,!?…。，、।۔،)]+")?]
+            }
+            "viking" => {
+                flags.clean_spaces = false;
+                vec![re(" ?[^(\\s|.,!?…。，、।۔،)]+")?, re(r"\p{N}")?]
+            }
+            "chameleon" => {
+                flags.add_bos = true;
+                flags.clean_spaces = false;
+                vec![
+                    re("<sentinel:[0-9]+>")?,
+                    re("(IMGIMG)((A|B|C|D|E|F|G|H|I){1,4})Z")?,
+                    re("([\\t\\n]|    |  )")?,
+                    re(r"\p{N}")?,
+                    re(r"[\p{P}!-/:-@\[-`{-~]")?,
+                    Gpt2,
+                ]
+            }
+            "gpt-4o" | "llama4" | "kanana2" | "talkie" | "minimax-m2" => {
+                flags.clean_spaces = false;
+                vec![re(&format!(
+                    r"[^\r\n\p{{L}}\p{{N}}]?((?=[\p{{L}}])([^a-z]))*((?=[\p{{L}}])([^A-Z]))+{CONTRACTIONS}?|[^\r\n\p{{L}}\p{{N}}]?((?=[\p{{L}}])([^a-z]))+((?=[\p{{L}}])([^A-Z]))*{CONTRACTIONS}?|\p{{N}}{{1,3}}| ?[^\s\p{{L}}\p{{N}}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+                ))?]
+            }
+            "bailingmoe" | "bailingmoe2" | "llada-moe" => {
+                flags.clean_spaces = false;
+                vec![re(
+                    r"'(?:[sSdDmMtT]|[lL][lL]|[vV][eE]|[rR][eE])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+",
+                )?]
+            }
+            "seed-coder" => {
+                flags.clean_spaces = false;
+                vec![re(&format!(
+                    r"{CONTRACTIONS}|[^\r\n\p{{L}}\p{{N}}]?\p{{L}}+|\p{{N}}{{1}}| ?[^\s\p{{L}}\p{{N}}\r\n]+|\s*[\r\n]+|\s+(?!\S)|\s+"
+                ))?]
+            }
+            "ufakzeka" => {
+                flags.clean_spaces = false;
+                vec![re(
+                    r"[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+                )?]
+            }
+            "minicpm5" => {
+                flags.ignore_merges = true;
+                vec![
+                    re(r"\p{N}{1,3}")?,
+                    re(&format!(
+                        r"{CONTRACTIONS}|[^\r\n\p{{L}}\p{{N}}]?\p{{L}}+|\p{{N}}+| ?[^\s\p{{L}}\p{{N}}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+                    ))?,
+                ]
+            }
+            "jais-2" => vec![re(&format!(
+                r"{CONTRACTIONS}|[^\r\n\p{{L}}\p{{N}}]?\p{{L}}+|\p{{N}}{{1,3}}| ?[^\s\p{{L}}\p{{N}}]+[\r\n]*|\s*[\r\n]+|\s{{512}}(?!\S)|\s{{256}}(?!\S)|\s{{128}}(?!\S)|\s{{64}}(?!\S)|\s{{32}}(?!\S)|\s{{16}}(?!\S)|\s{{8}}(?!\S)|\s{{4}}(?!\S)|\s{{1,2}}(?!\S)|\s{{1}}"
+            ))?],
+            "laguna" => {
+                flags.clean_spaces = false;
+                vec![Newlines, Qwen2]
+            }
+            "gemma4" | "granite-embed-multi-311m" => {
+                flags.escape_whitespaces = true;
+                byte_encode = false;
+                vec![Newlines]
+            }
+            "sarvam-moe" => {
+                flags.escape_whitespaces = true;
+                flags.clean_spaces = false;
+                byte_encode = false;
+                vec![Newlines]
+            }
+            "whitespace" => {
+                byte_encode = false;
+                vec![re(r"\S+")?]
+            }
+            other => return Err(TokenizerError::UnsupportedPreTokenizer(other.to_string())),
+        };
+        Ok((PreTokenizer { splitters, byte_encode }, flags))
+    }
+
+    /// Splits `cpts` into words; returns the length (in code points) of each word.
+    pub(crate) fn split(&self, cpts: &[u32]) -> Vec<usize> {
+        let mut offsets = vec![cpts.len()];
+        if cpts.is_empty() {
+            return offsets;
+        }
+        let mut collapsed: Option<Collapsed> = None;
+        let mut wide: Option<Collapsed> = None;
+        for s in &self.splitters {
+            offsets = match s {
+                Splitter::Gpt2 => scan(cpts, &offsets, scan_gpt2),
+                Splitter::Llama3 => scan(cpts, &offsets, |s, e| scan_llama3(s, e, Digits::UpTo3)),
+                Splitter::Qwen2 => scan(cpts, &offsets, |s, e| scan_llama3(s, e, Digits::One)),
+                Splitter::Qwen35 => scan(cpts, &offsets, scan_qwen35),
+                Splitter::Newlines => split_newlines(cpts, &offsets),
+                Splitter::Regex(r) => {
+                    let text = if r.collapsed {
+                        collapsed.get_or_insert_with(|| Collapsed::new(cpts, true))
+                    } else {
+                        wide.get_or_insert_with(|| Collapsed::new(cpts, false))
+                    };
+                    r.split(text, &offsets)
+                }
+            };
+        }
+        offsets
+    }
+}
+
+const OUT: u32 = u32::MAX;
+
+/// The code points of one piece being scanned, with llama.cpp's out-of-range conventions:
+/// positions outside the piece read as code point `OUT` with flags 0.
+struct Seg<'a> {
+    cpts: &'a [u32],
+    ini: usize,
+    end: usize,
+}
+
+impl Seg<'_> {
+    #[inline]
+    fn cpt(&self, pos: usize) -> u32 {
+        if self.ini <= pos && pos < self.end { self.cpts[pos] } else { OUT }
+    }
+    #[inline]
+    fn flags(&self, pos: usize) -> u16 {
+        if self.ini <= pos && pos < self.end { cpt_flags(self.cpts[pos]) } else { 0 }
+    }
+}
+
+/// Collects word lengths: `add(end)` closes the word that started at the previous end.
+struct Emit<'a> {
+    out: &'a mut Vec<usize>,
+    prev_end: usize,
+}
+
+impl Emit<'_> {
+    #[inline]
+    fn add(&mut self, end: usize) -> usize {
+        let len = end - self.prev_end;
+        if len > 0 {
+            self.out.push(len);
+        }
+        self.prev_end = end;
+        len
+    }
+}
+
+fn scan(cpts: &[u32], offsets: &[usize], f: impl Fn(&Seg, &mut Emit)) -> Vec<usize> {
+    let mut out = Vec::with_capacity(offsets.len() * 4);
+    let mut start = 0;
+    for &len in offsets {
+        let seg = Seg { cpts, ini: start, end: start + len };
+        let mut emit = Emit { out: &mut out, prev_end: start };
+        f(&seg, &mut emit);
+        start += len;
+    }
+    out
+}
+
+#[inline]
+fn is_apos_suffix1(c: u32) -> bool {
+    c == 's' as u32 || c == 't' as u32 || c == 'm' as u32 || c == 'd' as u32
+}
+
+#[inline]
+fn is_apos_suffix2(c1: u32, c2: u32) -> bool {
+    let (r, e, v, l) = ('r' as u32, 'e' as u32, 'v' as u32, 'l' as u32);
+    (c1 == r && c2 == e) || (c1 == v && c2 == e) || (c1 == l && c2 == l)
+}
+
+/// Contraction at `pos` (`'s`, `'re`, ...): its length in code points.
+#[inline]
+fn contraction(s: &Seg, pos: usize, fold_case: bool) -> Option<usize> {
+    if s.cpt(pos) != '\'' as u32 || pos + 1 >= s.end {
+        return None;
+    }
+    let low = |c: u32| if fold_case { ascii_lower(c) } else { c };
+    let c1 = low(s.cpt(pos + 1));
+    if is_apos_suffix1(c1) {
+        return Some(2);
+    }
+    if pos + 2 < s.end && is_apos_suffix2(c1, low(s.cpt(pos + 2))) {
+        return Some(3);
+    }
+    None
+}
+
+#[inline]
+fn not_ws_letter_number(flags: u16) -> bool {
+    flags & (WHITESPACE | CAT_LETTER | CAT_NUMBER) == 0
+}
+
+/// llama.cpp `unicode_regex_split_custom_gpt2`.
+fn scan_gpt2(s: &Seg, e: &mut Emit) {
+    let mut pos = s.ini;
+    while pos < s.end {
+        let cpt = s.cpt(pos);
+        let flags = s.flags(pos);
+        if let Some(n) = contraction(s, pos, false) {
+            pos += e.add(pos + n);
+            continue;
+        }
+        let space = cpt == ' ' as u32;
+        let mut flags2 = if space { s.flags(pos + 1) } else { flags };
+        // <space>?\p{L}+ , <space>?\p{N}+ , <space>?[^\s\p{L}\p{N}]+
+        let class: Option<fn(u16) -> bool> = if is_letter(flags2) {
+            Some(is_letter)
+        } else if is_number(flags2) {
+            Some(is_number)
+        } else if not_ws_letter_number(flags2) && flags2 != 0 {
+            Some(|f| not_ws_letter_number(f) && f != 0)
+        } else {
+            None
+        };
+        if let Some(class) = class {
+            pos += space as usize;
+            while class(flags2) {
+                pos += 1;
+                flags2 = s.flags(pos);
+            }
+            e.add(pos);
+            continue;
+        }
+        let mut num_ws = 0;
+        while is_ws(s.flags(pos + num_ws)) {
+            num_ws += 1;
+        }
+        // \s+(?!\S)
+        if num_ws > 1 && s.cpt(pos + num_ws) != OUT {
+            pos += num_ws - 1;
+            e.add(pos);
+            continue;
+        }
+        // \s+
+        if num_ws > 0 {
+            pos += num_ws;
+            e.add(pos);
+            continue;
+        }
+        // no match
+        pos += 1;
+        e.add(pos);
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Digits {
+    One,
+    UpTo3,
+}
+
+/// llama.cpp `unicode_regex_split_custom_llama3` (`Digits::UpTo3`) and
+/// `unicode_regex_split_custom_qwen2` (`Digits::One`).
+fn scan_llama3(s: &Seg, e: &mut Emit, digits: Digits) {
+    let (cr, lf) = ('\r' as u32, '\n' as u32);
+    let mut pos = s.ini;
+    while pos < s.end {
+        let cpt = s.cpt(pos);
+        let flags = s.flags(pos);
+        if let Some(n) = contraction(s, pos, true) {
+            pos += e.add(pos + n);
+            continue;
+        }
+        // [^\r\n\p{L}\p{N}]?\p{L}+
+        if !(cpt == cr || cpt == lf || is_number(flags))
+            && (is_letter(flags) || is_letter(s.flags(pos + 1)))
+        {
+            pos += 1;
+            while is_letter(s.flags(pos)) {
+                pos += 1;
+            }
+            e.add(pos);
+            continue;
+        }
+        // \p{N}{1,3} or \p{N}
+        if is_number(flags) {
+            match digits {
+                Digits::One => {
+                    pos += 1;
+                    e.add(pos);
+                }
+                Digits::UpTo3 => {
+                    let mut ini = pos;
+                    while is_number(s.flags(pos)) {
+                        pos += 1;
+                        if pos - ini >= 3 {
+                            e.add(pos);
+                            ini = pos;
+                        }
+                    }
+                    e.add(pos);
+                }
+            }
+            continue;
+        }
+        // <space>?[^\s\p{L}\p{N}]+[\r\n]*
+        let space = cpt == ' ' as u32;
+        let mut flags2 = if space { s.flags(pos + 1) } else { flags };
+        if not_ws_letter_number(flags2) && flags != 0 {
+            pos += space as usize;
+            while not_ws_letter_number(flags2) && flags2 != 0 {
+                pos += 1;
+                flags2 = s.flags(pos);
+            }
+            let mut c2 = s.cpt(pos);
+            while c2 == cr || c2 == lf {
+                pos += 1;
+                c2 = s.cpt(pos);
+            }
+            e.add(pos);
+            continue;
+        }
+        if scan_whitespace(s, e, &mut pos) {
+            continue;
+        }
+        pos += 1;
+        e.add(pos);
+    }
+}
+
+/// The whitespace alternatives shared by the Llama-3 style scanners:
+/// `\s*[\r\n]+|\s+(?!\S)|\s+`. Returns false when there is no whitespace at `pos`.
+#[inline]
+fn scan_whitespace(s: &Seg, e: &mut Emit, pos: &mut usize) -> bool {
+    let (cr, lf) = ('\r' as u32, '\n' as u32);
+    let mut num_ws = 0;
+    let mut last_end_r_or_n = 0;
+    while is_ws(s.flags(*pos + num_ws)) {
+        let c2 = s.cpt(*pos + num_ws);
+        if c2 == cr || c2 == lf {
+            last_end_r_or_n = *pos + num_ws + 1;
+        }
+        num_ws += 1;
+    }
+    if last_end_r_or_n > 0 {
+        *pos = last_end_r_or_n;
+        e.add(*pos);
+        return true;
+    }
+    if num_ws > 1 && s.cpt(*pos + num_ws) != OUT {
+        *pos += num_ws - 1;
+        e.add(*pos);
+        return true;
+    }
+    if num_ws > 0 {
+        *pos += num_ws;
+        e.add(*pos);
+        return true;
+    }
+    false
+}
+
+/// llama.cpp `unicode_regex_split_custom_qwen35`.
+fn scan_qwen35(s: &Seg, e: &mut Emit) {
+    let (cr, lf) = ('\r' as u32, '\n' as u32);
+    let lm = |f: u16| is_letter(f) || is_mark(f);
+    let mut pos = s.ini;
+    while pos < s.end {
+        let cpt = s.cpt(pos);
+        let flags = s.flags(pos);
+        if let Some(n) = contraction(s, pos, true) {
+            pos += e.add(pos + n);
+            continue;
+        }
+        // [^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+
+        if !(cpt == cr || cpt == lf || is_number(flags)) && (lm(flags) || lm(s.flags(pos + 1))) {
+            pos += 1;
+            while lm(s.flags(pos)) {
+                pos += 1;
+            }
+            e.add(pos);
+            continue;
+        }
+        if is_number(flags) {
+            pos += 1;
+            e.add(pos);
+            continue;
+        }
+        // <space>?[^\s\p{L}\p{M}\p{N}]+[\r\n]*
+        let other = |f: u16| f & (WHITESPACE | CAT_LETTER | CAT_MARK | CAT_NUMBER) == 0;
+        let space = cpt == ' ' as u32;
+        let mut flags2 = if space { s.flags(pos + 1) } else { flags };
+        if other(flags2) && flags != 0 {
+            pos += space as usize;
+            while other(flags2) && flags2 != 0 {
+                pos += 1;
+                flags2 = s.flags(pos);
+            }
+            let mut c2 = s.cpt(pos);
+            while c2 == cr || c2 == lf {
+                pos += 1;
+                c2 = s.cpt(pos);
+            }
+            e.add(pos);
+            continue;
+        }
+        if scan_whitespace(s, e, &mut pos) {
+            continue;
+        }
+        pos += 1;
+        e.add(pos);
+    }
+}
+
+/// `[^\n]+|[\n]+`
+fn split_newlines(cpts: &[u32], offsets: &[usize]) -> Vec<usize> {
+    let mut out = Vec::with_capacity(offsets.len());
+    let mut start = 0;
+    for &len in offsets {
+        let end = start + len;
+        let mut pos = start;
+        while pos < end {
+            let nl = cpts[pos] == '\n' as u32;
+            let run = pos;
+            while pos < end && (cpts[pos] == '\n' as u32) == nl {
+                pos += 1;
+            }
+            out.push(pos - run);
+        }
+        start = end;
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// regex fallback
+
+/// Stand-ins for non-ASCII code points in collapsed text, one per category (private-use
+/// code points, so that no Unicode-aware class of the regex engine matches them).
+const STAND_IN_OTHER: char = '\u{E0D0}';
+const STAND_IN_NUMBER: char = '\u{E0D1}';
+const STAND_IN_LETTER: char = '\u{E0D2}';
+const STAND_IN_PUNCT: char = '\u{E0D3}';
+const STAND_IN_MARK: char = '\u{E0D4}';
+const STAND_IN_SYMBOL: char = '\u{E0D5}';
+
+/// A text prepared for the regex engine: one `char` per code point.
+struct Collapsed {
+    text: String,
+    /// byte offset in `text` of each code point, plus the total length
+    byte_of: Vec<usize>,
+}
+
+impl Collapsed {
+    /// `collapse`: replace non-ASCII code points by their category stand-in (the text the
+    /// `\p{..}` expressions run on); otherwise keep them, except that non-ASCII whitespace
+    /// becomes `\x0B` and code points that are not `char`s become U+FFFD.
+    fn new(cpts: &[u32], collapse: bool) -> Collapsed {
+        let mut text = String::with_capacity(cpts.len());
+        let mut byte_of = Vec::with_capacity(cpts.len() + 1);
+        for &c in cpts {
+            byte_of.push(text.len());
+            let ch = if c < 0x80 {
+                c as u8 as char
+            } else {
+                let f = cpt_flags(c);
+                if is_ws(f) {
+                    '\x0B'
+                } else if !collapse {
+                    char::from_u32(c).unwrap_or('\u{FFFD}')
+                } else {
+                    match f & !WHITESPACE {
+                        CAT_NUMBER => STAND_IN_NUMBER,
+                        CAT_LETTER => STAND_IN_LETTER,
+                        CAT_PUNCTUATION => STAND_IN_PUNCT,
+                        CAT_MARK => STAND_IN_MARK,
+                        CAT_SYMBOL => STAND_IN_SYMBOL,
+                        _ => STAND_IN_OTHER,
+                    }
+                }
+            };
+            text.push(ch);
+        }
+        byte_of.push(text.len());
+        Collapsed { text, byte_of }
+    }
+
+    fn cpt_at_byte(&self, byte: usize) -> usize {
+        self.byte_of.partition_point(|&b| b < byte)
+    }
+}
+
+/// One regex stage, run with `fancy_regex`.
+#[derive(Debug)]
+pub(crate) struct RegexSplitter {
+    re: fancy_regex::Regex,
+    /// whether the expression uses `\p{..}` and so runs on collapsed text
+    collapsed: bool,
+}
+
+impl RegexSplitter {
+    pub(crate) fn new(expr: &str) -> Result<RegexSplitter, TokenizerError> {
+        let collapsed = ["\\p{N}", "\\p{L}", "\\p{P}", "\\p{M}", "\\p{S}", "\\p{Lu}", "\\p{Ll}", "\\p{Lt}", "\\p{Lm}", "\\p{Lo}"]
+            .iter()
+            .any(|c| expr.contains(c));
+        let pattern = if collapsed { collapse_regex(expr) } else { expr.replace("\\d", "[0-9]") };
+        let re = fancy_regex::Regex::new(&pattern)
+            .map_err(|e| TokenizerError::Regex(format!("{expr}: {e}")))?;
+        Ok(RegexSplitter { re, collapsed })
+    }
+
+    /// Splits every piece of `offsets` at the matches of the expression (matches and the
+    /// gaps between them both become pieces).
+    fn split(&self, text: &Collapsed, offsets: &[usize]) -> Vec<usize> {
+        let mut out = Vec::with_capacity(offsets.len() * 2);
+        let mut start = 0;
+        for &len in offsets {
+            let (b0, b1) = (text.byte_of[start], text.byte_of[start + len]);
+            let piece = &text.text[b0..b1];
+            let mut prev = start;
+            for m in self.re.find_iter(piece) {
+                // a regex engine error (backtrack limit) ends the matching of this piece
+                let Ok(m) = m else { break };
+                if m.start() == m.end() {
+                    continue;
+                }
+                let (ms, me) = (text.cpt_at_byte(b0 + m.start()), text.cpt_at_byte(b0 + m.end()));
+                if ms > prev {
+                    out.push(ms - prev);
+                }
+                out.push(me - ms);
+                prev = me;
+            }
+            if start + len > prev {
+                out.push(start + len - prev);
+            }
+            start += len;
+        }
+        out
+    }
+}
+
+/// Rewrites `\p{..}` classes of `expr` for collapsed text: a class matches its ASCII members
+/// and its non-ASCII stand-in (as llama.cpp's `unicode_regex_split` does).
+fn collapse_regex(expr: &str) -> String {
+    fn class_of(name: &str) -> Option<String> {
+        let (stand_in, ascii) = match name {
+            "N" => (STAND_IN_NUMBER, "0-9"),
+            "L" | "Lu" | "Ll" | "Lt" | "Lm" | "Lo" => (STAND_IN_LETTER, "A-Za-z"),
+            "P" => (STAND_IN_PUNCT, r"!-#%-*,-/:-;?-@\[-\]_\{\}"),
+            "M" => (STAND_IN_MARK, ""),
+            "S" => (STAND_IN_SYMBOL, r"\$\+<->\^`\|~"),
+            _ => return None,
+        };
+        Some(format!("{stand_in}{ascii}"))
+    }
+    let chars: Vec<char> = expr.chars().collect();
+    let mut out = String::with_capacity(expr.len() * 2);
+    let mut inside = false;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '[' && (i == 0 || chars[i - 1] != '\\') {
+            out.push('[');
+            inside = true;
+            i += 1;
+            continue;
+        }
+        if inside && c == ']' && chars[i - 1] != '\\' {
+            out.push(']');
+            inside = false;
+            i += 1;
+            continue;
+        }
+        if c == '\\' && chars.get(i + 1) == Some(&'p') && chars.get(i + 2) == Some(&'{') {
+            if let Some(close) = chars[i + 3..].iter().position(|&c| c == '}') {
+                let name: String = chars[i + 3..i + 3 + close].iter().collect();
+                if let Some(class) = class_of(&name) {
+                    if !inside {
+                        out.push('[');
+                    }
+                    out.push_str(&class);
+                    if !inside {
+                        out.push(']');
+                    }
+                    i += 3 + close + 1;
+                    continue;
+                }
+            }
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(pre: &str, text: &str) -> Vec<String> {
+        let (p, _) = PreTokenizer::for_name(pre).unwrap();
+        let cpts: Vec<u32> = text.chars().map(|c| c as u32).collect();
+        let mut start = 0;
+        p.split(&cpts)
+            .into_iter()
+            .map(|n| {
+                let w: String = text.chars().skip(start).take(n).collect();
+                start += n;
+                w
+            })
+            .collect()
+    }
+
+    #[test]
+    fn gpt2_words() {
+        assert_eq!(words("gpt-2", "Hello world's  end!!\n"), ["Hello", " world", "'s", " ", " end", "!!", "\n"]);
+        assert_eq!(words("gpt-2", "a 123  b"), ["a", " 123", " ", " b"]);
+    }
+
+    #[test]
+    fn llama3_words() {
+        assert_eq!(words("llama-bpe", "I'M 12345 ok\n\n  x"), ["I", "'M", " ", "123", "45", " ok", "\n\n", " ", " x"]);
+    }
+
+    #[test]
+    fn qwen2_words() {
+        assert_eq!(words("qwen2", "abc 123"), ["abc", " ", "1", "2", "3"]);
+    }
+
+    #[test]
+    fn smollm_splits_digits_first() {
+        assert_eq!(words("smollm", "x 2024 y"), ["x", " ", "2", "0", "2", "4", " y"]);
+        // non-ASCII digits are \p{N} too
+        assert_eq!(words("smollm", "٣٤"), ["٣", "٤"]);
+    }
+
+    #[test]
+    fn default_pre_tokenizer() {
+        assert_eq!(words("default", "a+b = 1234;"), ["a", "+", "b", " ", "=", " 1234", ";"]);
+    }
+
+    #[test]
+    fn collapse_rewrites_classes() {
+        let r = collapse_regex(r"[^\r\n\p{L}\p{N}]?\p{L}+");
+        assert_eq!(r, format!(r"[^\r\n{STAND_IN_LETTER}A-Za-z{STAND_IN_NUMBER}0-9]?[{STAND_IN_LETTER}A-Za-z]+"));
+    }
+
+    #[test]
+    fn unknown_pre_is_an_error() {
+        assert!(matches!(
+            PreTokenizer::for_name("no-such-pre"),
+            Err(TokenizerError::UnsupportedPreTokenizer(_))
+        ));
+    }
+}

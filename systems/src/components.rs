@@ -1,0 +1,226 @@
+//! Per-request components. A generation request is one entity carrying these.
+
+use bevy_ecs::prelude::*;
+use crossbeam_channel::Sender;
+use rand_chacha::ChaCha8Rng;
+use rand_core::SeedableRng;
+
+use crate::sampling::SamplingParams;
+
+/// The tokens of a sequence: everything evaluated so far, plus what still has to be fed
+/// through the model (the prompt at first, then each sampled token).
+#[derive(Component, Debug, Default)]
+pub struct Tokens {
+    /// Tokens whose K/V are in the cache, in order (`evaluated.len()` = next position).
+    pub evaluated: Vec<u32>,
+    /// Tokens waiting to be evaluated (prefill chunks are taken from the front).
+    pub pending: Vec<u32>,
+    /// Number of prompt tokens (the rest of `evaluated`/`pending` was generated).
+    pub n_prompt: usize,
+}
+
+/// Per-layer K/V of one sequence, grown in place as positions are added.
+///
+/// Layout per layer: K `[n_pos × n_head_kv × head_dim_k]`, V `[n_pos × n_head_kv × head_dim_v]`.
+#[derive(Component, Debug)]
+pub struct KvCache {
+    pub k: Vec<Vec<f32>>,
+    pub v: Vec<Vec<f32>>,
+    /// Positions stored (the same in every layer once a step has finished).
+    pub len: usize,
+    /// Refuse to grow beyond this many positions.
+    pub max_len: usize,
+}
+
+impl KvCache {
+    pub fn new(n_layer: usize, max_len: usize) -> Self {
+        KvCache { k: vec![Vec::new(); n_layer], v: vec![Vec::new(); n_layer], len: 0, max_len }
+    }
+
+    /// Bytes held (capacity, not just length).
+    pub fn bytes(&self) -> usize {
+        self.k.iter().chain(&self.v).map(|l| l.capacity() * 4).sum()
+    }
+
+    /// Forget everything after position `len` (speculative rollback, prefix reuse).
+    pub fn truncate(&mut self, len: usize, k_width: usize, v_width: usize) {
+        for l in &mut self.k {
+            l.truncate(len * k_width);
+        }
+        for l in &mut self.v {
+            l.truncate(len * v_width);
+        }
+        self.len = self.len.min(len);
+    }
+}
+
+/// Sampler parameters plus its seeded RNG.
+#[derive(Component, Debug)]
+pub struct SamplerState {
+    pub params: SamplingParams,
+    pub rng: ChaCha8Rng,
+}
+
+impl SamplerState {
+    pub fn new(params: SamplingParams) -> Self {
+        let rng = ChaCha8Rng::seed_from_u64(params.seed);
+        SamplerState { params, rng }
+    }
+}
+
+/// Why a sequence stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// Sampled an end-of-generation token.
+    Eos,
+    /// Produced one of the user's stop strings.
+    Stop,
+    /// Reached the requested number of new tokens.
+    Length,
+    /// Reached the context limit.
+    Context,
+    /// Cancelled by the caller (receiver dropped or entity despawned).
+    Cancelled,
+    /// Teacher-forced scoring finished (no generation requested).
+    Scored,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Eos => "eos",
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::Context => "context",
+            FinishReason::Cancelled => "cancelled",
+            FinishReason::Scored => "scored",
+        }
+    }
+}
+
+/// Limits and progress of a generation.
+#[derive(Component, Debug)]
+pub struct GenState {
+    pub max_new_tokens: usize,
+    pub n_generated: usize,
+    pub stop_strings: Vec<String>,
+    /// Generated text so far (for stop strings and the final output).
+    pub text: String,
+    pub finish: Option<FinishReason>,
+    /// Return logits for every position instead of sampling (teacher forcing / perplexity).
+    pub score_all: bool,
+    pub stats: SeqStats,
+}
+
+/// Timing of one sequence.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SeqStats {
+    pub n_prompt: usize,
+    pub n_generated: usize,
+    pub prefill_s: f64,
+    pub decode_s: f64,
+}
+
+impl SeqStats {
+    pub fn prefill_tok_s(&self) -> f64 {
+        if self.prefill_s > 0.0 { self.n_prompt as f64 / self.prefill_s } else { 0.0 }
+    }
+    pub fn decode_tok_s(&self) -> f64 {
+        // The first generated token comes out of the prefill step.
+        let n = self.n_generated.saturating_sub(1);
+        if self.decode_s > 0.0 { n as f64 / self.decode_s } else { 0.0 }
+    }
+}
+
+/// What a request's output channel carries.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// One generated token and the complete UTF-8 text it finished (may be empty).
+    Token { id: u32, text: String },
+    /// Logits of consecutive positions `start_pos..start_pos + n` (teacher-forced scoring);
+    /// `logits` is `[n × n_vocab]`.
+    Logits { start_pos: usize, n_vocab: usize, logits: Vec<f32> },
+    /// The sequence finished; nothing follows.
+    Done { reason: FinishReason, stats: SeqStats },
+}
+
+/// The output channel of a request.
+#[derive(Component, Debug)]
+pub struct OutputSink(pub Sender<Event>);
+
+/// Holds back bytes of an incomplete UTF-8 character across token boundaries.
+#[derive(Component, Debug, Default)]
+pub struct Utf8Stream {
+    pending: Vec<u8>,
+}
+
+impl Utf8Stream {
+    /// Append `bytes`, return the longest complete UTF-8 prefix (invalid sequences become U+FFFD).
+    pub fn push(&mut self, bytes: &[u8]) -> String {
+        self.pending.extend_from_slice(bytes);
+        let mut out = String::new();
+        loop {
+            match std::str::from_utf8(&self.pending) {
+                Ok(s) => {
+                    out.push_str(s);
+                    self.pending.clear();
+                    return out;
+                }
+                Err(e) => {
+                    let valid = e.valid_up_to();
+                    // SAFETY-free: from_utf8 guarantees [..valid] is valid UTF-8.
+                    out.push_str(&String::from_utf8_lossy(&self.pending[..valid]));
+                    match e.error_len() {
+                        Some(bad) => {
+                            out.push('\u{FFFD}');
+                            self.pending.drain(..valid + bad);
+                        }
+                        None => {
+                            // Incomplete character at the end: keep it for the next token.
+                            self.pending.drain(..valid);
+                            return out;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whatever is left at the end of generation.
+    pub fn flush(&mut self) -> String {
+        let s = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf8_stream_never_splits_characters() {
+        let mut s = Utf8Stream::default();
+        let bytes = "é😀".as_bytes();
+        assert_eq!(s.push(&bytes[..1]), "");
+        assert_eq!(s.push(&bytes[1..3]), "é");
+        assert_eq!(s.push(&bytes[3..5]), "");
+        assert_eq!(s.push(&bytes[5..]), "😀");
+        assert_eq!(s.push(&[0xff, b'a']), "\u{FFFD}a");
+        assert_eq!(s.push(&[0xe2, 0x82]), "");
+        assert_eq!(s.flush(), "\u{FFFD}");
+    }
+
+    #[test]
+    fn kv_truncate_drops_positions() {
+        let mut kv = KvCache::new(2, 16);
+        for l in 0..2 {
+            kv.k[l].extend_from_slice(&[1.0; 12]);
+            kv.v[l].extend_from_slice(&[2.0; 12]);
+        }
+        kv.len = 3;
+        kv.truncate(1, 4, 4);
+        assert_eq!(kv.len, 1);
+        assert_eq!(kv.k[1].len(), 4);
+    }
+}

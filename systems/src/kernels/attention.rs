@@ -1,0 +1,93 @@
+//! Causal multi-head attention over a sequence's KV cache, read in place.
+
+use super::parallel;
+
+/// Geometry of one attention call.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionShape {
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim_k: usize,
+    pub head_dim_v: usize,
+    pub scale: f32,
+    /// Keys at positions `t` with `p - t >= window` are hidden from a query at `p`.
+    pub window: Option<usize>,
+    /// gemma2-style `tanh` soft-capping of scores.
+    pub softcap: Option<f32>,
+}
+
+/// For each query row `r` at position `positions[r]`, attend over cached keys `0..=positions[r]`.
+///
+/// - `q`: `[n_rows × n_head × head_dim_k]`
+/// - `k_cache`: `[n_cached × n_head_kv × head_dim_k]`, `v_cache`: `[n_cached × n_head_kv × head_dim_v]`
+///   (the rows of this step are already written)
+/// - `out`: `[n_rows × n_head × head_dim_v]`
+pub fn attention(q: &[f32], positions: &[usize], k_cache: &[f32], v_cache: &[f32], s: AttentionShape, out: &mut [f32]) {
+    let group = s.n_head / s.n_head_kv;
+    let kv_stride_k = s.n_head_kv * s.head_dim_k;
+    let kv_stride_v = s.n_head_kv * s.head_dim_v;
+    let cost = positions.iter().max().map_or(1, |p| p + 1) * (s.head_dim_k + s.head_dim_v);
+    parallel::for_chunks_mut(out, s.head_dim_v, cost, |idx, o| {
+        let (r, h) = (idx / s.n_head, idx % s.n_head);
+        let kvh = h / group;
+        let p = positions[r];
+        let qh = &q[(r * s.n_head + h) * s.head_dim_k..][..s.head_dim_k];
+        let first = match s.window {
+            Some(w) => (p + 1).saturating_sub(w),
+            None => 0,
+        };
+        let mut scores: Vec<f32> = (first..=p)
+            .map(|t| {
+                let kt = &k_cache[t * kv_stride_k + kvh * s.head_dim_k..][..s.head_dim_k];
+                let mut sc = super::dot(qh, kt) * s.scale;
+                if let Some(c) = s.softcap {
+                    sc = c * (sc / c).tanh();
+                }
+                sc
+            })
+            .collect();
+        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0f32;
+        for sc in scores.iter_mut() {
+            *sc = (*sc - max).exp();
+            sum += *sc;
+        }
+        let inv = 1.0 / sum;
+        o.fill(0.0);
+        for (i, t) in (first..=p).enumerate() {
+            let vt = &v_cache[t * kv_stride_v + kvh * s.head_dim_v..][..s.head_dim_v];
+            super::axpy(o, scores[i] * inv, vt);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_key_returns_its_value_and_window_hides_old_keys() {
+        let shape = AttentionShape {
+            n_head: 2,
+            n_head_kv: 1,
+            head_dim_k: 2,
+            head_dim_v: 2,
+            scale: 1.0,
+            window: None,
+            softcap: None,
+        };
+        let k = [1.0, 0.0, 0.0, 1.0];
+        let v = [10.0, 20.0, 30.0, 40.0];
+        let q = [1.0, 0.0, 0.0, 1.0];
+        let mut out = [0.0; 4];
+        attention(&q, &[0], &k, &v, shape, &mut out);
+        assert_eq!(out, [10.0, 20.0, 10.0, 20.0]);
+        // Position 1 with window 1 sees only key 1.
+        attention(&q, &[1], &k, &v, AttentionShape { window: Some(1), ..shape }, &mut out);
+        assert_eq!(out, [30.0, 40.0, 30.0, 40.0]);
+        // Without a window both keys contribute, weighted by softmax of the scores.
+        attention(&q, &[1], &k, &v, shape, &mut out);
+        let w1 = 1.0f32.exp() / (1.0f32.exp() + 1.0);
+        assert!((out[0] - (10.0 * w1 + 30.0 * (1.0 - w1))).abs() < 1e-4);
+    }
+}

@@ -1,0 +1,88 @@
+//! Quantized weight × f32 activation products.
+//!
+//! `out[r][j] = Σ_k w[j][k] · x[r][k]` with `w` a quantized matrix of `m` rows × `k` columns
+//! (one GGUF tensor with dims `[k, m]`), `x` `[n × k]`, `out` `[n × m]`, all row-major.
+//! Each weight row is decoded once and reused for all `n` activation rows, so prefill reads
+//! the weights once per step however many tokens are in the batch.
+
+use chord_resources::GgmlType;
+use chord_resources::quant;
+
+use super::parallel;
+
+/// A borrowed quantized matrix.
+#[derive(Clone, Copy, Debug)]
+pub struct WeightView<'a> {
+    pub ty: GgmlType,
+    /// Output features (rows of the weight).
+    pub rows: usize,
+    /// Input features (elements per row).
+    pub cols: usize,
+    pub data: &'a [u8],
+}
+
+impl WeightView<'_> {
+    pub fn row_bytes(&self) -> usize {
+        self.data.len() / self.rows.max(1)
+    }
+
+    /// Dequantize row `j` into `dst` (len `cols`).
+    pub fn dequantize_row(&self, j: usize, dst: &mut [f32]) {
+        let rb = self.row_bytes();
+        let src = &self.data[j * rb..(j + 1) * rb];
+        // Shapes were validated when the weights were loaded; a failure here is a bug.
+        if let Err(e) = quant::dequantize(self.ty, src, dst) {
+            panic!("dequantize {} row {j}: {e}", self.ty);
+        }
+    }
+}
+
+/// `out = x · wᵀ` (see module docs). `x.len() == n·cols`, `out.len() == n·rows`.
+pub fn matmul(w: WeightView<'_>, x: &[f32], out: &mut [f32]) {
+    let (m, k) = (w.rows, w.cols);
+    let n = x.len() / k;
+    debug_assert_eq!(x.len(), n * k);
+    debug_assert_eq!(out.len(), n * m);
+    if n == 0 {
+        return;
+    }
+    // Each part owns a contiguous range of weight rows and returns its [n × len] block.
+    let parts = parallel::map_ranges(m, k * n, |range| {
+        let mut buf = vec![0.0f32; k];
+        let mut block = vec![0.0f32; n * range.len()];
+        for (jj, j) in range.clone().enumerate() {
+            w.dequantize_row(j, &mut buf);
+            for r in 0..n {
+                block[r * range.len() + jj] = super::dot(&buf, &x[r * k..(r + 1) * k]);
+            }
+        }
+        block
+    });
+    for (range, block) in parts {
+        let len = range.len();
+        for r in 0..n {
+            out[r * m + range.start..r * m + range.end].copy_from_slice(&block[r * len..(r + 1) * len]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f32_matmul_matches_naive() {
+        let (m, k, n) = (67, 64, 3);
+        let wf: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 13) as f32 * 0.1 - 0.6).collect();
+        let bytes: Vec<u8> = wf.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let x: Vec<f32> = (0..n * k).map(|i| ((i * 31) % 7) as f32 - 3.0).collect();
+        let mut out = vec![0.0; n * m];
+        matmul(WeightView { ty: GgmlType::F32, rows: m, cols: k, data: &bytes }, &x, &mut out);
+        for r in 0..n {
+            for j in 0..m {
+                let e: f32 = (0..k).map(|i| wf[j * k + i] * x[r * k + i]).sum();
+                assert!((out[r * m + j] - e).abs() < 1e-3, "{r} {j}");
+            }
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! Building the step and layer schedules from a model's configuration.
+//!
+//! Architectures differ by which systems are present (QK-norm, biases and post-norms live
+//! inside the systems as optional weights; extra steps are added here), not by forks.
+
+use bevy_ecs::prelude::*;
+use bevy_ecs::schedule::ExecutorKind;
+
+use crate::batch::{CurrentLayer, StepBatch};
+use crate::systems::*;
+use crate::weights::ModelWeights;
+
+/// Ordered phases of one step.
+#[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StepSystems {
+    Admit,
+    Batch,
+    Embed,
+    Layers,
+    Logits,
+    Sample,
+    Emit,
+}
+
+/// Ordered phases of one transformer block.
+#[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LayerSystems {
+    AttnNorm,
+    Qkv,
+    QkNorm,
+    Rope,
+    Attention,
+    AttnOutput,
+    FfnNorm,
+    Ffn,
+}
+
+/// The per-layer schedule for `weights`' architecture.
+pub fn layer_schedule(weights: &ModelWeights) -> Schedule {
+    let mut s = Schedule::default();
+    s.set_executor_kind(ExecutorKind::SingleThreaded);
+    s.configure_sets(
+        (
+            LayerSystems::AttnNorm,
+            LayerSystems::Qkv,
+            LayerSystems::QkNorm,
+            LayerSystems::Rope,
+            LayerSystems::Attention,
+            LayerSystems::AttnOutput,
+            LayerSystems::FfnNorm,
+            LayerSystems::Ffn,
+        )
+            .chain(),
+    );
+    s.add_systems((
+        attn_norm.in_set(LayerSystems::AttnNorm),
+        qkv_projection.in_set(LayerSystems::Qkv),
+        apply_rope.in_set(LayerSystems::Rope),
+        attend.in_set(LayerSystems::Attention),
+        attn_output.in_set(LayerSystems::AttnOutput),
+        ffn_norm.in_set(LayerSystems::FfnNorm),
+        ffn.in_set(LayerSystems::Ffn),
+    ));
+    if weights.layers.iter().any(|l| l.q_norm.is_some() || l.k_norm.is_some()) {
+        s.add_systems(qk_norm.in_set(LayerSystems::QkNorm));
+    }
+    s
+}
+
+/// The step schedule. Insert [`LayerSchedule`] (from [`layer_schedule`]) into the world too;
+/// [`init_world`] does both.
+pub fn step_schedule() -> Schedule {
+    let mut s = Schedule::default();
+    s.set_executor_kind(ExecutorKind::SingleThreaded);
+    s.configure_sets(
+        (
+            StepSystems::Admit,
+            StepSystems::Batch,
+            StepSystems::Embed,
+            StepSystems::Layers,
+            StepSystems::Logits,
+            StepSystems::Sample,
+            StepSystems::Emit,
+        )
+            .chain(),
+    );
+    s.add_systems((
+        admit_requests.in_set(StepSystems::Admit),
+        build_batch.in_set(StepSystems::Batch),
+        embed.in_set(StepSystems::Embed),
+        run_layers.in_set(StepSystems::Layers),
+        compute_logits.in_set(StepSystems::Logits),
+        sample_tokens.in_set(StepSystems::Sample),
+        emit_tokens.in_set(StepSystems::Emit),
+    ));
+    // Commands from admission must be visible to the batch builder, and sampled tokens to emit.
+    s.add_systems((ApplyDeferred.after(StepSystems::Admit).before(StepSystems::Batch),));
+    s
+}
+
+/// Insert the resources the schedules need.
+pub fn init_world(world: &mut World, weights: ModelWeights, vocab: Vocab, settings: EngineSettings, queue: RequestQueue) {
+    let layers = LayerSchedule(layer_schedule(&weights));
+    world.insert_resource(weights);
+    world.insert_resource(vocab);
+    world.insert_resource(settings);
+    world.insert_resource(queue);
+    world.insert_resource(layers);
+    world.init_resource::<StepBatch>();
+    world.init_resource::<CurrentLayer>();
+}

@@ -1,0 +1,486 @@
+//! The forward pass as ordered systems.
+//!
+//! Step schedule: admit → batch → embed → layers (the layer schedule, run once per layer) →
+//! final norm → logits → sample → emit. Layer schedule: attention norm → QKV (+bias) → [QK-norm]
+//! → RoPE → attention (writes K/V into each sequence's cache, then reads it in place) → output
+//! projection (+[post-norm]) + residual → FFN norm → FFN (+[post-norm]) + residual.
+
+use bevy_ecs::prelude::*;
+use crossbeam_channel::{Receiver, Sender};
+use web_time::Instant;
+
+use chord_resources::config::{FfnActivation, RopeScaling};
+
+use crate::batch::{CurrentLayer, SeqChunk, StepBatch};
+use crate::components::*;
+use crate::kernels::{activation, attention, matmul, norm, rope};
+use crate::sampling::{self, SamplingParams};
+use crate::weights::{ModelWeights, Projection};
+
+/// A generation (or scoring) request as it travels over the request channel.
+#[derive(Debug)]
+pub struct Request {
+    pub prompt: Vec<u32>,
+    pub params: SamplingParams,
+    pub max_new_tokens: usize,
+    pub stop_strings: Vec<String>,
+    /// Teacher forcing: send logits of every position, generate nothing.
+    pub score_all: bool,
+    pub sink: Sender<Event>,
+}
+
+/// Incoming requests.
+#[derive(Resource)]
+pub struct RequestQueue(pub Receiver<Request>);
+
+/// Step-level settings.
+#[derive(Resource, Debug, Clone)]
+pub struct EngineSettings {
+    /// Most rows evaluated in one step (prefill chunks are cut to fit).
+    pub n_batch: usize,
+    /// Most positions a sequence may hold (prompt + generated).
+    pub n_ctx: usize,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings { n_batch: 512, n_ctx: 4096 }
+    }
+}
+
+/// Token pieces for the emit system: bytes of each token (special tokens render empty) and
+/// whether it ends generation.
+#[derive(Resource, Debug, Default)]
+pub struct Vocab {
+    pub pieces: Vec<Vec<u8>>,
+    pub is_eog: Vec<bool>,
+}
+
+/// Timing of a sequence (not part of the public output).
+#[derive(Component, Debug)]
+pub struct Timing {
+    pub admitted: Instant,
+    pub first_token: Option<Instant>,
+}
+
+/// Marks a token sampled this step, waiting to be emitted.
+#[derive(Component, Debug)]
+pub struct Sampled(pub u32);
+
+/// Spawn an entity for each queued request.
+pub fn admit_requests(mut commands: Commands, queue: Res<RequestQueue>, weights: Res<ModelWeights>, settings: Res<EngineSettings>) {
+    for req in queue.0.try_iter() {
+        let n_prompt = req.prompt.len();
+        commands.spawn((
+            Tokens { evaluated: Vec::with_capacity(n_prompt + req.max_new_tokens), pending: req.prompt, n_prompt },
+            KvCache::new(weights.config.n_layer, settings.n_ctx),
+            SamplerState::new(req.params),
+            GenState {
+                max_new_tokens: req.max_new_tokens,
+                n_generated: 0,
+                stop_strings: req.stop_strings,
+                text: String::new(),
+                finish: None,
+                score_all: req.score_all,
+                stats: SeqStats { n_prompt, ..Default::default() },
+            },
+            OutputSink(req.sink),
+            Utf8Stream::default(),
+            Timing { admitted: Instant::now(), first_token: None },
+        ));
+    }
+}
+
+/// Choose this step's rows: one token per decoding sequence, then prefill chunks within the budget.
+pub fn build_batch(
+    mut batch: ResMut<StepBatch>,
+    settings: Res<EngineSettings>,
+    weights: Res<ModelWeights>,
+    mut seqs: Query<(Entity, &Tokens, &mut GenState, &KvCache)>,
+) {
+    let b = &mut *batch;
+    b.clear();
+    let mut budget = settings.n_batch.max(1);
+    // Decoding sequences (one pending token) first so they never starve behind a long prompt.
+    let mut order: Vec<(usize, Entity)> = seqs
+        .iter()
+        .filter(|(_, t, g, _)| g.finish.is_none() && !t.pending.is_empty())
+        .map(|(e, t, _, _)| (t.pending.len(), e))
+        .collect();
+    order.sort_by_key(|&(n, e)| (n > 1, e));
+    // Scoring returns logits for every row: keep its chunks small enough to bound memory.
+    let max_logit_rows = ((256usize << 20) / (4 * weights.config.n_vocab)).max(1);
+    let mut n_logit_rows = 0;
+    for (_, e) in order {
+        if budget == 0 {
+            break;
+        }
+        let Ok((_, tokens, mut gen_state, kv)) = seqs.get_mut(e) else { continue };
+        let start_pos = kv.len;
+        let mut n = tokens.pending.len().min(budget);
+        if gen_state.score_all {
+            n = n.min(max_logit_rows.saturating_sub(n_logit_rows));
+            if n == 0 {
+                continue;
+            }
+        }
+        if start_pos + n > kv.max_len {
+            gen_state.finish = Some(FinishReason::Context);
+            continue;
+        }
+        let last_chunk = n == tokens.pending.len();
+        let logits_from = if gen_state.score_all {
+            0
+        } else if last_chunk {
+            n - 1
+        } else {
+            n
+        };
+        let start_row = b.tokens.len();
+        b.chunks.push(SeqChunk { entity: e, start_row, n_rows: n, start_pos, logits_from, first_logit: b.logit_rows.len() });
+        b.tokens.extend_from_slice(&tokens.pending[..n]);
+        b.positions.extend(start_pos..start_pos + n);
+        b.logit_rows.extend(start_row + logits_from..start_row + n);
+        n_logit_rows += n - logits_from;
+        budget -= n;
+    }
+}
+
+/// `x[r] = token_embd[token[r]] (· embedding_scale)`.
+pub fn embed(weights: Res<ModelWeights>, mut batch: ResMut<StepBatch>) {
+    let b = &mut *batch;
+    let d = weights.config.n_embd;
+    let n = b.tokens.len();
+    resize(&mut b.x, n * d);
+    let emb = weights.token_embd.view(&weights);
+    for (r, &t) in b.tokens.iter().enumerate() {
+        let row = &mut b.x[r * d..(r + 1) * d];
+        emb.dequantize_row((t as usize).min(emb.rows - 1), row);
+        if let Some(s) = weights.config.embedding_scale {
+            row.iter_mut().for_each(|v| *v *= s);
+        }
+    }
+}
+
+/// Run the layer schedule once per layer.
+pub fn run_layers(world: &mut World) {
+    let n_layer = world.resource::<ModelWeights>().config.n_layer;
+    if world.resource::<StepBatch>().n_rows() == 0 {
+        return;
+    }
+    world.resource_scope(|world, mut layers: Mut<LayerSchedule>| {
+        for il in 0..n_layer {
+            world.resource_mut::<CurrentLayer>().0 = il;
+            layers.0.run(world);
+        }
+    });
+}
+
+/// The per-layer schedule, stored in the world so `run_layers` can run it.
+#[derive(Resource)]
+pub struct LayerSchedule(pub Schedule);
+
+fn resize(v: &mut Vec<f32>, n: usize) {
+    v.clear();
+    v.resize(n, 0.0);
+}
+
+/// Run a projection: each part's output goes to its own buffer.
+fn project(weights: &ModelWeights, p: &Projection, x: &[f32], outs: &mut [&mut Vec<f32>]) {
+    let n = x.len() / p.parts[0].cols;
+    if p.parts.len() == outs.len() {
+        for (part, out) in p.parts.iter().zip(outs.iter_mut()) {
+            resize(out, n * part.rows);
+            matmul::matmul(part.view(weights), x, out);
+        }
+    } else {
+        // One fused tensor whose output is split column-wise among `outs`.
+        let part = &p.parts[0];
+        let mut fused = vec![0.0f32; n * part.rows];
+        matmul::matmul(part.view(weights), x, &mut fused);
+        let each = part.rows / outs.len();
+        for (i, out) in outs.iter_mut().enumerate() {
+            resize(out, n * each);
+            for r in 0..n {
+                out[r * each..(r + 1) * each].copy_from_slice(&fused[r * part.rows + i * each..][..each]);
+            }
+        }
+    }
+}
+
+/// `xn = RMSNorm(x) · attn_norm`.
+pub fn attn_norm(weights: Res<ModelWeights>, layer: Res<CurrentLayer>, mut batch: ResMut<StepBatch>) {
+    let b = &mut *batch;
+    resize(&mut b.xn, b.x.len());
+    norm::rms_norm(&b.x, &weights.layers[layer.0].attn_norm, weights.config.rms_eps, &mut b.xn);
+}
+
+/// `q, k, v = xn · W{q,k,v}ᵀ (+ bias)`.
+pub fn qkv_projection(weights: Res<ModelWeights>, layer: Res<CurrentLayer>, mut batch: ResMut<StepBatch>) {
+    let b = &mut *batch;
+    let lw = &weights.layers[layer.0];
+    let c = &weights.config;
+    if lw.qkv.parts.len() == 1 {
+        // Fused attn_qkv (phi3): q, k and v have different widths.
+        let n = b.xn.len() / c.n_embd;
+        let part = &lw.qkv.parts[0];
+        let mut fused = vec![0.0f32; n * part.rows];
+        matmul::matmul(part.view(&weights), &b.xn, &mut fused);
+        let (qd, kd, vd) = (c.q_dim(), c.k_dim(), c.v_dim());
+        resize(&mut b.q, n * qd);
+        resize(&mut b.k, n * kd);
+        resize(&mut b.v, n * vd);
+        for r in 0..n {
+            let row = &fused[r * part.rows..(r + 1) * part.rows];
+            b.q[r * qd..(r + 1) * qd].copy_from_slice(&row[..qd]);
+            b.k[r * kd..(r + 1) * kd].copy_from_slice(&row[qd..qd + kd]);
+            b.v[r * vd..(r + 1) * vd].copy_from_slice(&row[qd + kd..]);
+        }
+    } else {
+        project(&weights, &lw.qkv, &b.xn, &mut [&mut b.q, &mut b.k, &mut b.v]);
+    }
+    if let Some(bias) = &lw.qkv_bias {
+        let (qd, kd) = (c.q_dim(), c.k_dim());
+        let (bq, rest) = bias.split_at(qd);
+        let (bk, bv) = rest.split_at(kd);
+        for (buf, bias) in [(&mut b.q, bq), (&mut b.k, bk), (&mut b.v, bv)] {
+            for row in buf.chunks_exact_mut(bias.len()) {
+                row.iter_mut().zip(bias).for_each(|(x, bb)| *x += bb);
+            }
+        }
+    }
+}
+
+/// Per-head RMSNorm of q and k (gemma3's QK-norm).
+pub fn qk_norm(weights: Res<ModelWeights>, layer: Res<CurrentLayer>, mut batch: ResMut<StepBatch>) {
+    let b = &mut *batch;
+    let lw = &weights.layers[layer.0];
+    let eps = weights.config.rms_eps;
+    if let Some(w) = &lw.q_norm {
+        norm::rms_norm_inplace(&mut b.q, w, eps);
+    }
+    if let Some(w) = &lw.k_norm {
+        norm::rms_norm_inplace(&mut b.k, w, eps);
+    }
+}
+
+/// Rotate q and k by each row's position.
+pub fn apply_rope(weights: Res<ModelWeights>, layer: Res<CurrentLayer>, mut batch: ResMut<StepBatch>) {
+    let b = &mut *batch;
+    let c = &weights.config;
+    let base = c.layers[layer.0].rope_base;
+    let (scale, factors) = match &c.rope_scaling {
+        RopeScaling::Linear { factor } => (1.0 / factor, None),
+        RopeScaling::LongRope { original_context } => {
+            // Phi-3: the long factors apply once the context exceeds the original length
+            // (llama.cpp picks per graph by n_ctx; we pick per position).
+            (1.0, weights.rope_factors.as_ref().map(|(s, l)| (s, l, *original_context as usize)))
+        }
+        _ => (1.0, None),
+    };
+    let (qd, kd) = (c.q_dim(), c.k_dim());
+    for (r, &pos) in b.positions.iter().enumerate() {
+        let ff = factors.map(|(s, l, orig)| if pos >= orig { l.as_slice() } else { s.as_slice() });
+        let angles = rope::rope_angles(pos, c.n_rot, base, ff, scale);
+        rope::apply_rope(&mut b.q[r * qd..(r + 1) * qd], c.head_dim_k, c.n_rot, c.rope_style, &angles);
+        rope::apply_rope(&mut b.k[r * kd..(r + 1) * kd], c.head_dim_k, c.n_rot, c.rope_style, &angles);
+    }
+}
+
+/// Append this step's K/V to each sequence's cache, then attend over the cache in place.
+pub fn attend(
+    weights: Res<ModelWeights>,
+    layer: Res<CurrentLayer>,
+    mut batch: ResMut<StepBatch>,
+    mut caches: Query<&mut KvCache>,
+) {
+    let b = &mut *batch;
+    let c = &weights.config;
+    let il = layer.0;
+    let (qd, kd, vd) = (c.q_dim(), c.k_dim(), c.v_dim());
+    let od = c.n_head * c.head_dim_v;
+    resize(&mut b.attn, b.tokens.len() * od);
+    let shape = attention::AttentionShape {
+        n_head: c.n_head,
+        n_head_kv: c.n_head_kv,
+        head_dim_k: c.head_dim_k,
+        head_dim_v: c.head_dim_v,
+        scale: c.attn_scale,
+        window: c.layers[il].window,
+        softcap: c.attn_logit_softcap,
+    };
+    for ch in &b.chunks {
+        let Ok(mut kv) = caches.get_mut(ch.entity) else { continue };
+        let rows = ch.start_row..ch.start_row + ch.n_rows;
+        let kv = &mut *kv;
+        kv.k[il].truncate(ch.start_pos * kd);
+        kv.v[il].truncate(ch.start_pos * vd);
+        kv.k[il].extend_from_slice(&b.k[rows.start * kd..rows.end * kd]);
+        kv.v[il].extend_from_slice(&b.v[rows.start * vd..rows.end * vd]);
+        attention::attention(
+            &b.q[rows.start * qd..rows.end * qd],
+            &b.positions[rows.clone()],
+            &kv.k[il],
+            &kv.v[il],
+            shape,
+            &mut b.attn[rows.start * od..rows.end * od],
+        );
+    }
+}
+
+/// `x += [post_norm](attn · Woᵀ)`.
+pub fn attn_output(weights: Res<ModelWeights>, layer: Res<CurrentLayer>, mut batch: ResMut<StepBatch>) {
+    let b = &mut *batch;
+    let lw = &weights.layers[layer.0];
+    resize(&mut b.proj, b.x.len());
+    matmul::matmul(lw.attn_output.view(&weights), &b.attn, &mut b.proj);
+    residual_add(&mut b.x, &mut b.proj, lw.post_attn_norm.as_deref(), weights.config.rms_eps);
+}
+
+fn residual_add(x: &mut [f32], proj: &mut [f32], post_norm: Option<&[f32]>, eps: f32) {
+    if let Some(w) = post_norm {
+        norm::rms_norm_inplace(proj, w, eps);
+    }
+    x.iter_mut().zip(proj.iter()).for_each(|(a, p)| *a += p);
+}
+
+/// `xn = RMSNorm(x) · ffn_norm`.
+pub fn ffn_norm(weights: Res<ModelWeights>, layer: Res<CurrentLayer>, mut batch: ResMut<StepBatch>) {
+    let b = &mut *batch;
+    norm::rms_norm(&b.x, &weights.layers[layer.0].ffn_norm, weights.config.rms_eps, &mut b.xn);
+}
+
+/// `x += [post_norm](act(xn·Wgᵀ) ⊙ (xn·Wuᵀ) · Wdᵀ)`.
+pub fn ffn(weights: Res<ModelWeights>, layer: Res<CurrentLayer>, mut batch: ResMut<StepBatch>) {
+    let b = &mut *batch;
+    let lw = &weights.layers[layer.0];
+    project(&weights, &lw.gate_up, &b.xn, &mut [&mut b.gate, &mut b.up]);
+    let act = match weights.config.ffn_activation {
+        FfnActivation::Silu => activation::silu,
+        FfnActivation::GeluTanh => activation::gelu_tanh,
+    };
+    activation::gated(&mut b.gate, &b.up, act);
+    matmul::matmul(lw.down.view(&weights), &b.gate, &mut b.proj);
+    residual_add(&mut b.x, &mut b.proj, lw.post_ffn_norm.as_deref(), weights.config.rms_eps);
+}
+
+/// Final norm and LM head for the rows that need logits.
+pub fn compute_logits(weights: Res<ModelWeights>, mut batch: ResMut<StepBatch>) {
+    let b = &mut *batch;
+    let c = &weights.config;
+    let d = c.n_embd;
+    let n = b.logit_rows.len();
+    let mut xs = vec![0.0f32; n * d];
+    for (i, &r) in b.logit_rows.iter().enumerate() {
+        norm::rms_norm(&b.x[r * d..(r + 1) * d], &weights.output_norm, c.rms_eps, &mut xs[i * d..(i + 1) * d]);
+    }
+    resize(&mut b.logits, n * c.n_vocab);
+    matmul::matmul(weights.output.view(&weights), &xs, &mut b.logits);
+    if let Some(cap) = c.final_logit_softcap {
+        b.logits.iter_mut().for_each(|l| *l = cap * (*l / cap).tanh());
+    }
+}
+
+/// Move evaluated rows into the caches' bookkeeping, then sample (or forward logits when scoring).
+pub fn sample_tokens(
+    mut commands: Commands,
+    weights: Res<ModelWeights>,
+    mut batch: ResMut<StepBatch>,
+    mut seqs: Query<(&mut Tokens, &mut KvCache, &mut SamplerState, &mut GenState, &OutputSink)>,
+) {
+    let b = &mut *batch;
+    let n_vocab = weights.config.n_vocab;
+    for ch in &b.chunks {
+        let Ok((mut tokens, mut kv, mut sampler, mut gen_state, sink)) = seqs.get_mut(ch.entity) else { continue };
+        let evaluated: Vec<u32> = tokens.pending.drain(..ch.n_rows).collect();
+        tokens.evaluated.extend_from_slice(&evaluated);
+        kv.len = ch.start_pos + ch.n_rows;
+        let n_logits = ch.n_rows - ch.logits_from;
+        if n_logits == 0 {
+            continue;
+        }
+        let logits = &mut b.logits[ch.first_logit * n_vocab..(ch.first_logit + n_logits) * n_vocab];
+        if gen_state.score_all {
+            let ev = Event::Logits { start_pos: ch.start_pos + ch.logits_from, n_vocab, logits: logits.to_vec() };
+            if sink.0.send(ev).is_err() {
+                gen_state.finish = Some(FinishReason::Cancelled);
+            } else if tokens.pending.is_empty() {
+                gen_state.finish = Some(FinishReason::Scored);
+            }
+            continue;
+        }
+        let s = &mut *sampler;
+        let id = sampling::sample(logits, &tokens.evaluated, &s.params, &mut s.rng);
+        commands.entity(ch.entity).insert(Sampled(id));
+    }
+}
+
+/// Stream sampled tokens, apply stop conditions, finish and despawn completed sequences.
+#[allow(clippy::type_complexity)]
+pub fn emit_tokens(
+    mut commands: Commands,
+    vocab: Res<Vocab>,
+    mut seqs: Query<(Entity, &mut Tokens, &mut GenState, &mut Utf8Stream, &mut Timing, &OutputSink, Option<&Sampled>)>,
+) {
+    for (e, mut tokens, mut gen_state, mut utf8, mut timing, sink, sampled) in seqs.iter_mut() {
+        let g = &mut *gen_state;
+        if let Some(&Sampled(id)) = sampled {
+            commands.entity(e).remove::<Sampled>();
+            let now = Instant::now();
+            if timing.first_token.is_none() {
+                timing.first_token = Some(now);
+                g.stats.prefill_s = (now - timing.admitted).as_secs_f64();
+            }
+            g.n_generated += 1;
+            g.stats.n_generated = g.n_generated;
+            if vocab.is_eog.get(id as usize).copied().unwrap_or(false) {
+                // The end-of-generation token is reported (as llama.cpp's greedy ids include it) but adds no text.
+                let _ = sink.0.send(Event::Token { id, text: String::new() });
+                g.finish = Some(FinishReason::Eos);
+            } else {
+                let piece = vocab.pieces.get(id as usize).map(Vec::as_slice).unwrap_or(&[]);
+                let text = utf8.push(piece);
+                let before = g.text.len();
+                g.text.push_str(&text);
+                let stop_hit = g.stop_strings.iter().filter(|s| !s.is_empty()).find_map(|s| {
+                    // Only look where the new text could complete a stop string.
+                    let from = before.saturating_sub(s.len());
+                    let from = (from..=before).find(|&i| g.text.is_char_boundary(i)).unwrap_or(before);
+                    g.text[from..].find(s.as_str()).map(|i| from + i)
+                });
+                let text = match stop_hit {
+                    Some(at) => {
+                        g.finish = Some(FinishReason::Stop);
+                        let keep = at.saturating_sub(before);
+                        let t = text[..keep.min(text.len())].to_string();
+                        g.text.truncate(at);
+                        t
+                    }
+                    None => text,
+                };
+                if sink.0.send(Event::Token { id, text }).is_err() {
+                    g.finish = Some(FinishReason::Cancelled);
+                }
+                if g.finish.is_none() {
+                    tokens.pending.push(id);
+                    if g.n_generated >= g.max_new_tokens {
+                        g.finish = Some(FinishReason::Length);
+                    }
+                }
+            }
+        }
+        if let Some(reason) = g.finish {
+            if let Some(first) = timing.first_token {
+                g.stats.decode_s = first.elapsed().as_secs_f64();
+            } else {
+                g.stats.prefill_s = timing.admitted.elapsed().as_secs_f64();
+            }
+            let tail = utf8.flush();
+            if !tail.is_empty() && reason != FinishReason::Stop {
+                g.text.push_str(&tail);
+            }
+            let _ = sink.0.send(Event::Done { reason, stats: g.stats });
+            commands.entity(e).despawn();
+        }
+    }
+}
