@@ -2,7 +2,7 @@
 //!
 //! Nothing in here runs a model; `chord-systems` and `chord-engine` build on these types.
 
-// pub mod config; (enabled once the gguf reader lands)
+pub mod config;
 pub mod ggml_type;
 pub mod gguf;
 pub mod paths;

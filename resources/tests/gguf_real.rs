@@ -10,6 +10,9 @@ use chord_resources::GgmlType;
 use chord_resources::gguf::{GgufFile, GgufStreamLoader, GgufWriter, Value};
 use chord_resources::paths::models_dir;
 
+/// (name, type, dims, offset relative to data section, n_bytes, fnv1a64)
+type TensorCheck = (&'static str, GgmlType, &'static [u64], u64, u64, u64);
+
 struct Expect {
     file: &'static str,
     arch: &'static str,
@@ -23,8 +26,7 @@ struct Expect {
     first_tokens: [&'static str; 3],
     bos: u32,
     token_embd: (GgmlType, [u64; 2], u64),
-    /// (name, type, dims, offset relative to data section, n_bytes, fnv1a64)
-    checked: [(&'static str, GgmlType, &'static [u64], u64, u64, u64); 2],
+    checked: [TensorCheck; 2],
 }
 
 const SMOLLM: Expect = Expect {
@@ -41,8 +43,22 @@ const SMOLLM: Expect = Expect {
     bos: 1,
     token_embd: (GgmlType::Q8_0, [576, 49152], 30_081_024),
     checked: [
-        ("output_norm.weight", GgmlType::F32, &[576], 96_574_464, 2304, 0xea81_4bed_6299_e304),
-        ("blk.0.attn_q.weight", GgmlType::Q4_1, &[576, 576], 32_020_992, 207_360, 0xaadb_c77c_88f4_1a2d),
+        (
+            "output_norm.weight",
+            GgmlType::F32,
+            &[576],
+            96_574_464,
+            2304,
+            0xea81_4bed_6299_e304,
+        ),
+        (
+            "blk.0.attn_q.weight",
+            GgmlType::Q4_1,
+            &[576, 576],
+            32_020_992,
+            207_360,
+            0xaadb_c77c_88f4_1a2d,
+        ),
     ],
 };
 
@@ -60,8 +76,22 @@ const QWEN: Expect = Expect {
     bos: 151_643,
     token_embd: (GgmlType::Q5_0, [896, 151_936], 93_592_576),
     checked: [
-        ("output_norm.weight", GgmlType::F32, &[896], 485_448_704, 3584, 0x0586_4886_003f_682c),
-        ("blk.0.attn_q.weight", GgmlType::Q5_0, &[896, 896], 248_445_184, 551_936, 0x78f6_aab4_172b_7847),
+        (
+            "output_norm.weight",
+            GgmlType::F32,
+            &[896],
+            485_448_704,
+            3584,
+            0x0586_4886_003f_682c,
+        ),
+        (
+            "blk.0.attn_q.weight",
+            GgmlType::Q5_0,
+            &[896, 896],
+            248_445_184,
+            551_936,
+            0x78f6_aab4_172b_7847,
+        ),
     ],
 };
 
@@ -88,8 +118,14 @@ fn check(e: &Expect, f: &GgufFile) {
     assert_eq!(f.alignment(), 32);
     assert_eq!(f.architecture(), Some(e.arch));
     assert_eq!(f.get_str("general.name"), Some(e.name));
-    assert_eq!(f.get_u64(&format!("{}.block_count", e.arch)), Some(e.block_count));
-    assert_eq!(f.get("tokenizer.ggml.bos_token_id"), Some(&Value::U32(e.bos)));
+    assert_eq!(
+        f.get_u64(&format!("{}.block_count", e.arch)),
+        Some(e.block_count)
+    );
+    assert_eq!(
+        f.get("tokenizer.ggml.bos_token_id"),
+        Some(&Value::U32(e.bos))
+    );
     assert_eq!(f.tensors().len(), e.n_tensors);
     assert_eq!(f.metadata().len(), e.n_kv);
     assert_eq!(f.data_offset(), e.data_offset);
@@ -101,7 +137,10 @@ fn check(e: &Expect, f: &GgufFile) {
     for (tok, want) in tokens.iter().zip(e.first_tokens) {
         assert_eq!(tok.as_str(), Some(want));
     }
-    assert!(matches!(f.get("tokenizer.ggml.tokens"), Some(Value::Array(chord_resources::gguf::ValueType::String, _))));
+    assert!(matches!(
+        f.get("tokenizer.ggml.tokens"),
+        Some(Value::Array(chord_resources::gguf::ValueType::String, _))
+    ));
 
     let embd = f.tensor("token_embd.weight").expect("token_embd.weight");
     assert_eq!(embd.ty, e.token_embd.0);
@@ -114,19 +153,30 @@ fn check(e: &Expect, f: &GgufFile) {
 
     for (name, ty, dims, offset, n_bytes, hash) in e.checked {
         let t = f.tensor(name).unwrap_or_else(|| panic!("{name} missing"));
-        assert_eq!((t.ty, t.dims.as_slice(), t.offset, t.n_bytes), (ty, dims, offset, n_bytes), "{name}");
+        assert_eq!(
+            (t.ty, t.dims.as_slice(), t.offset, t.n_bytes),
+            (ty, dims, offset, n_bytes),
+            "{name}"
+        );
         let bytes = f.tensor_bytes(name).expect("bytes");
         assert_eq!(fnv1a64(bytes), hash, "{name} data hash");
     }
     // The whole data section is covered: the last tensor ends at the end of the file.
-    let end = f.tensors().iter().map(|t| t.offset + t.n_bytes).max().unwrap_or(0);
+    let end = f
+        .tensors()
+        .iter()
+        .map(|t| t.offset + t.n_bytes)
+        .max()
+        .unwrap_or(0);
     assert_eq!(f.data_offset() + end, f.file_size());
     assert!(f.tensor("no.such.tensor").is_none());
     assert!(f.get("no.such.key").is_none());
 }
 
 fn run(e: &Expect) {
-    let Some(path) = model_path(e.file) else { return };
+    let Some(path) = model_path(e.file) else {
+        return;
+    };
     let t0 = Instant::now();
     let f = GgufFile::open(&path).expect("open");
     let dt = t0.elapsed();
@@ -142,9 +192,18 @@ fn run(e: &Expect) {
 
     // The canonical writer layout is gguf-py's: rewriting gives the same bytes.
     let t0 = Instant::now();
-    let rewritten = GgufWriter::from_file(&f).and_then(|w| w.to_bytes()).expect("rewrite");
-    eprintln!("{}: rewritten in {:.0} ms", e.file, t0.elapsed().as_secs_f64() * 1e3);
-    assert!(rewritten == f.as_bytes(), "rewritten file differs from the original");
+    let rewritten = GgufWriter::from_file(&f)
+        .and_then(|w| w.to_bytes())
+        .expect("rewrite");
+    eprintln!(
+        "{}: rewritten in {:.0} ms",
+        e.file,
+        t0.elapsed().as_secs_f64() * 1e3
+    );
+    assert!(
+        rewritten == f.as_bytes(),
+        "rewritten file differs from the original"
+    );
 
     // Streaming in 1 MiB chunks gives the same file.
     let t0 = Instant::now();
@@ -153,7 +212,11 @@ fn run(e: &Expect) {
         loader.push(chunk).expect("push");
     }
     let streamed = loader.finish().expect("finish");
-    eprintln!("{}: streamed in {:.0} ms", e.file, t0.elapsed().as_secs_f64() * 1e3);
+    eprintln!(
+        "{}: streamed in {:.0} ms",
+        e.file,
+        t0.elapsed().as_secs_f64() * 1e3
+    );
     check(e, &streamed);
     assert!(!streamed.is_mapped());
     assert!(streamed.as_bytes() == f.as_bytes());

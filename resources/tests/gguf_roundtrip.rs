@@ -48,29 +48,44 @@ fn scalars() -> Vec<(&'static str, Value)> {
 
 fn all_type_ids() -> [ValueType; 13] {
     use ValueType::*;
-    [U8, I8, U16, I16, U32, I32, F32, Bool, String, Array, U64, I64, F64]
+    [
+        U8, I8, U16, I16, U32, I32, F32, Bool, String, Array, U64, I64, F64,
+    ]
 }
 
 /// Metadata covering every value type, arrays of every element type, empty
 /// arrays of every element type, and nested arrays.
 fn rich_metadata() -> Vec<(String, Value)> {
-    let mut md: Vec<(String, Value)> = scalars().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    let mut md: Vec<(String, Value)> = scalars()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
     for (k, v) in scalars() {
         if let Some(t) = k.strip_prefix("t.") {
-            md.push((format!("arr.{t}"), Value::Array(v.value_type(), vec![v.clone(), v.clone(), v])));
+            md.push((
+                format!("arr.{t}"),
+                Value::Array(v.value_type(), vec![v.clone(), v.clone(), v]),
+            ));
         }
     }
     for ty in all_type_ids() {
         md.push((format!("empty.{ty:?}"), Value::Array(ty, Vec::new())));
     }
     let strings = |xs: &[&str]| {
-        Value::Array(ValueType::String, xs.iter().map(|s| Value::String((*s).to_owned())).collect())
+        Value::Array(
+            ValueType::String,
+            xs.iter().map(|s| Value::String((*s).to_owned())).collect(),
+        )
     };
     md.push((
         "nested.2".into(),
         Value::Array(
             ValueType::Array,
-            vec![strings(&["a", "bc"]), strings(&[]), Value::Array(ValueType::U8, vec![Value::U8(7)])],
+            vec![
+                strings(&["a", "bc"]),
+                strings(&[]),
+                Value::Array(ValueType::U8, vec![Value::U8(7)]),
+            ],
         ),
     ));
     // MAX_NESTING levels of arrays: the deepest the reader accepts.
@@ -79,7 +94,10 @@ fn rich_metadata() -> Vec<(String, Value)> {
         deep = Value::Array(ValueType::Array, vec![deep.clone(), deep]);
     }
     md.push(("nested.max".into(), deep));
-    md.push(("nested.empty".into(), Value::Array(ValueType::Array, Vec::new())));
+    md.push((
+        "nested.empty".into(),
+        Value::Array(ValueType::Array, Vec::new()),
+    ));
     md
 }
 
@@ -113,9 +131,15 @@ fn float_bit_patterns_survive() {
     w.add_metadata("nan64", Value::F64(nan64)).expect("add");
     w.add_metadata("negzero", Value::F32(-0.0)).expect("add");
     let f = GgufFile::from_bytes(w.to_bytes().expect("write")).expect("read");
-    let Some(Value::F32(a)) = f.get("nan32") else { panic!("nan32") };
-    let Some(Value::F64(b)) = f.get("nan64") else { panic!("nan64") };
-    let Some(Value::F32(c)) = f.get("negzero") else { panic!("negzero") };
+    let Some(Value::F32(a)) = f.get("nan32") else {
+        panic!("nan32")
+    };
+    let Some(Value::F64(b)) = f.get("nan64") else {
+        panic!("nan64")
+    };
+    let Some(Value::F32(c)) = f.get("negzero") else {
+        panic!("negzero")
+    };
     assert_eq!(a.to_bits(), nan32.to_bits());
     assert_eq!(b.to_bits(), nan64.to_bits());
     assert_eq!(c.to_bits(), (-0.0f32).to_bits());
@@ -134,23 +158,40 @@ fn dims_for(ty: GgmlType, n_dims: usize, rng: &mut Rng) -> Vec<u64> {
     dims
 }
 
-fn tensor_file(alignment: u32, seed: u64) -> (Vec<u8>, Vec<(String, Vec<u64>, GgmlType, Vec<u8>)>) {
+/// (name, dims, type, data) of a tensor.
+type TensorSpec = (String, Vec<u64>, GgmlType, Vec<u8>);
+
+fn tensor_file(alignment: u32, seed: u64) -> (Vec<u8>, Vec<TensorSpec>) {
     let mut rng = Rng(seed);
     let mut tensors = Vec::new();
     for (i, ty) in GgmlType::ALL.iter().copied().enumerate() {
         // 0..=4 dims; a 0-dimensional scalar only where one element is a whole block.
-        let n_dims = if ty.block_size() == 1 { i % 5 } else { 1 + i % 4 };
+        let n_dims = if ty.block_size() == 1 {
+            i % 5
+        } else {
+            1 + i % 4
+        };
         let dims = dims_for(ty, n_dims, &mut rng);
-        let n = ty.row_bytes(dims.first().copied().unwrap_or(1)).expect("row") * dims.iter().skip(1).product::<u64>();
-        tensors.push((format!("tensor.{i}.{}", ty.name()), dims, ty, rng.bytes(n as usize)));
+        let n = ty
+            .row_bytes(dims.first().copied().unwrap_or(1))
+            .expect("row")
+            * dims.iter().skip(1).product::<u64>();
+        tensors.push((
+            format!("tensor.{i}.{}", ty.name()),
+            dims,
+            ty,
+            rng.bytes(n as usize),
+        ));
     }
     // A tensor with a zero dimension has no data.
     tensors.push(("empty".into(), vec![32, 0], GgmlType::Q8_0, Vec::new()));
     let mut w = GgufWriter::new();
-    w.add_metadata("general.architecture", Value::String("test".into())).expect("md");
+    w.add_metadata("general.architecture", Value::String("test".into()))
+        .expect("md");
     w.set_alignment(alignment).expect("alignment");
     for (name, dims, ty, data) in &tensors {
-        w.add_tensor(name.clone(), dims, *ty, data.as_slice()).expect("tensor");
+        w.add_tensor(name.clone(), dims, *ty, data.as_slice())
+            .expect("tensor");
     }
     (w.to_bytes().expect("write"), tensors)
 }
@@ -193,32 +234,52 @@ fn version_2_files_are_read() {
 fn writer_rejects_invalid_input() {
     let mut w = GgufWriter::new();
     w.add_metadata("k", Value::U8(1)).expect("first");
-    assert!(matches!(w.add_metadata("k", Value::U8(2)), Err(GgufError::DuplicateKey(k)) if k == "k"));
+    assert!(
+        matches!(w.add_metadata("k", Value::U8(2)), Err(GgufError::DuplicateKey(k)) if k == "k")
+    );
     let mixed = Value::Array(ValueType::U8, vec![Value::U8(1), Value::U16(2)]);
     assert!(matches!(
         w.add_metadata("mixed", mixed),
-        Err(GgufError::ArrayTypeMismatch { expected: ValueType::U8, found: ValueType::U16, .. })
+        Err(GgufError::ArrayTypeMismatch {
+            expected: ValueType::U8,
+            found: ValueType::U16,
+            ..
+        })
     ));
     let mut deep = Value::Array(ValueType::U8, vec![]);
     for _ in 0..MAX_NESTING {
         deep = Value::Array(ValueType::Array, vec![deep]);
     }
-    assert!(matches!(w.add_metadata("deep", deep), Err(GgufError::NestingTooDeep { .. })));
+    assert!(matches!(
+        w.add_metadata("deep", deep),
+        Err(GgufError::NestingTooDeep { .. })
+    ));
     for bad in [0u32, 3, 48] {
-        assert!(matches!(w.set_alignment(bad), Err(GgufError::BadAlignment(_))), "{bad}");
+        assert!(
+            matches!(w.set_alignment(bad), Err(GgufError::BadAlignment(_))),
+            "{bad}"
+        );
     }
     assert!(matches!(
         w.add_metadata("general.alignment", Value::U64(32)),
-        Err(GgufError::WrongValueType { found: ValueType::U64, .. })
+        Err(GgufError::WrongValueType {
+            found: ValueType::U64,
+            ..
+        })
     ));
-    w.add_tensor("t", &[32], GgmlType::F32, vec![0u8; 128]).expect("tensor");
+    w.add_tensor("t", &[32], GgmlType::F32, vec![0u8; 128])
+        .expect("tensor");
     assert!(matches!(
         w.add_tensor("t", &[32], GgmlType::F32, vec![0u8; 128]),
         Err(GgufError::DuplicateTensor(_))
     ));
     assert!(matches!(
         w.add_tensor("short", &[32], GgmlType::F32, vec![0u8; 127]),
-        Err(GgufError::TensorSizeMismatch { expected: 128, actual: 127, .. })
+        Err(GgufError::TensorSizeMismatch {
+            expected: 128,
+            actual: 127,
+            ..
+        })
     ));
     assert!(matches!(
         w.add_tensor("dims5", &[1, 1, 1, 1, 1], GgmlType::F32, vec![0u8; 4]),
@@ -259,10 +320,12 @@ fn open_memory_maps_the_same_file() {
     let mut file = std::fs::File::create(&path).expect("create");
     let mut w = GgufWriter::new();
     w.set_alignment(64).expect("alignment");
-    w.add_metadata("general.architecture", Value::String("test".into())).expect("md");
+    w.add_metadata("general.architecture", Value::String("test".into()))
+        .expect("md");
     // Same content as `tensor_file`, but metadata order differs: compare tensors only.
     for (name, dims, ty, data) in &tensors {
-        w.add_tensor(name.clone(), dims, *ty, data.as_slice()).expect("tensor");
+        w.add_tensor(name.clone(), dims, *ty, data.as_slice())
+            .expect("tensor");
     }
     let written = w.write_to(&mut file).expect("write");
     drop(file);
@@ -275,13 +338,19 @@ fn open_memory_maps_the_same_file() {
     for t in mapped.tensors() {
         assert_eq!(mapped.tensor_data(t), owned.tensor_data(t));
     }
-    assert_eq!(mapped.data_section().len() as u64, mapped.file_size() - mapped.data_offset());
+    assert_eq!(
+        mapped.data_section().len() as u64,
+        mapped.file_size() - mapped.data_offset()
+    );
 }
 
 #[test]
 fn open_missing_file_is_io_error() {
     let err = GgufFile::open(temp_path("missing-never-created")).expect_err("missing");
-    assert!(matches!(err, GgufError::Io(ref e) if e.kind() == std::io::ErrorKind::NotFound), "{err}");
+    assert!(
+        matches!(err, GgufError::Io(ref e) if e.kind() == std::io::ErrorKind::NotFound),
+        "{err}"
+    );
 }
 
 #[test]
@@ -290,21 +359,39 @@ fn open_empty_file_is_truncated() {
     std::fs::write(&path, b"").expect("write");
     let res = GgufFile::open(&path);
     let _ = std::fs::remove_file(&path);
-    assert!(matches!(res, Err(GgufError::Truncated { offset: 0, .. })), "{res:?}");
+    assert!(
+        matches!(res, Err(GgufError::Truncated { offset: 0, .. })),
+        "{res:?}"
+    );
 }
 
 /// A file with a large header (20k strings) and ~3 MiB of tensor data.
 fn big_file() -> Vec<u8> {
     let mut rng = Rng(77);
     let mut w = GgufWriter::new();
-    w.add_metadata("general.architecture", Value::String("stream".into())).expect("md");
-    let tokens = (0..20_000).map(|i| Value::String(format!("tok{i}"))).collect();
-    w.add_metadata("tokenizer.ggml.tokens", Value::Array(ValueType::String, tokens)).expect("tokens");
-    for (i, ty) in [GgmlType::Q4K, GgmlType::F32, GgmlType::Q8_0].into_iter().enumerate() {
-        let row = if ty.block_size() == 1 { 256 } else { ty.block_size() as u64 * 4 };
+    w.add_metadata("general.architecture", Value::String("stream".into()))
+        .expect("md");
+    let tokens = (0..20_000)
+        .map(|i| Value::String(format!("tok{i}")))
+        .collect();
+    w.add_metadata(
+        "tokenizer.ggml.tokens",
+        Value::Array(ValueType::String, tokens),
+    )
+    .expect("tokens");
+    for (i, ty) in [GgmlType::Q4K, GgmlType::F32, GgmlType::Q8_0]
+        .into_iter()
+        .enumerate()
+    {
+        let row = if ty.block_size() == 1 {
+            256
+        } else {
+            ty.block_size() as u64 * 4
+        };
         let dims = [row, 3000 + i as u64];
         let n = ty.row_bytes(dims[0]).expect("row") * dims[1];
-        w.add_tensor(format!("t{i}"), &dims, ty, rng.bytes(n as usize)).expect("tensor");
+        w.add_tensor(format!("t{i}"), &dims, ty, rng.bytes(n as usize))
+            .expect("tensor");
     }
     w.to_bytes().expect("write")
 }
@@ -365,7 +452,7 @@ fn stream_loader_matches_from_bytes_for_any_chunking() {
 }
 
 #[test]
-fn stream_loader_parses_header_early_and_allocates_once() {
+fn stream_loader_parses_header_early() {
     let bytes = big_file();
     let reference = GgufFile::from_bytes(bytes.clone()).expect("from_bytes");
     let header_end = reference.data_offset() as usize;
@@ -401,7 +488,10 @@ fn stream_loader_drops_trailing_bytes_without_expected_len() {
     assert_same(&f, &reference);
     // Without an announced length the file ends with the last tensor's data.
     let last = reference.tensors().last().expect("tensors");
-    assert_eq!(f.file_size(), reference.data_offset() + last.offset + last.n_bytes);
+    assert_eq!(
+        f.file_size(),
+        reference.data_offset() + last.offset + last.n_bytes
+    );
     assert!(f.file_size() <= reference.file_size());
 }
 
@@ -413,7 +503,10 @@ fn stream_loader_errors() {
     // More than announced.
     let mut l = GgufStreamLoader::new().with_expected_len(len - 1);
     let err = l.push(&bytes).expect_err("too much");
-    assert!(matches!(err, GgufError::TooMuchData { expected } if expected == len - 1), "{err}");
+    assert!(
+        matches!(err, GgufError::TooMuchData { expected } if expected == len - 1),
+        "{err}"
+    );
     // Spent after an error.
     assert!(matches!(l.push(b"x"), Err(GgufError::StreamFailed)));
     assert!(matches!(l.finish(), Err(GgufError::StreamFailed)));
@@ -424,31 +517,62 @@ fn stream_loader_errors() {
     assert!(matches!(l.finish(), Err(GgufError::Truncated { .. })));
     let mut l = GgufStreamLoader::new();
     l.push(&bytes[..bytes.len() - 100]).expect("push");
-    assert!(matches!(l.finish(), Err(GgufError::TensorOutOfBounds { .. })));
+    assert!(matches!(
+        l.finish(),
+        Err(GgufError::TensorOutOfBounds { .. })
+    ));
     let mut l = GgufStreamLoader::new();
     l.push(&bytes[..1000]).expect("push");
     // Cut inside the 20k-token array: its count no longer fits the file.
     let err = l.finish().expect_err("cut header");
-    assert!(matches!(err, GgufError::TooMany { what: "array elements", count: 20_000 }), "{err}");
-    assert!(matches!(GgufStreamLoader::new().finish(), Err(GgufError::Truncated { offset: 0, .. })));
+    assert!(
+        matches!(
+            err,
+            GgufError::TooMany {
+                what: "array elements",
+                count: 20_000
+            }
+        ),
+        "{err}"
+    );
+    assert!(matches!(
+        GgufStreamLoader::new().finish(),
+        Err(GgufError::Truncated { offset: 0, .. })
+    ));
 
     // Header larger than allowed.
     let mut l = GgufStreamLoader::new().with_max_header_bytes(4096);
     let err = l.push(&bytes).expect_err("header too large");
-    assert!(matches!(err, GgufError::TooLarge { limit: 4096, .. }), "{err}");
+    assert!(
+        matches!(err, GgufError::TooLarge { limit: 4096, .. }),
+        "{err}"
+    );
 
     // File larger than allowed.
     let mut l = GgufStreamLoader::new().with_max_file_bytes(1 << 20);
     let err = l.push(&bytes).expect_err("file too large");
-    assert!(matches!(err, GgufError::TooLarge { limit: 0x10_0000, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            GgufError::TooLarge {
+                limit: 0x10_0000,
+                ..
+            }
+        ),
+        "{err}"
+    );
 
     // Bad magic fails on the first attempt, before the header could be complete.
     let mut l = GgufStreamLoader::new();
-    let err = l.push(b"GGUX\x03\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0").expect_err("magic");
+    let err = l
+        .push(b"GGUX\x03\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0")
+        .expect_err("magic");
     assert!(matches!(err, GgufError::BadMagic(m) if &m == b"GGUX"));
 
     // An announced length too short for the tensors fails as soon as the header is in.
-    let header_len = GgufFile::from_bytes(bytes.clone()).expect("ok").data_offset() as usize;
+    let header_len = GgufFile::from_bytes(bytes.clone())
+        .expect("ok")
+        .data_offset() as usize;
     let mut l = GgufStreamLoader::new().with_expected_len(header_len as u64 + 10);
     let err = l.push(&bytes[..header_len + 10]).expect_err("layout");
     assert!(matches!(err, GgufError::TensorOutOfBounds { .. }), "{err}");

@@ -4,7 +4,7 @@
 //! inside the systems as optional weights; extra steps are added here), not by forks.
 
 use bevy_ecs::prelude::*;
-use bevy_ecs::schedule::ExecutorKind;
+use bevy_ecs::schedule::SingleThreadedExecutor;
 
 use crate::batch::{CurrentLayer, StepBatch};
 use crate::systems::*;
@@ -38,7 +38,7 @@ pub enum LayerSystems {
 /// The per-layer schedule for `weights`' architecture.
 pub fn layer_schedule(weights: &ModelWeights) -> Schedule {
     let mut s = Schedule::default();
-    s.set_executor_kind(ExecutorKind::SingleThreaded);
+    s.set_executor(SingleThreadedExecutor::new());
     s.configure_sets(
         (
             LayerSystems::AttnNorm,
@@ -71,7 +71,7 @@ pub fn layer_schedule(weights: &ModelWeights) -> Schedule {
 /// [`init_world`] does both.
 pub fn step_schedule() -> Schedule {
     let mut s = Schedule::default();
-    s.set_executor_kind(ExecutorKind::SingleThreaded);
+    s.set_executor(SingleThreadedExecutor::new());
     s.configure_sets(
         (
             StepSystems::Admit,

@@ -13,6 +13,7 @@ use chord_resources::config::{FfnActivation, RopeScaling};
 
 use crate::batch::{CurrentLayer, SeqChunk, StepBatch};
 use crate::components::*;
+use crate::components::Event;
 use crate::kernels::{activation, attention, matmul, norm, rope};
 use crate::sampling::{self, SamplingParams};
 use crate::weights::{ModelWeights, Projection};

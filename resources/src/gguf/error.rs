@@ -59,7 +59,11 @@ pub enum GgufError {
 
     /// The row length (`dims[0]`) is not a multiple of the type's block size.
     #[error("tensor {name:?}: row length {row_len} is not a multiple of the {ty} block size")]
-    BadRowLength { name: String, ty: GgmlType, row_len: u64 },
+    BadRowLength {
+        name: String,
+        ty: GgmlType,
+        row_len: u64,
+    },
 
     /// `general.alignment` is zero, not a power of two, or not a u32.
     #[error("invalid general.alignment: {0}")]
@@ -69,7 +73,12 @@ pub enum GgufError {
     #[error(
         "tensor {name:?} (offset {offset}, {n_bytes} bytes) lies outside the {data_len}-byte data section"
     )]
-    TensorOutOfBounds { name: String, offset: u64, n_bytes: u64, data_len: u64 },
+    TensorOutOfBounds {
+        name: String,
+        offset: u64,
+        n_bytes: u64,
+        data_len: u64,
+    },
 
     /// Two tensors' data ranges overlap.
     #[error("tensors {first:?} and {second:?} overlap")]
@@ -77,7 +86,11 @@ pub enum GgufError {
 
     /// A tensor offset is not a multiple of the alignment.
     #[error("tensor {name:?} offset {offset} is not a multiple of the alignment {alignment}")]
-    MisalignedTensor { name: String, offset: u64, alignment: u64 },
+    MisalignedTensor {
+        name: String,
+        offset: u64,
+        alignment: u64,
+    },
 
     /// The same metadata key appears twice.
     #[error("duplicate metadata key {0:?}")]
@@ -93,7 +106,11 @@ pub enum GgufError {
 
     /// A size exceeds a configured limit or the address space (`usize`).
     #[error("{what} of {size} bytes exceeds the limit of {limit} bytes")]
-    TooLarge { what: &'static str, size: u64, limit: u64 },
+    TooLarge {
+        what: &'static str,
+        size: u64,
+        limit: u64,
+    },
 
     /// The allocation for the model buffer failed.
     #[error("could not allocate {bytes} bytes for the GGUF file")]
@@ -109,13 +126,25 @@ pub enum GgufError {
 
     /// Writer: an array's elements do not all have the declared element type.
     #[error("array for {key:?}: element of type {found:?} in an array of {expected:?}")]
-    ArrayTypeMismatch { key: String, expected: ValueType, found: ValueType },
+    ArrayTypeMismatch {
+        key: String,
+        expected: ValueType,
+        found: ValueType,
+    },
 
     /// Writer: the byte buffer given for a tensor has the wrong length.
     #[error("tensor {name:?}: got {actual} bytes, its shape and type need {expected}")]
-    TensorSizeMismatch { name: String, expected: u64, actual: u64 },
+    TensorSizeMismatch {
+        name: String,
+        expected: u64,
+        actual: u64,
+    },
 
     /// Writer: a metadata value has the wrong type for a well-known key.
     #[error("metadata key {key:?} must be {expected:?}, got {found:?}")]
-    WrongValueType { key: String, expected: ValueType, found: ValueType },
+    WrongValueType {
+        key: String,
+        expected: ValueType,
+        found: ValueType,
+    },
 }

@@ -17,6 +17,7 @@
 //! that can still follow before anything is allocated for it.
 
 use std::collections::HashMap;
+#[cfg(not(target_arch = "wasm32"))]
 use std::path::Path;
 
 use super::error::GgufError;
@@ -65,13 +66,20 @@ pub struct TensorInfo {
 
 impl TensorInfo {
     /// Number of elements (the product of all dims; 1 for zero dims).
+    ///
+    /// Saturates at `u64::MAX` for a hand-made info whose dims overflow;
+    /// infos from a [`GgufFile`] are checked to fit an i64.
     pub fn n_elements(&self) -> u64 {
-        self.dims.iter().product()
+        self.dims.iter().fold(1u64, |acc, &d| acc.saturating_mul(d))
     }
 
     /// Number of rows: the product of `dims[1..]` (1 for a vector).
+    /// Saturates like [`TensorInfo::n_elements`].
     pub fn n_rows(&self) -> u64 {
-        self.dims.iter().skip(1).product()
+        self.dims
+            .iter()
+            .skip(1)
+            .fold(1u64, |acc, &d| acc.saturating_mul(d))
     }
 
     /// Elements per row: `dims[0]` (1 for a zero-dimensional tensor).
@@ -89,7 +97,11 @@ impl TensorInfo {
 #[derive(Debug)]
 pub(crate) enum ParseError {
     /// The bytes up to `needed` (absolute offset) have not arrived.
-    NeedMore { needed: u64, what: &'static str, offset: u64 },
+    NeedMore {
+        needed: u64,
+        what: &'static str,
+        offset: u64,
+    },
     /// The header is invalid whatever follows.
     Fatal(GgufError),
 }
@@ -148,7 +160,9 @@ impl<'a> Cursor<'a> {
 
     fn take(&mut self, n: u64, what: &'static str) -> Result<&'a [u8], ParseError> {
         let offset = self.offset();
-        let needed = offset.checked_add(n).ok_or(GgufError::Truncated { what, offset })?;
+        let needed = offset
+            .checked_add(n)
+            .ok_or(GgufError::Truncated { what, offset })?;
         if needed > self.total {
             return Err(GgufError::Truncated { what, offset }.into());
         }
@@ -158,7 +172,11 @@ impl<'a> Cursor<'a> {
                 self.pos = end;
                 Ok(bytes)
             }
-            None => Err(ParseError::NeedMore { needed, what, offset }),
+            None => Err(ParseError::NeedMore {
+                needed,
+                what,
+                offset,
+            }),
         }
     }
 
@@ -202,7 +220,10 @@ impl<'a> Cursor<'a> {
     fn count_values(&mut self, n: u64) -> Result<(), GgufError> {
         self.values = self.values.saturating_add(n);
         if self.values > MAX_METADATA_VALUES {
-            return Err(GgufError::TooMany { what: "metadata values", count: self.values });
+            return Err(GgufError::TooMany {
+                what: "metadata values",
+                count: self.values,
+            });
         }
         Ok(())
     }
@@ -244,7 +265,9 @@ impl<'a> Cursor<'a> {
                 let count = self.u64("array length")?;
                 self.check_count(count, min_encoded_size(elem_ty), "array elements")?;
                 self.count_values(count)?;
-                let cap = usize::try_from(count).unwrap_or(usize::MAX).min(MAX_PREALLOC);
+                let cap = usize::try_from(count)
+                    .unwrap_or(usize::MAX)
+                    .min(MAX_PREALLOC);
                 let mut elems = Vec::with_capacity(cap);
                 for _ in 0..count {
                     elems.push(self.value(elem_ty, depth + 1)?);
@@ -275,7 +298,12 @@ pub(crate) fn align_up(v: u64, align: u64) -> Option<u64> {
 /// Parse everything in front of the data section from `buf`, the first bytes
 /// of a file of `total` bytes (`u64::MAX` when unknown).
 pub(crate) fn parse_header(buf: &[u8], total: u64) -> Result<Header, ParseError> {
-    let mut c = Cursor { buf, pos: 0, total, values: 0 };
+    let mut c = Cursor {
+        buf,
+        pos: 0,
+        total,
+        values: 0,
+    };
     let magic = c.array::<4>("magic")?;
     if magic != GGUF_MAGIC {
         return Err(GgufError::BadMagic(magic).into());
@@ -295,7 +323,9 @@ pub(crate) fn parse_header(buf: &[u8], total: u64) -> Result<Header, ParseError>
     c.check_count(kv_count, MIN_KV_BYTES, "metadata entries")?;
     c.count_values(kv_count)?;
 
-    let kv_cap = usize::try_from(kv_count).unwrap_or(usize::MAX).min(MAX_PREALLOC);
+    let kv_cap = usize::try_from(kv_count)
+        .unwrap_or(usize::MAX)
+        .min(MAX_PREALLOC);
     let mut metadata = Vec::with_capacity(kv_cap);
     let mut meta_index = HashMap::with_capacity(kv_cap);
     for i in 0..kv_count {
@@ -316,7 +346,9 @@ pub(crate) fn parse_header(buf: &[u8], total: u64) -> Result<Header, ParseError>
         Some((_, v)) => return Err(GgufError::BadAlignment(format!("{v:?}")).into()),
     };
 
-    let t_cap = usize::try_from(tensor_count).unwrap_or(usize::MAX).min(MAX_PREALLOC);
+    let t_cap = usize::try_from(tensor_count)
+        .unwrap_or(usize::MAX)
+        .min(MAX_PREALLOC);
     let mut tensors = Vec::with_capacity(t_cap);
     let mut tensor_index = HashMap::with_capacity(t_cap);
     for i in 0..tensor_count {
@@ -340,7 +372,13 @@ pub(crate) fn parse_header(buf: &[u8], total: u64) -> Result<Header, ParseError>
             return Err(GgufError::DuplicateTensor(name).into());
         }
         tensor_index.insert(name.clone(), i as usize);
-        tensors.push(TensorInfo { name, dims, ty, offset, n_bytes });
+        tensors.push(TensorInfo {
+            name,
+            dims,
+            ty,
+            offset,
+            n_bytes,
+        });
     }
 
     let header_end = c.offset();
@@ -362,24 +400,37 @@ pub(crate) fn parse_header(buf: &[u8], total: u64) -> Result<Header, ParseError>
 }
 
 /// Byte size of a tensor of shape `dims` and type `ty`, checking that the
-/// row length is whole blocks and that neither the element count (ggml keeps
-/// it in an i64) nor the byte size overflows.
+/// row length is whole blocks and that nothing overflows.
+///
+/// The product of the *non-zero* dims must fit in an i64 (ggml keeps counts
+/// in i64). Checking non-zero dims, not the plain product, matters: a zero
+/// dim makes the product 0, but `n_rows()` (the product of `dims[1..]`) of
+/// `[0, 2^40, 2^40]` would still overflow.
 pub(crate) fn tensor_n_bytes(name: &str, dims: &[u64], ty: GgmlType) -> Result<u64, GgufError> {
-    let overflow = || GgufError::DimOverflow { name: name.to_owned() };
-    let mut elements: u64 = 1;
-    for &d in dims {
-        elements = elements.checked_mul(d).ok_or_else(overflow)?;
+    let overflow = || GgufError::DimOverflow {
+        name: name.to_owned(),
+    };
+    let mut nonzero: u64 = 1;
+    for &d in dims.iter().filter(|&&d| d != 0) {
+        nonzero = nonzero.checked_mul(d).ok_or_else(overflow)?;
     }
-    if elements > i64::MAX as u64 {
+    if nonzero > i64::MAX as u64 {
         return Err(overflow());
     }
     let row_len = dims.first().copied().unwrap_or(1);
-    let row_bytes = ty.row_bytes(row_len).ok_or_else(|| GgufError::BadRowLength {
-        name: name.to_owned(),
-        ty,
-        row_len,
-    })?;
-    let rows: u64 = dims.iter().skip(1).product(); // ≤ elements (or a 0 dim), no overflow
+    if !row_len.is_multiple_of(ty.block_size() as u64) {
+        return Err(GgufError::BadRowLength {
+            name: name.to_owned(),
+            ty,
+            row_len,
+        });
+    }
+    let row_bytes = ty.row_bytes(row_len).ok_or_else(overflow)?;
+    // Cannot overflow: a sub-product of the checked non-zero product, or 0.
+    let rows = dims
+        .iter()
+        .skip(1)
+        .fold(1u64, |acc, &d| acc.saturating_mul(d));
     row_bytes.checked_mul(rows).ok_or_else(overflow)
 }
 
@@ -389,19 +440,22 @@ fn check_tensor_layout(tensors: &[TensorInfo], alignment: u64) -> Result<u64, Gg
     let mut ranges = Vec::with_capacity(tensors.len());
     let mut data_end = 0u64;
     for t in tensors {
-        if t.offset % alignment != 0 {
+        if !t.offset.is_multiple_of(alignment) {
             return Err(GgufError::MisalignedTensor {
                 name: t.name.clone(),
                 offset: t.offset,
                 alignment,
             });
         }
-        let end = t.offset.checked_add(t.n_bytes).ok_or_else(|| GgufError::TensorOutOfBounds {
-            name: t.name.clone(),
-            offset: t.offset,
-            n_bytes: t.n_bytes,
-            data_len: u64::MAX,
-        })?;
+        let end = t
+            .offset
+            .checked_add(t.n_bytes)
+            .ok_or_else(|| GgufError::TensorOutOfBounds {
+                name: t.name.clone(),
+                offset: t.offset,
+                n_bytes: t.n_bytes,
+                data_len: u64::MAX,
+            })?;
         data_end = data_end.max(end);
         if t.n_bytes > 0 {
             ranges.push((t.offset, end, t));
@@ -425,7 +479,10 @@ fn check_tensor_layout(tensors: &[TensorInfo], alignment: u64) -> Result<u64, Gg
 pub(crate) fn check_tensor_bounds(tensors: &[TensorInfo], data_len: u64) -> Result<(), GgufError> {
     for t in tensors {
         // Overflow was ruled out by `check_tensor_layout`; treat it as out of bounds anyway.
-        let fits = t.offset.checked_add(t.n_bytes).is_some_and(|end| end <= data_len);
+        let fits = t
+            .offset
+            .checked_add(t.n_bytes)
+            .is_some_and(|end| end <= data_len);
         if !fits {
             return Err(GgufError::TensorOutOfBounds {
                 name: t.name.clone(),
@@ -512,7 +569,10 @@ impl GgufFile {
 
     /// Assemble a file from a parsed header and the whole file's bytes,
     /// checking that every tensor lies inside them.
-    pub(crate) fn from_header_and_bytes(header: Header, bytes: Vec<u8>) -> Result<GgufFile, GgufError> {
+    pub(crate) fn from_header_and_bytes(
+        header: Header,
+        bytes: Vec<u8>,
+    ) -> Result<GgufFile, GgufError> {
         Self::from_header(header, Storage::Owned(bytes))
     }
 
@@ -520,7 +580,10 @@ impl GgufFile {
         let file_size = storage.bytes().len() as u64;
         let data_len = file_size.saturating_sub(header.data_offset);
         if !header.tensors.is_empty() && header.data_offset > file_size {
-            return Err(GgufError::Truncated { what: "data section padding", offset: file_size });
+            return Err(GgufError::Truncated {
+                what: "data section padding",
+                offset: file_size,
+            });
         }
         check_tensor_bounds(&header.tensors, data_len)?;
         Ok(GgufFile {
@@ -596,13 +659,20 @@ impl GgufFile {
     ///
     /// `info` should come from this file's [`GgufFile::tensors`]; a foreign
     /// info whose range lies outside this file gives an empty slice.
+    ///
+    /// The slice's file offset is a multiple of [`GgufFile::alignment`]; its
+    /// address is too for memory-mapped files (page-aligned base), while an
+    /// owned buffer only guarantees the allocator's alignment, so reinterpret
+    /// it as wider types with `align_to`/`bytemuck`-style checked casts.
     pub fn tensor_data(&self, info: &TensorInfo) -> &[u8] {
         let range = self
             .data_offset
             .checked_add(info.offset)
             .and_then(|start| Some((start, start.checked_add(info.n_bytes)?)))
             .and_then(|(s, e)| Some(usize::try_from(s).ok()?..usize::try_from(e).ok()?));
-        range.and_then(|r| self.storage.bytes().get(r)).unwrap_or(&[])
+        range
+            .and_then(|r| self.storage.bytes().get(r))
+            .unwrap_or(&[])
     }
 
     /// The data of the tensor named `name`.
@@ -629,5 +699,86 @@ impl GgufFile {
     /// Whether the tensor data is memory-mapped (as opposed to held in a `Vec`).
     pub fn is_mapped(&self) -> bool {
         !matches!(self.storage, Storage::Owned(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-tensor file built by hand (no writer), 32-byte aligned.
+    fn tiny_file() -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(b"GGUF");
+        b.extend_from_slice(&3u32.to_le_bytes());
+        b.extend_from_slice(&1u64.to_le_bytes()); // tensors
+        b.extend_from_slice(&1u64.to_le_bytes()); // kv
+        b.extend_from_slice(&1u64.to_le_bytes());
+        b.push(b'k');
+        b.extend_from_slice(&(ValueType::U8 as u32).to_le_bytes());
+        b.push(42);
+        b.extend_from_slice(&1u64.to_le_bytes());
+        b.push(b't');
+        b.extend_from_slice(&1u32.to_le_bytes()); // n_dims
+        b.extend_from_slice(&2u64.to_le_bytes()); // dims[0]
+        b.extend_from_slice(&(GgmlType::F32 as u32).to_le_bytes());
+        b.extend_from_slice(&0u64.to_le_bytes()); // offset
+        b.resize(b.len().next_multiple_of(32), 0);
+        b.extend_from_slice(&1.0f32.to_le_bytes());
+        b.extend_from_slice(&(-2.0f32).to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn from_bytes_parses_hand_built_file() {
+        let f = GgufFile::from_bytes(tiny_file()).expect("valid");
+        assert_eq!(f.get("k"), Some(&Value::U8(42)));
+        assert_eq!(f.data_offset(), 96); // 24 + 14 (kv) + 33 (tensor info) = 71, padded
+        let t = f.tensor("t").expect("tensor");
+        assert_eq!(
+            (t.n_elements(), t.n_rows(), t.row_len(), t.n_bytes),
+            (2, 1, 2, 8)
+        );
+        let data = f.tensor_bytes("t").expect("data");
+        assert_eq!(data.get(4..8), Some(&(-2.0f32).to_le_bytes()[..]));
+        assert!(!f.is_mapped());
+    }
+
+    /// Exercises the `unsafe` memory map in `open`.
+    #[test]
+    fn open_maps_the_file() {
+        let bytes = tiny_file();
+        let path =
+            std::env::temp_dir().join(format!("chord-gguf-unit-{}.gguf", std::process::id()));
+        std::fs::write(&path, &bytes).expect("write temp file");
+        let f = GgufFile::open(&path);
+        let _ = std::fs::remove_file(&path);
+        let f = f.expect("open");
+        assert!(f.is_mapped());
+        assert_eq!(f.as_bytes(), bytes.as_slice());
+        assert_eq!(f.tensor_bytes("t").map(<[u8]>::len), Some(8));
+        // Page-aligned map: the tensor's address is aligned like its offset.
+        let addr = f.tensor_bytes("t").map_or(1, |d| d.as_ptr() as usize);
+        assert_eq!(addr % 32, 0);
+    }
+
+    #[test]
+    fn foreign_tensor_info_gives_empty_slice() {
+        let f = GgufFile::from_bytes(tiny_file()).expect("valid");
+        let foreign = TensorInfo {
+            name: "x".into(),
+            dims: vec![1 << 20],
+            ty: GgmlType::F32,
+            offset: u64::MAX - 3,
+            n_bytes: 1 << 22,
+        };
+        assert!(f.tensor_data(&foreign).is_empty());
+    }
+
+    #[test]
+    fn file_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<GgufFile>();
+        assert_send_sync::<super::super::GgufStreamLoader>();
     }
 }

@@ -39,7 +39,11 @@ enum State {
     /// Header not parsed yet; the next parse attempt is when `buf` reaches `next_attempt`.
     Header { buf: Vec<u8>, next_attempt: u64 },
     /// Header parsed; `buf` has capacity `size` and fills up to it.
-    Data { header: Header, buf: Vec<u8>, size: usize },
+    Data {
+        header: Header,
+        buf: Vec<u8>,
+        size: usize,
+    },
     /// An error happened.
     Failed,
 }
@@ -58,7 +62,10 @@ impl GgufStreamLoader {
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_file_bytes: DEFAULT_MAX_FILE_BYTES,
             received: 0,
-            state: State::Header { buf: Vec::new(), next_attempt: FIRST_ATTEMPT },
+            state: State::Header {
+                buf: Vec::new(),
+                next_attempt: FIRST_ATTEMPT,
+            },
         }
     }
 
@@ -119,7 +126,10 @@ impl GgufStreamLoader {
         let mut rest = chunk;
         while !rest.is_empty() {
             state = match state {
-                State::Header { mut buf, next_attempt } => {
+                State::Header {
+                    mut buf,
+                    next_attempt,
+                } => {
                     let want = next_attempt.saturating_sub(buf.len() as u64);
                     let take = usize::try_from(want).unwrap_or(usize::MAX).min(rest.len());
                     let (head, tail) = rest.split_at(take);
@@ -131,8 +141,12 @@ impl GgufStreamLoader {
                         self.try_header(buf)?
                     }
                 }
-                State::Data { header, mut buf, size } => {
-                    let room = size - buf.len();
+                State::Data {
+                    header,
+                    mut buf,
+                    size,
+                } => {
+                    let room = size.saturating_sub(buf.len());
                     let take = room.min(rest.len());
                     let (head, _dropped) = rest.split_at(take);
                     // Within the reserved capacity: never reallocates.
@@ -167,7 +181,10 @@ impl GgufStreamLoader {
                 if let Some(expected) = self.expected_len {
                     next = next.min(expected);
                 }
-                Ok(State::Header { buf, next_attempt: next.max(len + 1) })
+                Ok(State::Header {
+                    buf,
+                    next_attempt: next.max(len + 1),
+                })
             }
         }
     }
@@ -175,14 +192,21 @@ impl GgufStreamLoader {
     fn start_data(&self, header: Header, head: Vec<u8>) -> Result<State, GgufError> {
         let size = match self.expected_len {
             Some(len) => len,
-            None => header.data_offset.checked_add(header.data_end).ok_or(GgufError::TooLarge {
-                what: "GGUF file",
-                size: u64::MAX,
-                limit: self.max_file_bytes,
-            })?,
+            None => header
+                .data_offset
+                .checked_add(header.data_end)
+                .ok_or(GgufError::TooLarge {
+                    what: "GGUF file",
+                    size: u64::MAX,
+                    limit: self.max_file_bytes,
+                })?,
         };
         if size > self.max_file_bytes {
-            return Err(GgufError::TooLarge { what: "GGUF file", size, limit: self.max_file_bytes });
+            return Err(GgufError::TooLarge {
+                what: "GGUF file",
+                size,
+                limit: self.max_file_bytes,
+            });
         }
         if let Some(len) = self.expected_len {
             check_layout_fits(&header, len)?;
@@ -193,11 +217,16 @@ impl GgufStreamLoader {
             limit: usize::MAX as u64,
         })?;
         let mut buf = Vec::new();
-        buf.try_reserve_exact(size_usize).map_err(|_| GgufError::OutOfMemory { bytes: size })?;
+        buf.try_reserve_exact(size_usize)
+            .map_err(|_| GgufError::OutOfMemory { bytes: size })?;
         let keep = head.len().min(size_usize);
         buf.extend_from_slice(head.get(..keep).unwrap_or(&[]));
         drop(head);
-        Ok(State::Data { header, buf, size: size_usize })
+        Ok(State::Data {
+            header,
+            buf,
+            size: size_usize,
+        })
     }
 
     /// All bytes are in: validate and return the file.
@@ -208,7 +237,10 @@ impl GgufStreamLoader {
         if let Some(expected) = self.expected_len
             && self.received < expected
         {
-            return Err(GgufError::Truncated { what: "stream", offset: self.received });
+            return Err(GgufError::Truncated {
+                what: "stream",
+                offset: self.received,
+            });
         }
         match self.state {
             State::Header { buf, .. } => GgufFile::from_bytes(buf),
@@ -221,7 +253,10 @@ impl GgufStreamLoader {
 /// Check, before allocating, that a file of `len` bytes can hold the header's tensors.
 fn check_layout_fits(header: &Header, len: u64) -> Result<(), GgufError> {
     if !header.tensors.is_empty() && header.data_offset > len {
-        return Err(GgufError::Truncated { what: "data section padding", offset: len });
+        return Err(GgufError::Truncated {
+            what: "data section padding",
+            offset: len,
+        });
     }
     check_tensor_bounds(&header.tensors, len.saturating_sub(header.data_offset))
 }

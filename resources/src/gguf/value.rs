@@ -90,7 +90,11 @@ impl Value {
             Value::I16(v) => u64::try_from(v).ok(),
             Value::I32(v) => u64::try_from(v).ok(),
             Value::I64(v) => u64::try_from(v).ok(),
-            Value::Bool(_) | Value::F32(_) | Value::F64(_) | Value::String(_) | Value::Array(..) => None,
+            Value::Bool(_)
+            | Value::F32(_)
+            | Value::F64(_)
+            | Value::String(_)
+            | Value::Array(..) => None,
         }
     }
 

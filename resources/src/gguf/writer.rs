@@ -84,7 +84,11 @@ impl<'a> GgufWriter<'a> {
     /// element type, arrays nested deeper than [`MAX_NESTING`], or a
     /// `general.alignment` that is not a power-of-two `Value::U32` (a valid
     /// one sets the alignment, like [`GgufWriter::set_alignment`]).
-    pub fn add_metadata(&mut self, key: impl Into<String>, value: Value) -> Result<&mut Self, GgufError> {
+    pub fn add_metadata(
+        &mut self,
+        key: impl Into<String>,
+        value: Value,
+    ) -> Result<&mut Self, GgufError> {
         let key = key.into();
         if self.keys.contains(&key) {
             return Err(GgufError::DuplicateKey(key));
@@ -138,10 +142,19 @@ impl<'a> GgufWriter<'a> {
         }
         let expected = tensor_n_bytes(&name, dims, ty)?;
         if expected != data.len() as u64 {
-            return Err(GgufError::TensorSizeMismatch { name, expected, actual: data.len() as u64 });
+            return Err(GgufError::TensorSizeMismatch {
+                name,
+                expected,
+                actual: data.len() as u64,
+            });
         }
         self.names.insert(name.clone());
-        self.tensors.push(PendingTensor { name, dims: dims.to_vec(), ty, data });
+        self.tensors.push(PendingTensor {
+            name,
+            dims: dims.to_vec(),
+            ty,
+            data,
+        });
         Ok(self)
     }
 
@@ -155,7 +168,9 @@ impl<'a> GgufWriter<'a> {
             pos = pos
                 .checked_add(t.data.len() as u64)
                 .and_then(|end| align_up(end, self.alignment))
-                .ok_or_else(|| GgufError::DimOverflow { name: t.name.clone() })?;
+                .ok_or_else(|| GgufError::DimOverflow {
+                    name: t.name.clone(),
+                })?;
         }
         Ok((offsets, pos))
     }
@@ -177,13 +192,20 @@ impl<'a> GgufWriter<'a> {
         let (_, data_len) = self.layout()?;
         align_up(self.header_len(), self.alignment)
             .and_then(|h| h.checked_add(data_len))
-            .ok_or(GgufError::TooLarge { what: "GGUF file", size: u64::MAX, limit: u64::MAX })
+            .ok_or(GgufError::TooLarge {
+                what: "GGUF file",
+                size: u64::MAX,
+                limit: u64::MAX,
+            })
     }
 
     /// Write the file to `w`; returns the number of bytes written.
     pub fn write_to<W: Write>(&self, mut w: W) -> Result<u64, GgufError> {
         let (offsets, _) = self.layout()?;
-        let mut out = Counting { inner: &mut w, written: 0 };
+        let mut out = Counting {
+            inner: &mut w,
+            written: 0,
+        };
         out.write_all(&GGUF_MAGIC)?;
         out.write_all(&3u32.to_le_bytes())?;
         out.write_all(&(self.tensors.len() as u64).to_le_bytes())?;
@@ -220,7 +242,8 @@ impl<'a> GgufWriter<'a> {
             limit: usize::MAX as u64,
         })?;
         let mut v = Vec::new();
-        v.try_reserve_exact(cap).map_err(|_| GgufError::OutOfMemory { bytes: len })?;
+        v.try_reserve_exact(cap)
+            .map_err(|_| GgufError::OutOfMemory { bytes: len })?;
         self.write_to(&mut v)?;
         Ok(v)
     }
@@ -259,7 +282,9 @@ impl<W: Write> Write for Counting<'_, W> {
 fn alignment_from_value(value: &Value) -> Result<u64, GgufError> {
     match value {
         Value::U32(a) if a.is_power_of_two() => Ok(u64::from(*a)),
-        Value::U32(a) => Err(GgufError::BadAlignment(format!("{a} is not a power of two"))),
+        Value::U32(a) => Err(GgufError::BadAlignment(format!(
+            "{a} is not a power of two"
+        ))),
         other => Err(GgufError::WrongValueType {
             key: ALIGNMENT_KEY.to_owned(),
             expected: ValueType::U32,

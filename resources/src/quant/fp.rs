@@ -117,7 +117,11 @@ pub(crate) fn parse_block<'a, T>(
     }
     let mut fields = Fields { rest: raw };
     let block = read(&mut fields).ok_or_else(mismatch)?;
-    if fields.rest.is_empty() { Ok(block) } else { Err(mismatch()) }
+    if fields.rest.is_empty() {
+        Ok(block)
+    } else {
+        Err(mismatch())
+    }
 }
 
 #[cfg(test)]
@@ -141,7 +145,12 @@ mod tests {
         let exp_bits = (bits >> 13) & 0x0000_7C00;
         let mantissa_bits = bits & 0x0000_0FFF;
         let nonsign = exp_bits + mantissa_bits;
-        ((sign >> 16) | if shl1_w > 0xFF00_0000 { 0x7E00 } else { nonsign }) as u16
+        ((sign >> 16)
+            | if shl1_w > 0xFF00_0000 {
+                0x7E00
+            } else {
+                nonsign
+            }) as u16
     }
 
     #[test]
@@ -152,7 +161,11 @@ mod tests {
         let mut bits = 0u32;
         loop {
             let f = f32::from_bits(bits);
-            assert_eq!(fp32_to_fp16(f).to_bits(), ggml_fp32_to_fp16_bits(f), "input bits {bits:#010x}");
+            assert_eq!(
+                fp32_to_fp16(f).to_bits(),
+                ggml_fp32_to_fp16_bits(f),
+                "input bits {bits:#010x}"
+            );
             checked += 1;
             let (next, wrapped) = bits.overflowing_add(40_009);
             if wrapped {
@@ -179,7 +192,11 @@ mod tests {
             f32::from_bits(0x7f80_0001),
             f32::MIN_POSITIVE,
         ] {
-            assert_eq!(fp32_to_fp16(f).to_bits(), ggml_fp32_to_fp16_bits(f), "{f:e}");
+            assert_eq!(
+                fp32_to_fp16(f).to_bits(),
+                ggml_fp32_to_fp16_bits(f),
+                "{f:e}"
+            );
         }
     }
 
@@ -248,10 +265,17 @@ mod tests {
         let raw = [0u8; 34];
         let ok = parse_block(GgmlType::Q8_0, &raw, |f| Some((f.f16()?, f.bytes::<32>()?)));
         assert!(ok.is_ok());
-        let short = parse_block(GgmlType::Q8_0, &raw[..33], |f| Some((f.f16()?, f.bytes::<32>()?)));
+        let short = parse_block(GgmlType::Q8_0, &raw[..33], |f| {
+            Some((f.f16()?, f.bytes::<32>()?))
+        });
         assert_eq!(
             short.unwrap_err(),
-            QuantError::LengthMismatch { ty: GgmlType::Q8_0, what: "block bytes", expected: 34, actual: 33 }
+            QuantError::LengthMismatch {
+                ty: GgmlType::Q8_0,
+                what: "block bytes",
+                expected: 34,
+                actual: 33
+            }
         );
         // A reader that leaves bytes over is an error too (layout out of step with type_size).
         let partial = parse_block(GgmlType::Q8_0, &raw, |f| f.f16());

@@ -54,7 +54,13 @@ pub(crate) fn unpack(ty: GgmlType, raw: &[u8]) -> Result<Ints32, QuantError> {
 // high nibble; the fifth bit of element j (Q5_*) is bit j of the little-endian u32 `qh`.
 
 fn low_and_high_nibbles(qs: &[u8; QK / 2]) -> [u8; QK] {
-    std::array::from_fn(|j| if j < QK / 2 { qs[j] & 0x0F } else { qs[j - QK / 2] >> 4 })
+    std::array::from_fn(|j| {
+        if j < QK / 2 {
+            qs[j] & 0x0F
+        } else {
+            qs[j - QK / 2] >> 4
+        }
+    })
 }
 
 fn with_fifth_bits(qs: &[u8; QK / 2], qh: &[u8; 4]) -> [u8; QK] {
@@ -80,14 +86,23 @@ fn pack_nibbles(q: &[u8; QK]) -> [u8; QK / 2] {
 /// `quantize_row_q5_*_ref`: low nibbles masked into `qs`, fifth bits into `qh`.
 fn pack_five_bits(q: &[u8; QK]) -> ([u8; QK / 2], [u8; 4]) {
     let qs = std::array::from_fn(|j| (q[j] & 0x0F) | ((q[j + QK / 2] & 0x0F) << 4));
-    let qh = q.iter().enumerate().fold(0u32, |acc, (j, &v)| acc | (u32::from((v & 0x10) >> 4) << j));
+    let qh = q
+        .iter()
+        .enumerate()
+        .fold(0u32, |acc, (j, &v)| acc | (u32::from((v & 0x10) >> 4) << j));
     (qs, qh.to_le_bytes())
 }
 
 /// `(amax, max)`: largest magnitude and the signed value that has it (first one wins, as in
 /// `if (amax < fabsf(v))`).
 fn signed_absmax(x: &[f32; QK]) -> (f32, f32) {
-    x.iter().fold((0.0f32, 0.0f32), |(amax, max), &v| if amax < v.abs() { (v.abs(), v) } else { (amax, max) })
+    x.iter().fold((0.0f32, 0.0f32), |(amax, max), &v| {
+        if amax < v.abs() {
+            (v.abs(), v)
+        } else {
+            (amax, max)
+        }
+    })
 }
 
 /// `(min, max)` with ggml's start values and comparisons.
@@ -115,13 +130,22 @@ pub struct BlockQ4_0<'a> {
 impl<'a> Block<'a> for BlockQ4_0<'a> {
     const TYPE: GgmlType = GgmlType::Q4_0;
     fn parse(raw: &'a [u8]) -> Result<Self, QuantError> {
-        parse_block(Self::TYPE, raw, |f: &mut Fields<'a>| Some(Self { d: f.f16()?, qs: f.bytes()? }))
+        parse_block(Self::TYPE, raw, |f: &mut Fields<'a>| {
+            Some(Self {
+                d: f.f16()?,
+                qs: f.bytes()?,
+            })
+        })
     }
 }
 
 impl BlockQ4_0<'_> {
     pub(crate) fn unpack(&self) -> Ints32 {
-        Ints32 { d: fp16_to_fp32(self.d), m: None, q: offset(low_and_high_nibbles(self.qs), 8) }
+        Ints32 {
+            d: fp16_to_fp32(self.d),
+            m: None,
+            q: offset(low_and_high_nibbles(self.qs), 8),
+        }
     }
 }
 
@@ -149,7 +173,13 @@ pub struct BlockQ4_1<'a> {
 impl<'a> Block<'a> for BlockQ4_1<'a> {
     const TYPE: GgmlType = GgmlType::Q4_1;
     fn parse(raw: &'a [u8]) -> Result<Self, QuantError> {
-        parse_block(Self::TYPE, raw, |f: &mut Fields<'a>| Some(Self { d: f.f16()?, m: f.f16()?, qs: f.bytes()? }))
+        parse_block(Self::TYPE, raw, |f: &mut Fields<'a>| {
+            Some(Self {
+                d: f.f16()?,
+                m: f.f16()?,
+                qs: f.bytes()?,
+            })
+        })
     }
 }
 
@@ -169,7 +199,11 @@ pub(crate) fn quantize_q4_1(x: &[f32; QK]) -> [u8; 20] {
     let d = (max - min) / 15.0;
     let id = inverse_or_zero(d);
     let q: [u8; QK] = std::array::from_fn(|j| (((x[j] - min) * id + 0.5) as i8).min(15) as u8);
-    concat(&[&fp32_to_fp16(d).to_le_bytes(), &fp32_to_fp16(min).to_le_bytes(), &pack_nibbles(&q)])
+    concat(&[
+        &fp32_to_fp16(d).to_le_bytes(),
+        &fp32_to_fp16(min).to_le_bytes(),
+        &pack_nibbles(&q),
+    ])
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -186,13 +220,23 @@ pub struct BlockQ5_0<'a> {
 impl<'a> Block<'a> for BlockQ5_0<'a> {
     const TYPE: GgmlType = GgmlType::Q5_0;
     fn parse(raw: &'a [u8]) -> Result<Self, QuantError> {
-        parse_block(Self::TYPE, raw, |f: &mut Fields<'a>| Some(Self { d: f.f16()?, qh: f.bytes()?, qs: f.bytes()? }))
+        parse_block(Self::TYPE, raw, |f: &mut Fields<'a>| {
+            Some(Self {
+                d: f.f16()?,
+                qh: f.bytes()?,
+                qs: f.bytes()?,
+            })
+        })
     }
 }
 
 impl BlockQ5_0<'_> {
     pub(crate) fn unpack(&self) -> Ints32 {
-        Ints32 { d: fp16_to_fp32(self.d), m: None, q: offset(with_fifth_bits(self.qs, self.qh), 16) }
+        Ints32 {
+            d: fp16_to_fp32(self.d),
+            m: None,
+            q: offset(with_fifth_bits(self.qs, self.qh), 16),
+        }
     }
 }
 
@@ -222,7 +266,12 @@ impl<'a> Block<'a> for BlockQ5_1<'a> {
     const TYPE: GgmlType = GgmlType::Q5_1;
     fn parse(raw: &'a [u8]) -> Result<Self, QuantError> {
         parse_block(Self::TYPE, raw, |f: &mut Fields<'a>| {
-            Some(Self { d: f.f16()?, m: f.f16()?, qh: f.bytes()?, qs: f.bytes()? })
+            Some(Self {
+                d: f.f16()?,
+                m: f.f16()?,
+                qh: f.bytes()?,
+                qs: f.bytes()?,
+            })
         })
     }
 }
@@ -244,7 +293,12 @@ pub(crate) fn quantize_q5_1(x: &[f32; QK]) -> [u8; 24] {
     let id = inverse_or_zero(d);
     let q: [u8; QK] = std::array::from_fn(|j| ((x[j] - min) * id + 0.5) as u8);
     let (qs, qh) = pack_five_bits(&q);
-    concat(&[&fp32_to_fp16(d).to_le_bytes(), &fp32_to_fp16(min).to_le_bytes(), &qh, &qs])
+    concat(&[
+        &fp32_to_fp16(d).to_le_bytes(),
+        &fp32_to_fp16(min).to_le_bytes(),
+        &qh,
+        &qs,
+    ])
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -260,13 +314,22 @@ pub struct BlockQ8_0<'a> {
 impl<'a> Block<'a> for BlockQ8_0<'a> {
     const TYPE: GgmlType = GgmlType::Q8_0;
     fn parse(raw: &'a [u8]) -> Result<Self, QuantError> {
-        parse_block(Self::TYPE, raw, |f: &mut Fields<'a>| Some(Self { d: f.f16()?, qs: f.bytes()? }))
+        parse_block(Self::TYPE, raw, |f: &mut Fields<'a>| {
+            Some(Self {
+                d: f.f16()?,
+                qs: f.bytes()?,
+            })
+        })
     }
 }
 
 impl BlockQ8_0<'_> {
     pub(crate) fn unpack(&self) -> Ints32 {
-        Ints32 { d: fp16_to_fp32(self.d), m: None, q: as_i8(self.qs) }
+        Ints32 {
+            d: fp16_to_fp32(self.d),
+            m: None,
+            q: as_i8(self.qs),
+        }
     }
 }
 
@@ -297,14 +360,24 @@ pub struct BlockQ8_1<'a> {
 impl<'a> Block<'a> for BlockQ8_1<'a> {
     const TYPE: GgmlType = GgmlType::Q8_1;
     fn parse(raw: &'a [u8]) -> Result<Self, QuantError> {
-        parse_block(Self::TYPE, raw, |f: &mut Fields<'a>| Some(Self { d: f.f16()?, s: f.f16()?, qs: f.bytes()? }))
+        parse_block(Self::TYPE, raw, |f: &mut Fields<'a>| {
+            Some(Self {
+                d: f.f16()?,
+                s: f.f16()?,
+                qs: f.bytes()?,
+            })
+        })
     }
 }
 
 impl BlockQ8_1<'_> {
     /// ggml has no `dequantize_row_q8_1`; the natural reading `q·d` is used.
     pub(crate) fn unpack(&self) -> Ints32 {
-        Ints32 { d: fp16_to_fp32(self.d), m: None, q: as_i8(self.qs) }
+        Ints32 {
+            d: fp16_to_fp32(self.d),
+            m: None,
+            q: as_i8(self.qs),
+        }
     }
 }
 
@@ -333,11 +406,19 @@ fn unpack_activation(act_ty: GgmlType, raw: &[u8]) -> Result<Act32, QuantError> 
     match act_ty {
         GgmlType::Q8_0 => {
             let b = BlockQ8_0::parse(raw)?;
-            Ok(Act32 { d: fp16_to_fp32(b.d), s: 0.0, q: as_i8(b.qs) })
+            Ok(Act32 {
+                d: fp16_to_fp32(b.d),
+                s: 0.0,
+                q: as_i8(b.qs),
+            })
         }
         GgmlType::Q8_1 => {
             let b = BlockQ8_1::parse(raw)?;
-            Ok(Act32 { d: fp16_to_fp32(b.d), s: fp16_to_fp32(b.s), q: as_i8(b.qs) })
+            Ok(Act32 {
+                d: fp16_to_fp32(b.d),
+                s: fp16_to_fp32(b.s),
+                q: as_i8(b.qs),
+            })
         }
         other => Err(QuantError::UnsupportedType(other)),
     }
@@ -348,7 +429,11 @@ fn unpack_activation(act_ty: GgmlType, raw: &[u8]) -> Result<Act32, QuantError> 
 /// - q5_0·q8_0, q8_0·q8_0: `(dx·dy)·sumi`
 /// - q4_1·q8_1, q5_1·q8_1: `(dx·dy)·sumi + m·s`
 fn block_dot(ty: GgmlType, w: &Ints32, a: &Act32) -> f32 {
-    let sumi: i32 = w.q.iter().zip(&a.q).map(|(&x, &y)| i32::from(x) * i32::from(y)).sum();
+    let sumi: i32 =
+        w.q.iter()
+            .zip(&a.q)
+            .map(|(&x, &y)| i32::from(x) * i32::from(y))
+            .sum();
     match (ty, w.m) {
         (GgmlType::Q4_0, _) => sumi as f32 * w.d * a.d,
         (_, Some(m)) => (w.d * a.d) * sumi as f32 + m * a.s,
@@ -357,9 +442,17 @@ fn block_dot(ty: GgmlType, w: &Ints32, a: &Act32) -> f32 {
 }
 
 /// Dot of a row of `ty` blocks with a row of `act_ty` blocks; lengths already validated.
-pub(crate) fn dot_q8(ty: GgmlType, act_ty: GgmlType, row: &[u8], act: &[u8]) -> Result<f32, QuantError> {
+pub(crate) fn dot_q8(
+    ty: GgmlType,
+    act_ty: GgmlType,
+    row: &[u8],
+    act: &[u8],
+) -> Result<f32, QuantError> {
     let mut sumf = 0.0f32;
-    for (w, a) in row.chunks_exact(ty.type_size()).zip(act.chunks_exact(act_ty.type_size())) {
+    for (w, a) in row
+        .chunks_exact(ty.type_size())
+        .zip(act.chunks_exact(act_ty.type_size()))
+    {
         sumf += block_dot(ty, &unpack(ty, w)?, &unpack_activation(act_ty, a)?);
     }
     Ok(sumf)
@@ -371,7 +464,14 @@ mod tests {
 
     #[test]
     fn views_cover_exactly_type_size() {
-        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q8_1] {
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
+            GgmlType::Q8_0,
+            GgmlType::Q8_1,
+        ] {
             let raw = vec![0u8; ty.type_size()];
             assert!(unpack(ty, &raw).is_ok(), "{ty}");
             assert!(unpack(ty, &raw[1..]).is_err(), "{ty}");
@@ -379,7 +479,10 @@ mod tests {
             long.push(0);
             assert!(unpack(ty, &long).is_err(), "{ty}");
         }
-        assert_eq!(unpack(GgmlType::Q4K, &[0; 144]), Err(QuantError::UnsupportedType(GgmlType::Q4K)));
+        assert_eq!(
+            unpack(GgmlType::Q4K, &[0; 144]),
+            Err(QuantError::UnsupportedType(GgmlType::Q4K))
+        );
     }
 
     #[test]
@@ -405,13 +508,38 @@ mod tests {
 
     #[test]
     fn block_dot_follows_each_kernels_operation_order() {
-        let w = Ints32 { d: 0.1, m: None, q: [1; QK] };
-        let a = Act32 { d: 0.3, s: 0.0, q: [3; QK] };
+        let w = Ints32 {
+            d: 0.1,
+            m: None,
+            q: [1; QK],
+        };
+        let a = Act32 {
+            d: 0.3,
+            s: 0.0,
+            q: [3; QK],
+        };
         let sumi = 96.0f32;
-        assert_eq!(block_dot(GgmlType::Q4_0, &w, &a).to_bits(), (sumi * 0.1 * 0.3f32).to_bits());
-        assert_eq!(block_dot(GgmlType::Q8_0, &w, &a).to_bits(), ((0.1f32 * 0.3) * sumi).to_bits());
-        let wm = Ints32 { d: 0.1, m: Some(0.5), q: [1; QK] };
-        let am = Act32 { d: 0.3, s: 7.0, q: [3; QK] };
-        assert_eq!(block_dot(GgmlType::Q4_1, &wm, &am), (0.1f32 * 0.3) * sumi + 0.5 * 7.0);
+        assert_eq!(
+            block_dot(GgmlType::Q4_0, &w, &a).to_bits(),
+            (sumi * 0.1 * 0.3f32).to_bits()
+        );
+        assert_eq!(
+            block_dot(GgmlType::Q8_0, &w, &a).to_bits(),
+            ((0.1f32 * 0.3) * sumi).to_bits()
+        );
+        let wm = Ints32 {
+            d: 0.1,
+            m: Some(0.5),
+            q: [1; QK],
+        };
+        let am = Act32 {
+            d: 0.3,
+            s: 7.0,
+            q: [3; QK],
+        };
+        assert_eq!(
+            block_dot(GgmlType::Q4_1, &wm, &am),
+            (0.1f32 * 0.3) * sumi + 0.5 * 7.0
+        );
     }
 }

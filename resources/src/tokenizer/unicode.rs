@@ -14,8 +14,6 @@ pub(crate) const CAT_MARK: u16 = 0x0010;
 pub(crate) const CAT_PUNCTUATION: u16 = 0x0020;
 pub(crate) const CAT_SYMBOL: u16 = 0x0040;
 pub(crate) const CAT_CONTROL: u16 = 0x0080;
-/// Mask of the category bits.
-pub(crate) const CAT_MASK: u16 = 0x00FF;
 /// `\s` in llama.cpp's sense (Unicode White_Space).
 pub(crate) const WHITESPACE: u16 = 0x0100;
 

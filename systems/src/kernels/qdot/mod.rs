@@ -1,0 +1,306 @@
+//! Integer dot products of quantized weight rows with quantized activation rows, the way
+//! llama.cpp's CPU backend does them.
+//!
+//! The f32 activations of a matmul are quantized once ([`quantize_activations`]) into the
+//! 8-bit format that the weight type pairs with (ggml's `vec_dot_type`: Q8_0 for
+//! Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for the K-quants); each output is then one
+//! integer dot per block, scaled by the two block scales.
+//!
+//! Kernels, one per (weight type, ISA):
+//!
+//! | ISA | file | types |
+//! |---|---|---|
+//! | x86-64 AVX2 + FMA + F16C (run-time detected) | `x86.rs` | Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K |
+//! | wasm32 simd128 (compile-time `target_feature`) | `wasm.rs` | Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 |
+//! | scalar: `chord_resources::quant::dot_q8` | `scalar.rs` | everything else |
+//!
+//! Every kernel computes `R` (1..=[`MAX_ROWS`]) activation rows per pass over a weight row,
+//! so a prefill batch decodes each weight block once for up to four tokens. The integer part
+//! of every block is exact; only the order of the float accumulation differs from the
+//! scalar reference (the tests bound the difference).
+
+use std::ops::Range;
+use std::sync::OnceLock;
+
+use chord_resources::GgmlType;
+
+mod scalar;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod wasm;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+#[cfg(test)]
+mod tests;
+
+/// Activation rows one kernel call processes per pass over a weight row.
+pub const MAX_ROWS: usize = 4;
+
+/// `vec_dot_fn`'s result: `w_row · act_row` for a row of `k` elements.
+pub type VecDotFn = fn(k: usize, w_row: &[u8], act_row: &[u8]) -> f32;
+
+/// One (type, ISA) kernel: `out[r] = w · act[r·stride ..]` for `r < R`, where `R` is the
+/// position of the function in its [`Rows`] table (so `out.len() >= R`), over `nb` blocks.
+///
+/// Callers check every length first ([`check_lengths`]); kernels still index with bounds
+/// checks, so a wrong length panics rather than reads out of bounds.
+///
+/// # Safety
+/// The CPU must support the kernel's ISA (the table it came from was chosen by [`isa`]).
+type RowsFn = unsafe fn(nb: usize, w: &[u8], act: &[u8], stride: usize, out: &mut [f32]);
+
+/// A type's kernels for 1, 2, 3 and 4 activation rows.
+type Rows = [RowsFn; MAX_ROWS];
+
+/// Instruction sets a kernel can be built for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Portable code (the scalar reference).
+    Scalar,
+    /// x86-64 with AVX2, FMA and F16C.
+    Avx2,
+    /// wasm32 compiled with `target_feature = "simd128"`.
+    Simd128,
+}
+
+/// Weight types that have quantized-activation kernels, in table order.
+const TYPES: [GgmlType; 10] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2K,
+    GgmlType::Q3K,
+    GgmlType::Q4K,
+    GgmlType::Q5K,
+    GgmlType::Q6K,
+];
+
+/// Position of `ty` in [`TYPES`].
+const fn type_index(ty: GgmlType) -> Option<usize> {
+    Some(match ty {
+        GgmlType::Q4_0 => 0,
+        GgmlType::Q4_1 => 1,
+        GgmlType::Q5_0 => 2,
+        GgmlType::Q5_1 => 3,
+        GgmlType::Q8_0 => 4,
+        GgmlType::Q2K => 5,
+        GgmlType::Q3K => 6,
+        GgmlType::Q4K => 7,
+        GgmlType::Q5K => 8,
+        GgmlType::Q6K => 9,
+        _ => return None,
+    })
+}
+
+/// ggml's `vec_dot_type`: the activation format weight type `w_ty` is multiplied with, for
+/// the types that have kernels here.
+const fn activation_type(w_ty: GgmlType) -> Option<GgmlType> {
+    match w_ty {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => Some(GgmlType::Q8_0),
+        GgmlType::Q4_1 | GgmlType::Q5_1 => Some(GgmlType::Q8_1),
+        GgmlType::Q2K | GgmlType::Q3K | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => Some(GgmlType::Q8K),
+        _ => None,
+    }
+}
+
+/// The instruction sets this CPU can run, best first (always ends with [`Isa::Scalar`]).
+pub fn available_isas() -> Vec<Isa> {
+    let mut isas = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    if x86::detected() {
+        isas.push(Isa::Avx2);
+    }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    isas.push(Isa::Simd128);
+    isas.push(Isa::Scalar);
+    isas
+}
+
+/// The ISA the kernels run with on this CPU: detected once, then cached.
+pub fn isa() -> Isa {
+    best().isa
+}
+
+/// The kernels of `isa` for `ty`, if that ISA has them (no CPU check: see [`RowsFn`]).
+fn rows_for(isa: Isa, ty: GgmlType) -> Option<Rows> {
+    match isa {
+        Isa::Scalar => scalar::rows(ty),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => x86::rows(ty),
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        Isa::Simd128 => wasm::rows(ty),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
+/// Per type, the best kernels this CPU supports.
+struct Table {
+    isa: Isa,
+    rows: [Rows; TYPES.len()],
+}
+
+fn best() -> &'static Table {
+    static TABLE: OnceLock<Table> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let isas = available_isas();
+        let rows = TYPES.map(|ty| {
+            isas.iter()
+                .find_map(|&isa| rows_for(isa, ty))
+                .unwrap_or_else(|| unreachable!("the scalar kernels cover every type in TYPES"))
+        });
+        Table { isa: isas[0], rows }
+    })
+}
+
+/// Validated shapes of one kernel call.
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    /// Blocks per row.
+    nb: usize,
+    /// Bytes per weight row.
+    w_row: usize,
+    /// Bytes per activation row.
+    act_row: usize,
+}
+
+/// The shapes for rows of `k` elements of `w_ty`. Panics (with the reason) on a type without
+/// kernels or a `k` that is not a whole number of blocks.
+fn shape(w_ty: GgmlType, k: usize) -> Shape {
+    let act_ty =
+        activation_type(w_ty).unwrap_or_else(|| panic!("qdot: no quantized-activation kernel for {w_ty}"));
+    let bs = w_ty.block_size();
+    assert!(k % bs == 0, "qdot: k = {k} is not a multiple of the {w_ty} block size {bs}");
+    let nb = k / bs;
+    Shape { nb, w_row: nb * w_ty.type_size(), act_row: nb * act_ty.type_size() }
+}
+
+/// Panics unless `w` holds a weight row, `act` holds `rows` activation rows `stride` apart and
+/// `out` has room for `rows` results. After this, no kernel index is out of bounds.
+fn check_lengths(s: Shape, w: &[u8], act: &[u8], stride: usize, rows: usize, out: &[f32]) {
+    assert!(w.len() >= s.w_row, "qdot: weight row has {} bytes, needs {}", w.len(), s.w_row);
+    assert!(rows >= 1 && rows <= MAX_ROWS && out.len() >= rows);
+    assert!(rows == 1 || stride >= s.act_row, "qdot: activation stride {stride} < row bytes {}", s.act_row);
+    let need = (rows - 1) * stride + s.act_row;
+    assert!(act.len() >= need, "qdot: activations have {} bytes, need {need}", act.len());
+}
+
+/// Run `kernels` for `rows` activation rows after checking every length.
+fn run_rows(kernels: &Rows, s: Shape, w: &[u8], act: &[u8], stride: usize, out: &mut [f32]) {
+    let rows = out.len();
+    check_lengths(s, w, act, stride, rows, out);
+    // SAFETY: every table entry was chosen by `best()`, which only takes an ISA from
+    // `available_isas()`, i.e. one this CPU supports; lengths were checked above.
+    unsafe { kernels[rows - 1](s.nb, w, act, stride, out) }
+}
+
+/// Quantize activation rows `x` (`[n × k]`, `k` a multiple of the block size) into the format
+/// `activation_type(w_ty)` (ggml's `vec_dot_type`), replacing the contents of `out` with
+/// `n` rows of `row_bytes(k)` bytes each. The bytes are exactly those of ggml's reference
+/// quantizers (`quantize_row_q8_0_ref`, `_q8_1_ref`, `_q8_K_ref`).
+///
+/// # Panics
+/// If `w_ty` has no kernel here (F32/F16/BF16 stay on the f32 path), or `k` is not a
+/// multiple of the block size, or `x.len()` is not a multiple of `k`.
+pub fn quantize_activations(w_ty: GgmlType, x: &[f32], k: usize, out: &mut Vec<u8>) {
+    let s = shape(w_ty, k);
+    let Some(act_ty) = activation_type(w_ty) else { unreachable!("shape() checked the type") };
+    out.clear();
+    if k == 0 {
+        return;
+    }
+    assert!(x.len() % k == 0, "qdot: {} activations are not whole rows of {k}", x.len());
+    out.resize(x.len() / k * s.act_row, 0);
+    for (src, dst) in x.chunks_exact(k).zip(out.chunks_exact_mut(s.act_row)) {
+        quantize_row(best().isa, act_ty, src, dst);
+    }
+}
+
+/// One activation row with the quantizer of `isa` (falling back to the scalar reference).
+fn quantize_row(isa: Isa, act_ty: GgmlType, src: &[f32], dst: &mut [u8]) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => {
+            assert!(x86::detected());
+            // SAFETY: AVX2, FMA and F16C were just checked; `quantize_row` checks lengths.
+            unsafe { x86::quantize_row(act_ty, src, dst) }
+        }
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        Isa::Simd128 => wasm::quantize_row(act_ty, src, dst),
+        _ => scalar::quantize_row(act_ty, src, dst),
+    }
+}
+
+/// The dot kernel for weight type `w_ty` on this CPU's best ISA, or `None` for a type with no
+/// quantized-activation kernel (F32, F16, BF16, Q8_1, Q8_K).
+///
+/// The returned function computes `w_row · act_row` for a row of `k` elements, `act_row`
+/// quantized by [`quantize_activations`]. It panics if `k` is not a multiple of the block
+/// size or either row is shorter than `k` elements.
+pub fn vec_dot_fn(w_ty: GgmlType) -> Option<VecDotFn> {
+    Some(match w_ty {
+        GgmlType::Q4_0 => vec_dot::<0>,
+        GgmlType::Q4_1 => vec_dot::<1>,
+        GgmlType::Q5_0 => vec_dot::<2>,
+        GgmlType::Q5_1 => vec_dot::<3>,
+        GgmlType::Q8_0 => vec_dot::<4>,
+        GgmlType::Q2K => vec_dot::<5>,
+        GgmlType::Q3K => vec_dot::<6>,
+        GgmlType::Q4K => vec_dot::<7>,
+        GgmlType::Q5K => vec_dot::<8>,
+        GgmlType::Q6K => vec_dot::<9>,
+        _ => return None,
+    })
+}
+
+/// [`vec_dot_fn`]'s functions: `I` is the type's position in [`TYPES`].
+fn vec_dot<const I: usize>(k: usize, w_row: &[u8], act_row: &[u8]) -> f32 {
+    let mut out = [0.0f32];
+    run_rows(&best().rows[I], shape(TYPES[I], k), w_row, act_row, 0, &mut out);
+    out[0]
+}
+
+/// `out_block[r·rows.len() + (j − rows.start)] = w_j · act_r` for every activation row
+/// `r < n` and weight row `j` in `rows`.
+///
+/// `w` is the whole `[m × k]` matrix of `w_ty` (`m` rows of `row_bytes(k)`), `act` the `n`
+/// rows written by [`quantize_activations`], `out_block` `[n × rows.len()]` row-major. Each
+/// weight row is decoded once per four activation rows.
+///
+/// # Panics
+/// On a type without kernels, `k` not a multiple of the block size, `rows` outside `0..m`,
+/// or `w`, `act` or `out_block` shorter than these shapes need.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_rows(
+    w_ty: GgmlType,
+    w: &[u8],
+    m: usize,
+    k: usize,
+    act: &[u8],
+    n: usize,
+    rows: Range<usize>,
+    out_block: &mut [f32],
+) {
+    let s = shape(w_ty, k);
+    let Some(ti) = type_index(w_ty) else { unreachable!("shape() checked the type") };
+    let len = rows.len();
+    assert!(rows.end <= m, "qdot: rows {rows:?} outside a matrix of {m} rows");
+    assert!(w.len() >= m * s.w_row, "qdot: weights have {} bytes, need {}", w.len(), m * s.w_row);
+    assert!(act.len() >= n * s.act_row, "qdot: activations have {} bytes, need {}", act.len(), n * s.act_row);
+    assert!(out_block.len() >= n * len, "qdot: out_block has {} floats, needs {}", out_block.len(), n * len);
+    let kernels = &best().rows[ti];
+    let mut tmp = [0.0f32; MAX_ROWS];
+    for (jj, j) in rows.enumerate() {
+        let w_row = &w[j * s.w_row..(j + 1) * s.w_row];
+        for r0 in (0..n).step_by(MAX_ROWS) {
+            let nr = (n - r0).min(MAX_ROWS);
+            let out = &mut tmp[..nr];
+            run_rows(kernels, s, w_row, &act[r0 * s.act_row..], s.act_row, out);
+            for (r, &v) in out.iter().enumerate() {
+                out_block[(r0 + r) * len + jj] = v;
+            }
+        }
+    }
+}

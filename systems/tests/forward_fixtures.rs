@@ -1,0 +1,179 @@
+//! Teacher-forced fidelity of the forward pass against llama.cpp and the float64 reference.
+//!
+//! For every SmolLM2 fixture (`../shared/reference/fixtures/models/*.json`) whose model file is in
+//! the cache, each prompt's `teacher_forced.ids` is evaluated in one pass by a world built with
+//! the real step schedule; the engine's argmax is compared with llama.cpp's at every position and
+//! the engine's logits with numpy's float64 logits for numpy's top-10 ids.
+//! Missing model files are skipped (with a note), as the reference kit asks.
+
+use std::sync::Arc;
+
+use bevy_ecs::prelude::*;
+use chord_resources::gguf::GgufFile;
+use chord_resources::paths::{fixtures_dir, models_dir};
+use chord_systems::components::Event;
+use chord_systems::sampling::{SamplingParams, argmax};
+use chord_systems::schedule::{init_world, step_schedule};
+use chord_systems::systems::{EngineSettings, Request, RequestQueue, Vocab};
+use chord_systems::weights::ModelWeights;
+use crossbeam_channel::unbounded;
+use serde_json::Value;
+
+struct Harness {
+    world: World,
+    step: Schedule,
+    tx: crossbeam_channel::Sender<Request>,
+    n_vocab: usize,
+}
+
+impl Harness {
+    fn new(path: &std::path::Path) -> Harness {
+        let file = Arc::new(GgufFile::open(path).expect("open model"));
+        let weights = ModelWeights::from_gguf(file).expect("weights");
+        let n_vocab = weights.config.n_vocab;
+        let (tx, rx) = unbounded();
+        let mut world = World::new();
+        let settings = EngineSettings { n_batch: 64, n_ctx: 2048 };
+        init_world(&mut world, weights, Vocab::default(), settings, RequestQueue(rx));
+        Harness { world, step: step_schedule(), tx, n_vocab }
+    }
+
+    /// Logits after every prefix of `ids` (`[len × n_vocab]`).
+    fn score(&mut self, ids: &[u32]) -> Vec<f32> {
+        let (tx, rx) = unbounded();
+        self.tx
+            .send(Request {
+                prompt: ids.to_vec(),
+                params: SamplingParams::greedy(),
+                max_new_tokens: 0,
+                stop_strings: vec![],
+                score_all: true,
+                sink: tx,
+            })
+            .unwrap();
+        let mut out = vec![f32::NAN; ids.len() * self.n_vocab];
+        loop {
+            self.step.run(&mut self.world);
+            for ev in rx.try_iter() {
+                match ev {
+                    Event::Logits { start_pos, logits, .. } => {
+                        out[start_pos * self.n_vocab..][..logits.len()].copy_from_slice(&logits);
+                    }
+                    Event::Done { .. } => {
+                        assert!(out.iter().all(|v| v.is_finite()), "every position scored");
+                        return out;
+                    }
+                    Event::Token { .. } => panic!("scoring must not sample"),
+                }
+            }
+        }
+    }
+}
+
+fn ids_of(v: &Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+struct Figures {
+    positions: usize,
+    agree_llamacpp: usize,
+    agree_numpy: usize,
+    max_abs_numpy: f32,
+}
+
+fn run_fixture(name: &str) -> Option<Figures> {
+    let fx: Value = serde_json::from_str(&std::fs::read_to_string(fixtures_dir().join("models").join(name)).unwrap()).unwrap();
+    let path = models_dir().join(fx["file"].as_str().unwrap());
+    if !path.is_file() {
+        eprintln!("skip {name}: {} not present", path.display());
+        return None;
+    }
+    let mut h = Harness::new(&path);
+    let mut f = Figures { positions: 0, agree_llamacpp: 0, agree_numpy: 0, max_abs_numpy: 0.0 };
+    for p in fx["prompts"].as_array().unwrap() {
+        let tf = &p["teacher_forced"];
+        let ids = ids_of(&tf["ids"]);
+        let logits = h.score(&ids);
+        let llama = ids_of(&tf["llamacpp"]["argmax"]);
+        let np_argmax = ids_of(&tf["numpy_f64"]["argmax"]);
+        for pos in 0..ids.len() {
+            let row = &logits[pos * h.n_vocab..(pos + 1) * h.n_vocab];
+            let ours = argmax(row);
+            f.positions += 1;
+            f.agree_llamacpp += (ours == llama[pos]) as usize;
+            f.agree_numpy += (ours == np_argmax[pos]) as usize;
+            for pair in tf["numpy_f64"]["top"][pos].as_array().unwrap() {
+                let id = pair[0].as_u64().unwrap() as usize;
+                let want = pair[1].as_f64().unwrap() as f32;
+                f.max_abs_numpy = f.max_abs_numpy.max((row[id] - want).abs());
+            }
+        }
+    }
+    eprintln!(
+        "{name}: top-1 = llama.cpp at {}/{} ({:.1}%), = float64 at {}/{} ({:.1}%), max |Δ| vs float64 top-10 {:.2e}",
+        f.agree_llamacpp,
+        f.positions,
+        100.0 * f.agree_llamacpp as f64 / f.positions as f64,
+        f.agree_numpy,
+        f.positions,
+        100.0 * f.agree_numpy as f64 / f.positions as f64,
+        f.max_abs_numpy
+    );
+    Some(f)
+}
+
+fn check_quantized(name: &str) {
+    if let Some(f) = run_fixture(name) {
+        let rate = f.agree_llamacpp as f64 / f.positions as f64;
+        assert!(rate >= 0.95, "{name}: top-1 agreement with llama.cpp {rate:.3} < 0.95");
+    }
+}
+
+#[test]
+fn smollm2_q4_1() {
+    check_quantized("SmolLM2-135M-Instruct.Q4_1.json");
+}
+
+#[test]
+fn smollm2_f16_matches_float64() {
+    if let Some(f) = run_fixture("smollm2-135m-instruct-from-q4_1.f16.json") {
+        assert!(f.max_abs_numpy <= 1e-2, "F16 logits off float64 by {}", f.max_abs_numpy);
+        assert!(f.agree_llamacpp as f64 / f.positions as f64 >= 0.95);
+    }
+}
+
+#[test]
+fn smollm2_q8_0() {
+    check_quantized("smollm2-135m-instruct-from-q4_1.q8_0.json");
+}
+
+#[test]
+fn smollm2_q4_0() {
+    check_quantized("smollm2-135m-instruct-from-q4_1.q4_0.json");
+}
+
+#[test]
+fn smollm2_q4_k_m() {
+    check_quantized("smollm2-135m-instruct-from-q4_1.q4_k_m.json");
+}
+
+#[test]
+fn smollm2_q5_k_m() {
+    check_quantized("smollm2-135m-instruct-from-q4_1.q5_k_m.json");
+}
+
+#[test]
+fn smollm2_q6_k() {
+    check_quantized("smollm2-135m-instruct-from-q4_1.q6_k.json");
+}
+
+#[test]
+fn smollm2_q3_k_m() {
+    check_quantized("smollm2-135m-instruct-from-q4_1.q3_k_m.json");
+}
+
+#[test]
+fn tiny_4_layer_models() {
+    check_quantized("tiny-smollm2-4L-q4_0.json");
+    check_quantized("tiny-smollm2-4L-q8_0.json");
+}
