@@ -291,8 +291,10 @@ impl Engine {
 
     /// The chat prompt text for `messages` (generation prompt appended).
     pub fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
-        let template = self.tokenizer.chat_template().ok_or(EngineError::NoChatTemplate)?;
-        Ok(self.tokenizer.render_chat(template, messages, true)?)
+        if self.tokenizer.chat_template().is_none() {
+            return Err(EngineError::NoChatTemplate);
+        }
+        Ok(self.tokenizer.apply_chat_template(messages, true)?)
     }
 
     /// Teacher-forced evaluation of `ids` in one pass: `f(position, logits)` for every position

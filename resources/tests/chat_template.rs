@@ -21,15 +21,17 @@ fn chat_prompts_render_and_tokenize_like_the_fixtures() {
     files.sort();
 
     let mut checked = 0;
+    let mut plain_checked = 0;
     let mut templates_seen = Vec::new();
     for fixture in files {
-        let doc: Value = serde_json::from_str(&std::fs::read_to_string(&fixture).expect("read")).expect("JSON");
+        let doc: Value =
+            serde_json::from_str(&std::fs::read_to_string(&fixture).expect("read")).expect("JSON");
         let name = fixture.file_stem().unwrap().to_string_lossy().into_owned();
-        let chats: Vec<&Value> = doc["prompts"]
+        let prompts: Vec<&Value> = doc["prompts"]
             .as_array()
-            .map(|ps| ps.iter().filter(|p| !p["chat"].is_null()).collect())
+            .map(|ps| ps.iter().collect())
             .unwrap_or_default();
-        if chats.is_empty() {
+        if prompts.is_empty() {
             continue;
         }
         let path = paths::models_dir().join(doc["file"].as_str().expect("file"));
@@ -39,19 +41,59 @@ fn chat_prompts_render_and_tokenize_like_the_fixtures() {
         }
         let f = GgufFile::open(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
         let tok = Tokenizer::from_gguf(&f).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let template = tok.chat_template().unwrap_or_else(|| panic!("{name}: no chat template"));
+        for p in &prompts {
+            // every prompt (plain or chat) was tokenized with add_special and parse_special
+            let want: Vec<u32> = p["prompt_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect();
+            assert_eq!(
+                tok.encode(p["text"].as_str().unwrap(), true, true),
+                want,
+                "{name} / {}",
+                p["name"]
+            );
+            plain_checked += 1;
+        }
+        let chats: Vec<&&Value> = prompts.iter().filter(|p| !p["chat"].is_null()).collect();
+        if chats.is_empty() {
+            continue;
+        }
+        let template = tok
+            .chat_template()
+            .unwrap_or_else(|| panic!("{name}: no chat template"));
         for p in chats {
             let messages: Vec<ChatMessage> = p["chat"]
                 .as_array()
                 .expect("chat messages")
                 .iter()
-                .map(|m| ChatMessage::new(m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
+                .map(|m| {
+                    ChatMessage::new(m["role"].as_str().unwrap(), m["content"].as_str().unwrap())
+                })
                 .collect();
-            let rendered = tok.apply_chat_template(&messages, true).unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert_eq!(rendered, p["text"].as_str().unwrap(), "{name} / {}: rendered prompt", p["name"]);
-            let want: Vec<u32> =
-                p["prompt_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
-            assert_eq!(tok.encode(&rendered, true, true), want, "{name} / {}: prompt ids", p["name"]);
+            let rendered = tok
+                .apply_chat_template(&messages, true)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(
+                rendered,
+                p["text"].as_str().unwrap(),
+                "{name} / {}: rendered prompt",
+                p["name"]
+            );
+            let want: Vec<u32> = p["prompt_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect();
+            assert_eq!(
+                tok.encode(&rendered, true, true),
+                want,
+                "{name} / {}: prompt ids",
+                p["name"]
+            );
             println!("{name} / {}: {} tokens match", p["name"], want.len());
             checked += 1;
         }
@@ -59,7 +101,11 @@ fn chat_prompts_render_and_tokenize_like_the_fixtures() {
             templates_seen.push(template.to_string());
         }
     }
-    println!("{checked} chat prompts checked, {} distinct templates", templates_seen.len());
+    println!("{plain_checked} prompts tokenized like the fixtures");
+    println!(
+        "{checked} chat prompts checked, {} distinct templates",
+        templates_seen.len()
+    );
 }
 
 #[test]
@@ -71,13 +117,22 @@ fn smollm_template_without_generation_prompt() {
     }
     let tok = Tokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap();
     let template = tok.chat_template().unwrap();
-    let messages = [ChatMessage::new("system", "Be brief."), ChatMessage::new("user", "Hi"), ChatMessage::new("assistant", "Hello!")];
+    let messages = [
+        ChatMessage::new("system", "Be brief."),
+        ChatMessage::new("user", "Hi"),
+        ChatMessage::new("assistant", "Hello!"),
+    ];
     let s = render_chat_template(template, &messages, false, "", "").unwrap();
     assert_eq!(
         s,
         "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n"
     );
     let ids = tok.encode(&s, true, true);
-    assert_eq!(ids.iter().filter(|&&id| id == tok.token_id(b"<|im_start|>").unwrap()).count(), 3);
+    assert_eq!(
+        ids.iter()
+            .filter(|&&id| id == tok.token_id(b"<|im_start|>").unwrap())
+            .count(),
+        3
+    );
     assert!(tok.is_eog(tok.token_id(b"<|im_end|>").unwrap()));
 }

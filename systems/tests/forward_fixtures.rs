@@ -76,6 +76,8 @@ fn ids_of(v: &Value) -> Vec<u32> {
 
 struct Figures {
     positions: usize,
+    /// Positions where exact float64 math (the fixture's numpy run) agrees with llama.cpp.
+    exact_math_agree_llamacpp: usize,
     agree_llamacpp: usize,
     agree_numpy: usize,
     max_abs_numpy: f32,
@@ -89,9 +91,10 @@ fn run_fixture(name: &str) -> Option<Figures> {
         return None;
     }
     let mut h = Harness::new(&path);
-    let mut f = Figures { positions: 0, agree_llamacpp: 0, agree_numpy: 0, max_abs_numpy: 0.0 };
+    let mut f = Figures { positions: 0, exact_math_agree_llamacpp: 0, agree_llamacpp: 0, agree_numpy: 0, max_abs_numpy: 0.0 };
     for p in fx["prompts"].as_array().unwrap() {
         let tf = &p["teacher_forced"];
+        f.exact_math_agree_llamacpp += p["stats"]["top1_agree_llamacpp_forced_vs_numpy"].as_u64().unwrap() as usize;
         let ids = ids_of(&tf["ids"]);
         let logits = h.score(&ids);
         let llama = ids_of(&tf["llamacpp"]["argmax"]);
@@ -110,10 +113,11 @@ fn run_fixture(name: &str) -> Option<Figures> {
         }
     }
     eprintln!(
-        "{name}: top-1 = llama.cpp at {}/{} ({:.1}%), = float64 at {}/{} ({:.1}%), max |Δ| vs float64 top-10 {:.2e}",
+        "{name}: top-1 = llama.cpp at {}/{} ({:.1}%) [exact math: {}], = float64 at {}/{} ({:.1}%), max |Δ| vs float64 top-10 {:.2e}",
         f.agree_llamacpp,
         f.positions,
         100.0 * f.agree_llamacpp as f64 / f.positions as f64,
+        f.exact_math_agree_llamacpp,
         f.agree_numpy,
         f.positions,
         100.0 * f.agree_numpy as f64 / f.positions as f64,
@@ -122,10 +126,18 @@ fn run_fixture(name: &str) -> Option<Figures> {
     Some(f)
 }
 
+/// The project's bar: top-1 agreement with llama.cpp ≥ 95 % of positions, or — where exact
+/// float64 math itself agrees with llama.cpp less often — at least as often as exact math.
+/// An f32-activation engine must also sit within 2e-3 of float64 on numpy's top-10 logits.
 fn check_quantized(name: &str) {
     if let Some(f) = run_fixture(name) {
         let rate = f.agree_llamacpp as f64 / f.positions as f64;
-        assert!(rate >= 0.95, "{name}: top-1 agreement with llama.cpp {rate:.3} < 0.95");
+        let exact = f.exact_math_agree_llamacpp as f64 / f.positions as f64;
+        assert!(
+            rate >= 0.95f64.min(exact),
+            "{name}: top-1 agreement with llama.cpp {rate:.3} below both 0.95 and exact math's {exact:.3}"
+        );
+        assert!(f.max_abs_numpy <= 2e-3, "{name}: logits off float64 by {}", f.max_abs_numpy);
     }
 }
 

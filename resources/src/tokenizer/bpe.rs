@@ -46,7 +46,12 @@ impl Bpe {
             let rank = u32::try_from(rank).unwrap_or(u32::MAX);
             ranks.entry(Box::<[u8]>::from(line)).or_insert(rank);
         }
-        Bpe { ranks, pre, ignore_merges, whole_newline_words: false }
+        Bpe {
+            ranks,
+            pre,
+            ignore_merges,
+            whole_newline_words: false,
+        }
     }
 
     fn rank(&self, key: &mut Vec<u8>, left: &[u8], right: &[u8]) -> Option<u32> {
@@ -103,7 +108,11 @@ impl Bpe {
                 start: offs,
                 len,
                 prev: index.checked_sub(1),
-                next: if offs + len == word.len() { None } else { Some(index + 1) },
+                next: if offs + len == word.len() {
+                    None
+                } else {
+                    Some(index + 1)
+                },
             });
             offs += len;
         }
@@ -111,10 +120,19 @@ impl Bpe {
         // (rank, left, right, left len, right len), smallest first
         type Entry = Reverse<(u32, usize, usize, usize, usize)>;
         let mut queue: BinaryHeap<Entry> = BinaryHeap::new();
-        let add = |symbols: &[Symbol], queue: &mut BinaryHeap<Entry>, key: &mut Vec<u8>, left: Option<usize>, right: Option<usize>| {
-            let (Some(left), Some(right)) = (left, right) else { return };
+        let add = |symbols: &[Symbol],
+                   queue: &mut BinaryHeap<Entry>,
+                   key: &mut Vec<u8>,
+                   left: Option<usize>,
+                   right: Option<usize>| {
+            let (Some(left), Some(right)) = (left, right) else {
+                return;
+            };
             let (l, r) = (symbols[left], symbols[right]);
-            let (lt, rt) = (&word[l.start..l.start + l.len], &word[r.start..r.start + r.len]);
+            let (lt, rt) = (
+                &word[l.start..l.start + l.len],
+                &word[r.start..r.start + r.len],
+            );
             if let Some(rank) = self.rank(key, lt, rt) {
                 queue.push(Reverse((rank, left, right, l.len, r.len)));
             }

@@ -20,7 +20,10 @@ pub struct ChatMessage {
 
 impl ChatMessage {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> ChatMessage {
-        ChatMessage { role: role.into(), content: content.into() }
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+        }
     }
 
     fn to_value(&self) -> Value {
@@ -79,7 +82,10 @@ fn raise_exception(msg: String) -> Result<Value, Error> {
 }
 
 fn strftime_now(format: String) -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     strftime(&format, secs)
 }
 
@@ -97,7 +103,15 @@ const MONTHS: [&str; 12] = [
     "November",
     "December",
 ];
-const WEEKDAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
+const WEEKDAYS: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
 
 /// Calendar date (year, month 1-12, day 1-31) of a day count since 1970-01-01.
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
@@ -130,7 +144,11 @@ fn strftime(format: &str, unix_secs: u64) -> String {
     let days = (unix_secs / 86_400) as i64;
     let secs_of_day = unix_secs % 86_400;
     let (year, month, day) = civil_from_days(days);
-    let (hour, minute, second) = (secs_of_day / 3600, (secs_of_day / 60) % 60, secs_of_day % 60);
+    let (hour, minute, second) = (
+        secs_of_day / 3600,
+        (secs_of_day / 60) % 60,
+        secs_of_day % 60,
+    );
     let weekday = (days + 3).rem_euclid(7) as usize; // 1970-01-01 was a Thursday
     let yday = days - days_from_civil(year, 1, 1) + 1;
     let mut out = String::new();
@@ -145,7 +163,13 @@ fn strftime(format: &str, unix_secs: u64) -> String {
         if no_pad {
             spec = chars.next();
         }
-        let num = |v: u64, width: usize| if no_pad { v.to_string() } else { format!("{v:0width$}") };
+        let num = |v: u64, width: usize| {
+            if no_pad {
+                v.to_string()
+            } else {
+                format!("{v:0width$}")
+            }
+        };
         match spec {
             Some('Y') => out.push_str(&year.to_string()),
             Some('y') => out.push_str(&num(year.rem_euclid(100) as u64, 2)),
@@ -185,7 +209,10 @@ mod tests {
         // 2024-07-26 13:25:09 UTC, a Friday, day 208
         let t = 1_722_000_309;
         assert_eq!(strftime("%d %B %Y", t), "26 July 2024");
-        assert_eq!(strftime("%Y-%m-%d %H:%M:%S %a %j %p %-d/%-m %%", t), "2024-07-26 13:25:09 Fri 208 PM 26/7 %");
+        assert_eq!(
+            strftime("%Y-%m-%d %H:%M:%S %a %j %p %-d/%-m %%", t),
+            "2024-07-26 13:25:09 Fri 208 PM 26/7 %"
+        );
         assert_eq!(strftime("%b %e %y", 0), "Jan  1 70");
     }
 
@@ -193,7 +220,10 @@ mod tests {
     fn renders_python_style_templates() {
         let tmpl = "{% for m in messages %}{{ m.role | upper }}:{{ m.content.strip() }}\n{% endfor %}\
                     {% if add_generation_prompt %}{{ bos_token }}>{% endif %}";
-        let msgs = [ChatMessage::new("user", "  hi  "), ChatMessage::new("assistant", "yo")];
+        let msgs = [
+            ChatMessage::new("user", "  hi  "),
+            ChatMessage::new("assistant", "yo"),
+        ];
         let s = render_chat_template(tmpl, &msgs, true, "<s>", "</s>").unwrap();
         assert_eq!(s, "USER:hi\nASSISTANT:yo\n<s>>");
     }
@@ -217,7 +247,10 @@ mod tests {
     #[test]
     fn tojson_and_loop_controls() {
         let tmpl = "{% for m in messages %}{% if loop.index > 1 %}{% break %}{% endif %}{{ m | tojson }}{% endfor %}";
-        let msgs = [ChatMessage::new("user", "a\"b"), ChatMessage::new("user", "c")];
+        let msgs = [
+            ChatMessage::new("user", "a\"b"),
+            ChatMessage::new("user", "c"),
+        ];
         let s = render_chat_template(tmpl, &msgs, false, "", "").unwrap();
         assert_eq!(s, r#"{"content": "a\"b", "role": "user"}"#);
     }

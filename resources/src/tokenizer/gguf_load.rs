@@ -27,7 +27,10 @@ pub(super) fn data_from_gguf(f: &GgufFile) -> Result<TokenizerData, TokenizerErr
                 .map(|x| match x {
                     Value::F32(s) => Ok(*s),
                     Value::I32(s) => Ok(*s as f32),
-                    _ => Err(TokenizerError::WrongType { key: SCORES, expected: "array of f32 or i32" }),
+                    _ => Err(TokenizerError::WrongType {
+                        key: SCORES,
+                        expected: "array of f32 or i32",
+                    }),
                 })
                 .collect::<Result<Vec<f32>, _>>()?,
         ),
@@ -39,7 +42,10 @@ pub(super) fn data_from_gguf(f: &GgufFile) -> Result<TokenizerData, TokenizerErr
                 .iter()
                 .map(|x| match x {
                     Value::I32(t) => Ok(*t),
-                    _ => Err(TokenizerError::WrongType { key: TOKEN_TYPE, expected: "array of i32" }),
+                    _ => Err(TokenizerError::WrongType {
+                        key: TOKEN_TYPE,
+                        expected: "array of i32",
+                    }),
                 })
                 .collect::<Result<Vec<i32>, _>>()?,
         ),
@@ -52,7 +58,10 @@ pub(super) fn data_from_gguf(f: &GgufFile) -> Result<TokenizerData, TokenizerErr
     let flag = |key: &'static str| -> Result<Option<bool>, TokenizerError> {
         match f.get(key) {
             None => Ok(None),
-            Some(v) => v.as_bool().map(Some).ok_or(TokenizerError::WrongType { key, expected: "bool" }),
+            Some(v) => v.as_bool().map(Some).ok_or(TokenizerError::WrongType {
+                key,
+                expected: "bool",
+            }),
         }
     };
     Ok(TokenizerData {
@@ -94,12 +103,20 @@ fn string(f: &GgufFile, key: &'static str) -> Result<Option<String>, TokenizerEr
         Some(v) => v
             .as_str()
             .map(|s| Some(s.to_string()))
-            .ok_or(TokenizerError::WrongType { key, expected: "string" }),
+            .ok_or(TokenizerError::WrongType {
+                key,
+                expected: "string",
+            }),
     }
 }
 
-fn array<'a>(v: &'a Value, key: &'static str, expected: &'static str) -> Result<&'a [Value], TokenizerError> {
-    v.as_array().ok_or(TokenizerError::WrongType { key, expected })
+fn array<'a>(
+    v: &'a Value,
+    key: &'static str,
+    expected: &'static str,
+) -> Result<&'a [Value], TokenizerError> {
+    v.as_array()
+        .ok_or(TokenizerError::WrongType { key, expected })
 }
 
 fn strings(v: &Value, key: &'static str) -> Result<Vec<Vec<u8>>, TokenizerError> {
@@ -108,7 +125,10 @@ fn strings(v: &Value, key: &'static str) -> Result<Vec<Vec<u8>>, TokenizerError>
         .map(|x| {
             x.as_str()
                 .map(|s| s.as_bytes().to_vec())
-                .ok_or(TokenizerError::WrongType { key, expected: "array of strings" })
+                .ok_or(TokenizerError::WrongType {
+                    key,
+                    expected: "array of strings",
+                })
         })
         .collect()
 }

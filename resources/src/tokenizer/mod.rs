@@ -36,9 +36,16 @@ pub enum TokenizerError {
     #[error("missing metadata key `{0}`")]
     MissingKey(&'static str),
     #[error("metadata key `{key}` has the wrong type (expected {expected})")]
-    WrongType { key: &'static str, expected: &'static str },
+    WrongType {
+        key: &'static str,
+        expected: &'static str,
+    },
     #[error("`{key}` has {got} entries but the vocabulary has {n_tokens} tokens")]
-    ShortArray { key: &'static str, got: usize, n_tokens: usize },
+    ShortArray {
+        key: &'static str,
+        got: usize,
+        n_tokens: usize,
+    },
     #[error("unsupported tokenizer model `{0}`")]
     UnsupportedModel(String),
     #[error("unsupported pre-tokenizer `{0}`")]
@@ -142,7 +149,10 @@ impl Vocab {
     }
 
     fn attr(&self, id: u32) -> u16 {
-        self.attrs.get(id as usize).copied().unwrap_or(attr::UNDEFINED)
+        self.attrs
+            .get(id as usize)
+            .copied()
+            .unwrap_or(attr::UNDEFINED)
     }
 }
 
@@ -170,7 +180,10 @@ struct SpecialTrie {
 
 impl SpecialTrie {
     fn new(texts: impl Iterator<Item = (u32, impl AsRef<[u8]>)>) -> SpecialTrie {
-        let mut t = SpecialTrie { children: vec![Vec::new()], ends: vec![Vec::new()] };
+        let mut t = SpecialTrie {
+            children: vec![Vec::new()],
+            ends: vec![Vec::new()],
+        };
         for (k, text) in texts {
             let mut node = 0usize;
             for &b in text.as_ref() {
@@ -283,8 +296,13 @@ const FIM_MID_TEXTS: &[&str] = &[
     "<|middle|>",
 ];
 const FIM_PAD_TEXTS: &[&str] = &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"];
-const FIM_REP_TEXTS: &[&str] =
-    &["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"];
+const FIM_REP_TEXTS: &[&str] = &[
+    "<|fim_repo|>",
+    "<|repo_name|>",
+    "<fim-repo>",
+    "<REPO>",
+    "<reponame>",
+];
 const FIM_SEP_TEXTS: &[&str] = &["<|file_sep|>"];
 const EOG_TEXTS: &[&str] = &[
     "<|eot_id|>",
@@ -338,6 +356,7 @@ impl Tokenizer {
             escape_whitespaces: bool,
         }
         let mut pre_name = data.pre.clone().unwrap_or_default();
+        let mut gemma4_pre = false;
         let (model, mut d) = match data.model.as_str() {
             "llama" => (
                 Model::Spm,
@@ -358,9 +377,18 @@ impl Tokenizer {
                 }
                 let merges = data.merges.as_ref().ok_or(TokenizerError::MissingMerges)?;
                 let (pre, flags) = PreTokenizer::for_name(&pre_name)?;
-                let mut bpe = Bpe::new(merges.iter().map(|m| m.as_slice()), pre, flags.ignore_merges);
-                bpe.whole_newline_words = pre_name == "gemma4";
-                let bos = if gemma4 || flags.no_bos { None } else { Some(11) };
+                let mut bpe = Bpe::new(
+                    merges.iter().map(|m| m.as_slice()),
+                    pre,
+                    flags.ignore_merges,
+                );
+                bpe.whole_newline_words = flags.gemma4;
+                gemma4_pre = flags.gemma4;
+                let bos = if gemma4 || flags.no_bos {
+                    None
+                } else {
+                    Some(11)
+                };
                 (
                     Model::Bpe(bpe),
                     Defaults {
@@ -383,14 +411,22 @@ impl Tokenizer {
         // -- token table
         let scores = match &data.scores {
             Some(s) if s.len() < n_tokens => {
-                return Err(TokenizerError::ShortArray { key: "tokenizer.ggml.scores", got: s.len(), n_tokens });
+                return Err(TokenizerError::ShortArray {
+                    key: "tokenizer.ggml.scores",
+                    got: s.len(),
+                    n_tokens,
+                });
             }
             Some(s) => s[..n_tokens].to_vec(),
             None => vec![0.0; n_tokens],
         };
         let mut attrs = match &data.token_types {
             Some(t) if t.len() < n_tokens => {
-                return Err(TokenizerError::ShortArray { key: "tokenizer.ggml.token_type", got: t.len(), n_tokens });
+                return Err(TokenizerError::ShortArray {
+                    key: "tokenizer.ggml.token_type",
+                    got: t.len(),
+                    n_tokens,
+                });
             }
             Some(t) => t[..n_tokens]
                 .iter()
@@ -409,7 +445,11 @@ impl Tokenizer {
         let mut tokens: Vec<Box<[u8]>> = Vec::with_capacity(n_tokens);
         let mut index = HashMap::with_capacity(n_tokens);
         for (i, t) in data.tokens.into_iter().enumerate() {
-            let t: Box<[u8]> = if t.is_empty() { format!("[EMPTY_{i}]").into_bytes().into() } else { t.into() };
+            let t: Box<[u8]> = if t.is_empty() {
+                format!("[EMPTY_{i}]").into_bytes().into()
+            } else {
+                t.into()
+            };
             // later duplicates win, as in llama.cpp
             index.insert(t.clone(), i as u32);
             tokens.push(t);
@@ -453,12 +493,13 @@ impl Tokenizer {
         let mut add_bos = data.add_bos.unwrap_or(d.add_bos);
         let add_eos = data.add_eos.unwrap_or(false);
         let add_sep = data.add_sep.unwrap_or(false);
-        if pre_name == "gemma4" && matches!(model, Model::Bpe(_)) {
+        if gemma4_pre {
             add_bos = true;
         }
 
         // -- auto-detection of end-of-turn / FIM tokens by text (marks them as control)
-        let find_text = |texts: &[&str]| texts.iter().find_map(|t| index.get(t.as_bytes()).copied());
+        let find_text =
+            |texts: &[&str]| texts.iter().find_map(|t| index.get(t.as_bytes()).copied());
         {
             let mut detect = |slot: &mut Option<u32>, texts: &[&str]| {
                 if slot.is_none()
@@ -479,9 +520,13 @@ impl Tokenizer {
             detect(fsep, FIM_SEP_TEXTS);
         }
 
-        // control tokens named "unused..." are unused
-        for (t, a) in tokens.iter().zip(attrs.iter_mut()) {
-            if *a & attr::CONTROL != 0 && contains(t, b"unused") {
+        // control tokens named "unused..." are unused (for duplicated texts, the id the text
+        // maps to, as llama.cpp walks its text -> id map)
+        for (i, (t, a)) in tokens.iter().zip(attrs.iter_mut()).enumerate() {
+            if *a & attr::CONTROL != 0
+                && contains(t, b"unused")
+                && index.get(t) == Some(&(i as u32))
+            {
                 *a |= attr::UNUSED;
             }
         }
@@ -501,13 +546,15 @@ impl Tokenizer {
         }
         eog.extend([eos, eot, eom].into_iter().flatten());
         let eog_with = |eog: &BTreeSet<u32>, text: &str| {
-            eog.iter().copied().find(|&id| &*tokens[id as usize] == text.as_bytes())
+            eog.iter()
+                .copied()
+                .find(|&id| &*tokens[id as usize] == text.as_bytes())
         };
         // o200k_harmony / solar-open: "<|end|>" ends a message, not the generation
         if let Some(end) = eog_with(&eog, "<|end|>") {
             let has = |t: &str| eog_with(&eog, t).is_some();
             let call = has("<|call|>") || has("<|calls|>");
-            if (has("<|return|>") && call) || (call && has("<|flush|>")) {
+            if call && (has("<|return|>") || has("<|flush|>")) {
                 eog.remove(&end);
                 attrs[end as usize] = attr::USER_DEFINED;
             }
@@ -521,7 +568,9 @@ impl Tokenizer {
 
         // -- special tokens, longest first
         let mut special: Vec<u32> = (0..n_tokens as u32)
-            .filter(|&id| attrs[id as usize] & (attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN) != 0)
+            .filter(|&id| {
+                attrs[id as usize] & (attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN) != 0
+            })
             .collect();
         special.sort_by(|&a, &b| tokens[b as usize].len().cmp(&tokens[a as usize].len()));
 
@@ -537,8 +586,12 @@ impl Tokenizer {
                 }
             }
         };
-        if ["jina-v2-de", "jina-v2-es", "jina-v2-code"].iter().any(|p| pre_name.contains(p))
-            || ["nomic-bert-moe", "jina-bert-v3"].iter().any(|a| arch.contains(a))
+        if ["jina-v2-de", "jina-v2-es", "jina-v2-code"]
+            .iter()
+            .any(|p| pre_name.contains(p))
+            || ["nomic-bert-moe", "jina-bert-v3"]
+                .iter()
+                .any(|a| arch.contains(a))
         {
             set_attr(&mut attrs, "<mask>", attr::LSTRIP, true);
         } else if name.contains("phi-3") || name.contains("phi3") {
@@ -553,10 +606,20 @@ impl Tokenizer {
             set_attr(&mut attrs, "[MASK]", attr::LSTRIP, true);
         }
 
-        let special_trie =
-            SpecialTrie::new(special.iter().enumerate().map(|(k, &id)| (k as u32, tokens[id as usize].clone())));
+        let special_trie = SpecialTrie::new(
+            special
+                .iter()
+                .enumerate()
+                .map(|(k, &id)| (k as u32, tokens[id as usize].clone())),
+        );
 
-        let vocab = Vocab { tokens, scores, attrs, index, byte_tokens };
+        let vocab = Vocab {
+            tokens,
+            scores,
+            attrs,
+            index,
+            byte_tokens,
+        };
         Ok(Tokenizer {
             vocab,
             model,
@@ -596,7 +659,11 @@ impl Tokenizer {
     /// vocabularies see each invalid byte as U+FFFD, SentencePiece ones fall back to byte
     /// tokens.
     pub fn encode_bytes(&self, text: &[u8], add_special: bool, parse_special: bool) -> Vec<u32> {
-        let fragments = if text.is_empty() { Vec::new() } else { self.partition(text, parse_special) };
+        let fragments = if text.is_empty() {
+            Vec::new()
+        } else {
+            self.partition(text, parse_special)
+        };
         let mut out = Vec::with_capacity(text.len() / 3 + 2);
         match &self.model {
             Model::Spm => {
@@ -662,7 +729,10 @@ impl Tokenizer {
     /// token, longest first, splits every remaining text fragment at its occurrences,
     /// honouring its lstrip/rstrip attributes.
     fn partition(&self, text: &[u8], parse_special: bool) -> Vec<Fragment> {
-        let mut fragments = vec![Fragment::Text { start: 0, end: text.len() }];
+        let mut fragments = vec![Fragment::Text {
+            start: 0,
+            end: text.len(),
+        }];
         let mut present = vec![false; self.special.len()];
         self.special_trie.mark_present(text, &mut present);
         for (k, &id) in self.special.iter().enumerate() {
@@ -694,7 +764,10 @@ impl Tokenizer {
                         }
                     }
                     if left_end > start {
-                        next.push(Fragment::Text { start, end: left_end });
+                        next.push(Fragment::Text {
+                            start,
+                            end: left_end,
+                        });
                     }
                     next.push(Fragment::Token(id));
                     start = m + needle.len();
@@ -719,7 +792,9 @@ impl Tokenizer {
     /// with `special = false`, control and unknown tokens give nothing. Out-of-range ids
     /// give nothing.
     pub fn token_to_piece(&self, id: u32, special: bool) -> Vec<u8> {
-        let Some(text) = self.vocab.tokens.get(id as usize) else { return Vec::new() };
+        let Some(text) = self.vocab.tokens.get(id as usize) else {
+            return Vec::new();
+        };
         let a = self.vocab.attr(id);
         if a & (attr::UNKNOWN | attr::CONTROL) != 0 {
             return if special { text.to_vec() } else { Vec::new() };
@@ -864,9 +939,17 @@ impl Tokenizer {
             .as_deref()
             .ok_or_else(|| TokenizerError::Template("the model has no chat template".into()))?;
         let text_of = |id: Option<u32>| {
-            id.and_then(|id| self.token_text(id)).map(|t| String::from_utf8_lossy(t).into_owned()).unwrap_or_default()
+            id.and_then(|id| self.token_text(id))
+                .map(|t| String::from_utf8_lossy(t).into_owned())
+                .unwrap_or_default()
         };
-        render_chat_template(template, messages, add_generation_prompt, &text_of(self.bos), &text_of(self.eos))
+        render_chat_template(
+            template,
+            messages,
+            add_generation_prompt,
+            &text_of(self.bos),
+            &text_of(self.eos),
+        )
     }
 }
 
@@ -875,7 +958,10 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     let (&first, rest) = needle.split_first()?;
     let mut i = 0;
     while i + needle.len() <= hay.len() {
-        let p = hay[i..=hay.len() - needle.len()].iter().position(|&b| b == first)? + i;
+        let p = hay[i..=hay.len() - needle.len()]
+            .iter()
+            .position(|&b| b == first)?
+            + i;
         if &hay[p + 1..p + needle.len()] == rest {
             return Some(p);
         }
@@ -995,7 +1081,7 @@ fn clean_up_spaces(text: &[u8]) -> Vec<u8> {
                 total -= 1;
             } else if i + 2 < n {
                 let x2 = t[i + 2];
-                if (x1 == b'r' && x2 == b'e') || (x1 == b'v' && x2 == b'e') {
+                if matches!((x1, x2), (b'r' | b'v', b'e')) {
                     total -= 1;
                 }
             }

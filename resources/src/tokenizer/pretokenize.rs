@@ -44,12 +44,18 @@ pub(crate) struct PreTokenizer {
 /// Tokenizer flags implied by a pre-tokenizer name (llama.cpp `llama_vocab::impl::load`).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct PreFlags {
+    /// a word that is a token as a whole is not merged (Llama-3 style)
     pub(crate) ignore_merges: bool,
-    /// `Some(true)` where llama.cpp turns `add_bos` on by default.
+    /// `add_bos` defaults to true
     pub(crate) add_bos: bool,
+    /// detokenization removes spaces before punctuation (`clean_up_tokenization_spaces`)
     pub(crate) clean_spaces: bool,
+    /// spaces become `▁` before BPE (SPM-style BPE vocabularies)
     pub(crate) escape_whitespaces: bool,
+    /// there is no default BOS token
     pub(crate) no_bos: bool,
+    /// Gemma 4 style: newline-only words stay whole, and BOS is always added
+    pub(crate) gemma4: bool,
 }
 
 const CONTRACTIONS: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])";
@@ -59,7 +65,10 @@ impl PreTokenizer {
     /// with the flags that name implies.
     pub(crate) fn for_name(name: &str) -> Result<(PreTokenizer, PreFlags), TokenizerError> {
         use Splitter::*;
-        let mut flags = PreFlags { clean_spaces: true, ..PreFlags::default() };
+        let mut flags = PreFlags {
+            clean_spaces: true,
+            ..PreFlags::default()
+        };
         let re = |s: &str| RegexSplitter::new(s).map(Regex);
         let mut byte_encode = true;
         let splitters = match name {
@@ -69,8 +78,8 @@ impl PreTokenizer {
                 re(r"\p{N}+")?,
                 re(r"[0-9][0-9][0-9]")?,
             ],
-            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0"
-            | "lfm2" | "jina-v5-nano" => {
+            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral"
+            | "midm-2.0" | "lfm2" | "jina-v5-nano" => {
                 flags.ignore_merges = true;
                 flags.add_bos = true;
                 vec![Llama3]
@@ -92,8 +101,12 @@ impl PreTokenizer {
                 flags.clean_spaces = false;
                 vec![
                     re("[\r\n]")?,
-                    re("\\s?[A-Za-z\u{B5}\u{C0}-\u{D6}\u{D8}-\u{F6}\u{F8}-\u{1BA}\u{1BC}-\u{1BF}\u{1C4}-\u{293}\u{295}-\u{2AF}\u{370}-\u{373}\u{376}\u{377}\u{37B}-\u{37D}\u{37F}\u{386}\u{388}-\u{38A}\u{38C}\u{38E}-\u{3A1}\u{3A3}-\u{3F5}\u{3F7}-\u{481}\u{48A}-\u{52F}\u{531}-\u{556}\u{10A0}-\u{10C5}\u{13A0}-\u{13F5}\u{13F8}-\u{13FD}\u{1C90}-\u{1CBA}\u{1CBD}-\u{1CBF}\u{1D00}-\u{1D2B}\u{1D6B}-\u{1D77}\u{1D79}-\u{1D9A}\u{1E00}-\u{1F15}\u{1F18}-\u{1F1D}\u{1F20}-\u{1F45}\u{1F48}-\u{1F4D}\u{1F50}-\u{1F57}\u{1F59}\u{1F5B}\u{1F5D}\u{1F5F}-\u{1F7D}\u{1F80}-\u{1FB4}\u{1FB6}-\u{1FBC}\u{1FBE}\u{1FC2}-\u{1FC4}\u{1FC6}-\u{1FCC}\u{1FD0}-\u{1FD3}\u{1FD6}-\u{1FDB}\u{1FE0}-\u{1FEC}\u{1FF2}-\u{1FF4}\u{1FF6}-\u{1FFC}\u{2102}\u{2107}\u{210A}-\u{2113}\u{2115}\u{2119}-\u{211D}\u{2124}\u{2126}\u{2128}\u{212A}-\u{212D}\u{212F}-\u{2134}\u{2139}\u{213C}-\u{213F}\u{2145}-\u{2149}\u{214E}\u{2183}\u{2184}\u{2C00}-\u{2C7B}\u{2C7E}-\u{2CE4}\u{2CEB}-\u{2CEE}\u{2CF2}\u{2CF3}\u{A640}-\u{A66D}\u{A680}-\u{A69B}\u{A722}-\u{A76F}\u{A771}-\u{A787}\u{A78B}-\u{A78E}\u{AB70}-\u{ABBF}\u{FB00}-\u{FB06}\u{FB13}-\u{FB17}\u{FF21}-\u{FF3A}\u{FF41}-\u{FF5A}\u{10400}-\u{1044F}\u{104B0}-\u{104D3}\u{104D8}-\u{104FB}\u{10C80}-\u{10CB2}\u{10CC0}-\u{10CF2}\u{118A0}-\u{118DF}\u{1E900}-\u{1E943}]+")?,
-                    re("\\s?[!-/:-~\u{FF01}-\u{FF0F}\u{FF1A}-\u{FF5E}\u{2018}-\u{201F}\u{3000}-\u{3002}]+")?,
+                    re(
+                        "\\s?[A-Za-z\u{B5}\u{C0}-\u{D6}\u{D8}-\u{F6}\u{F8}-\u{1BA}\u{1BC}-\u{1BF}\u{1C4}-\u{293}\u{295}-\u{2AF}\u{370}-\u{373}\u{376}\u{377}\u{37B}-\u{37D}\u{37F}\u{386}\u{388}-\u{38A}\u{38C}\u{38E}-\u{3A1}\u{3A3}-\u{3F5}\u{3F7}-\u{481}\u{48A}-\u{52F}\u{531}-\u{556}\u{10A0}-\u{10C5}\u{13A0}-\u{13F5}\u{13F8}-\u{13FD}\u{1C90}-\u{1CBA}\u{1CBD}-\u{1CBF}\u{1D00}-\u{1D2B}\u{1D6B}-\u{1D77}\u{1D79}-\u{1D9A}\u{1E00}-\u{1F15}\u{1F18}-\u{1F1D}\u{1F20}-\u{1F45}\u{1F48}-\u{1F4D}\u{1F50}-\u{1F57}\u{1F59}\u{1F5B}\u{1F5D}\u{1F5F}-\u{1F7D}\u{1F80}-\u{1FB4}\u{1FB6}-\u{1FBC}\u{1FBE}\u{1FC2}-\u{1FC4}\u{1FC6}-\u{1FCC}\u{1FD0}-\u{1FD3}\u{1FD6}-\u{1FDB}\u{1FE0}-\u{1FEC}\u{1FF2}-\u{1FF4}\u{1FF6}-\u{1FFC}\u{2102}\u{2107}\u{210A}-\u{2113}\u{2115}\u{2119}-\u{211D}\u{2124}\u{2126}\u{2128}\u{212A}-\u{212D}\u{212F}-\u{2134}\u{2139}\u{213C}-\u{213F}\u{2145}-\u{2149}\u{214E}\u{2183}\u{2184}\u{2C00}-\u{2C7B}\u{2C7E}-\u{2CE4}\u{2CEB}-\u{2CEE}\u{2CF2}\u{2CF3}\u{A640}-\u{A66D}\u{A680}-\u{A69B}\u{A722}-\u{A76F}\u{A771}-\u{A787}\u{A78B}-\u{A78E}\u{AB70}-\u{ABBF}\u{FB00}-\u{FB06}\u{FB13}-\u{FB17}\u{FF21}-\u{FF3A}\u{FF41}-\u{FF5A}\u{10400}-\u{1044F}\u{104B0}-\u{104D3}\u{104D8}-\u{104FB}\u{10C80}-\u{10CB2}\u{10CC0}-\u{10CF2}\u{118A0}-\u{118DF}\u{1E900}-\u{1E943}]+",
+                    )?,
+                    re(
+                        "\\s?[!-/:-~\u{FF01}-\u{FF0F}\u{FF1A}-\u{FF5E}\u{2018}-\u{201F}\u{3000}-\u{3002}]+",
+                    )?,
                     re("\\s+$")?,
                     re("[\u{4E00}-\u{9FA5}\u{800}-\u{4E00}\u{AC00}-\u{D7FF}]+")?,
                     re("\\p{N}+")?,
@@ -114,7 +127,9 @@ impl PreTokenizer {
                 vec![
                     re("\\p{N}{1,3}")?,
                     re("[\u{4E00}-\u{9FA5}\u{3040}-\u{309F}\u{30A0}-\u{30FF}]+")?,
-                    re("[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+")?,
+                    re(
+                        "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+",
+                    )?,
                 ]
             }
             "falcon" => vec![re(r"[\p{P}\$\+<=>\^~\|`]+")?, Gpt2, re("[0-9][0-9][0-9]")?],
@@ -125,8 +140,9 @@ impl PreTokenizer {
                 flags.clean_spaces = false;
                 vec![re(r"\p{N}")?, Gpt2]
             }
-            "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es" | "jina-v2-de"
-            | "a.x-4.0" | "mellum" | "modern-bert" | "exaone4" | "mpt" | "olmo" | "jais" => {
+            "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es"
+            | "jina-v2-de" | "a.x-4.0" | "mellum" | "modern-bert" | "exaone4" | "mpt" | "olmo"
+            | "jais" => {
                 vec![Gpt2]
             }
             "jina-v1-en" | "jina-v2-code" | "roberta-bpe" => vec![Gpt2],
@@ -148,11 +164,16 @@ impl PreTokenizer {
                 if name == "poro-chat" {
                     flags.clean_spaces = false;
                 }
-                vec![re(" ?[^(\\s|.,!?\u{2026}\u{3002}\u{FF0C}\u{3001}\u{964}\u{6D4}\u{60C})]+")?]
+                vec![re(
+                    " ?[^(\\s|.,!?\u{2026}\u{3002}\u{FF0C}\u{3001}\u{964}\u{6D4}\u{60C})]+",
+                )?]
             }
             "viking" => {
                 flags.clean_spaces = false;
-                vec![re(" ?[^(\\s|.,!?\u{2026}\u{3002}\u{FF0C}\u{3001}\u{964}\u{6D4}\u{60C})]+")?, re(r"\p{N}")?]
+                vec![
+                    re(" ?[^(\\s|.,!?\u{2026}\u{3002}\u{FF0C}\u{3001}\u{964}\u{6D4}\u{60C})]+")?,
+                    re(r"\p{N}")?,
+                ]
             }
             "chameleon" => {
                 flags.add_bos = true;
@@ -208,6 +229,7 @@ impl PreTokenizer {
             }
             "gemma4" | "granite-embed-multi-311m" => {
                 flags.escape_whitespaces = true;
+                flags.gemma4 = true;
                 byte_encode = false;
                 vec![Newlines]
             }
@@ -223,7 +245,13 @@ impl PreTokenizer {
             }
             other => return Err(TokenizerError::UnsupportedPreTokenizer(other.to_string())),
         };
-        Ok((PreTokenizer { splitters, byte_encode }, flags))
+        Ok((
+            PreTokenizer {
+                splitters,
+                byte_encode,
+            },
+            flags,
+        ))
     }
 
     /// Splits `cpts` into words; returns the length (in code points) of each word.
@@ -268,11 +296,19 @@ struct Seg<'a> {
 impl Seg<'_> {
     #[inline]
     fn cpt(&self, pos: usize) -> u32 {
-        if self.ini <= pos && pos < self.end { self.cpts[pos] } else { OUT }
+        if self.ini <= pos && pos < self.end {
+            self.cpts[pos]
+        } else {
+            OUT
+        }
     }
     #[inline]
     fn flags(&self, pos: usize) -> u16 {
-        if self.ini <= pos && pos < self.end { cpt_flags(self.cpts[pos]) } else { 0 }
+        if self.ini <= pos && pos < self.end {
+            cpt_flags(self.cpts[pos])
+        } else {
+            0
+        }
     }
 }
 
@@ -298,8 +334,15 @@ fn scan(cpts: &[u32], offsets: &[usize], f: impl Fn(&Seg, &mut Emit)) -> Vec<usi
     let mut out = Vec::with_capacity(offsets.len() * 4);
     let mut start = 0;
     for &len in offsets {
-        let seg = Seg { cpts, ini: start, end: start + len };
-        let mut emit = Emit { out: &mut out, prev_end: start };
+        let seg = Seg {
+            cpts,
+            ini: start,
+            end: start + len,
+        };
+        let mut emit = Emit {
+            out: &mut out,
+            prev_end: start,
+        };
         f(&seg, &mut emit);
         start += len;
     }
@@ -313,8 +356,11 @@ fn is_apos_suffix1(c: u32) -> bool {
 
 #[inline]
 fn is_apos_suffix2(c1: u32, c2: u32) -> bool {
-    let (r, e, v, l) = ('r' as u32, 'e' as u32, 'v' as u32, 'l' as u32);
-    (c1 == r && c2 == e) || (c1 == v && c2 == e) || (c1 == l && c2 == l)
+    let (c1, c2) = (char::from_u32(c1), char::from_u32(c2));
+    matches!(
+        (c1, c2),
+        (Some('r' | 'v'), Some('e')) | (Some('l'), Some('l'))
+    )
 }
 
 /// Contraction at `pos` (`'s`, `'re`, ...): its length in code points.
@@ -639,10 +685,17 @@ pub(crate) struct RegexSplitter {
 
 impl RegexSplitter {
     pub(crate) fn new(expr: &str) -> Result<RegexSplitter, TokenizerError> {
-        let collapsed = ["\\p{N}", "\\p{L}", "\\p{P}", "\\p{M}", "\\p{S}", "\\p{Lu}", "\\p{Ll}", "\\p{Lt}", "\\p{Lm}", "\\p{Lo}"]
-            .iter()
-            .any(|c| expr.contains(c));
-        let pattern = if collapsed { collapse_regex(expr) } else { expr.replace("\\d", "[0-9]") };
+        let collapsed = [
+            "\\p{N}", "\\p{L}", "\\p{P}", "\\p{M}", "\\p{S}", "\\p{Lu}", "\\p{Ll}", "\\p{Lt}",
+            "\\p{Lm}", "\\p{Lo}",
+        ]
+        .iter()
+        .any(|c| expr.contains(c));
+        let pattern = if collapsed {
+            collapse_regex(expr)
+        } else {
+            expr.replace("\\d", "[0-9]")
+        };
         let re = fancy_regex::Regex::new(&pattern)
             .map_err(|e| TokenizerError::Regex(format!("{expr}: {e}")))?;
         Ok(RegexSplitter { re, collapsed })
@@ -663,7 +716,10 @@ impl RegexSplitter {
                 if m.start() == m.end() {
                     continue;
                 }
-                let (ms, me) = (text.cpt_at_byte(b0 + m.start()), text.cpt_at_byte(b0 + m.end()));
+                let (ms, me) = (
+                    text.cpt_at_byte(b0 + m.start()),
+                    text.cpt_at_byte(b0 + m.end()),
+                );
                 if ms > prev {
                     out.push(ms - prev);
                 }
@@ -711,21 +767,21 @@ fn collapse_regex(expr: &str) -> String {
             i += 1;
             continue;
         }
-        if c == '\\' && chars.get(i + 1) == Some(&'p') && chars.get(i + 2) == Some(&'{') {
-            if let Some(close) = chars[i + 3..].iter().position(|&c| c == '}') {
-                let name: String = chars[i + 3..i + 3 + close].iter().collect();
-                if let Some(class) = class_of(&name) {
-                    if !inside {
-                        out.push('[');
-                    }
-                    out.push_str(&class);
-                    if !inside {
-                        out.push(']');
-                    }
-                    i += 3 + close + 1;
-                    continue;
-                }
+        if c == '\\'
+            && chars.get(i + 1) == Some(&'p')
+            && chars.get(i + 2) == Some(&'{')
+            && let Some(close) = chars[i + 3..].iter().position(|&c| c == '}')
+            && let Some(class) = class_of(&chars[i + 3..i + 3 + close].iter().collect::<String>())
+        {
+            if !inside {
+                out.push('[');
             }
+            out.push_str(&class);
+            if !inside {
+                out.push(']');
+            }
+            i += 3 + close + 1;
+            continue;
         }
         out.push(c);
         i += 1;
@@ -753,13 +809,19 @@ mod tests {
 
     #[test]
     fn gpt2_words() {
-        assert_eq!(words("gpt-2", "Hello world's  end!!\n"), ["Hello", " world", "'s", " ", " end", "!!", "\n"]);
+        assert_eq!(
+            words("gpt-2", "Hello world's  end!!\n"),
+            ["Hello", " world", "'s", " ", " end", "!!", "\n"]
+        );
         assert_eq!(words("gpt-2", "a 123  b"), ["a", " 123", " ", " b"]);
     }
 
     #[test]
     fn llama3_words() {
-        assert_eq!(words("llama-bpe", "I'M 12345 ok\n\n  x"), ["I", "'M", " ", "123", "45", " ok", "\n\n", " ", " x"]);
+        assert_eq!(
+            words("llama-bpe", "I'M 12345 ok\n\n  x"),
+            ["I", "'M", " ", "123", "45", " ok", "\n\n", " ", " x"]
+        );
     }
 
     #[test]
@@ -769,7 +831,10 @@ mod tests {
 
     #[test]
     fn smollm_splits_digits_first() {
-        assert_eq!(words("smollm", "x 2024 y"), ["x", " ", "2", "0", "2", "4", " y"]);
+        assert_eq!(
+            words("smollm", "x 2024 y"),
+            ["x", " ", "2", "0", "2", "4", " y"]
+        );
         // non-ASCII digits are \p{N} too
         assert_eq!(words("smollm", "٣٤"), ["٣", "٤"]);
     }
@@ -777,13 +842,21 @@ mod tests {
     #[test]
     fn default_pre_tokenizer() {
         // punctuation runs first, then GPT-2 words, then digit runs, then groups of three digits
-        assert_eq!(words("default", "a+b = 1234;"), ["a", "+", "b", " ", "=", " ", "123", "4", ";"]);
+        assert_eq!(
+            words("default", "a+b = 1234;"),
+            ["a", "+", "b", " ", "=", " ", "123", "4", ";"]
+        );
     }
 
     #[test]
     fn collapse_rewrites_classes() {
         let r = collapse_regex(r"[^\r\n\p{L}\p{N}]?\p{L}+");
-        assert_eq!(r, format!(r"[^\r\n{STAND_IN_LETTER}A-Za-z{STAND_IN_NUMBER}0-9]?[{STAND_IN_LETTER}A-Za-z]+"));
+        assert_eq!(
+            r,
+            format!(
+                r"[^\r\n{STAND_IN_LETTER}A-Za-z{STAND_IN_NUMBER}0-9]?[{STAND_IN_LETTER}A-Za-z]+"
+            )
+        );
     }
 
     #[test]

@@ -61,18 +61,32 @@ pub(super) fn tokenize(vocab: &Vocab, text: &[u8], out: &mut Vec<u32>) {
             start: offs,
             len,
             prev: index.checked_sub(1),
-            next: if offs + len == text.len() { None } else { Some(index + 1) },
+            next: if offs + len == text.len() {
+                None
+            } else {
+                Some(index + 1)
+            },
         });
         offs += len;
     }
 
     let mut queue = BinaryHeap::with_capacity(symbols.len());
-    let try_add = |symbols: &[Symbol], queue: &mut BinaryHeap<Bigram>, left: Option<usize>, right: Option<usize>| {
-        let (Some(left), Some(right)) = (left, right) else { return };
+    let try_add = |symbols: &[Symbol],
+                   queue: &mut BinaryHeap<Bigram>,
+                   left: Option<usize>,
+                   right: Option<usize>| {
+        let (Some(left), Some(right)) = (left, right) else {
+            return;
+        };
         let (l, r) = (symbols[left], symbols[right]);
         let piece = &text[l.start..l.start + l.len + r.len];
         if let Some(id) = vocab.lookup(piece) {
-            queue.push(Bigram { score: vocab.score(id), left, right, size: piece.len() });
+            queue.push(Bigram {
+                score: vocab.score(id),
+                left,
+                right,
+                size: piece.len(),
+            });
         }
     };
     for i in 1..symbols.len() {

@@ -18,7 +18,10 @@ pub struct StreamDecoder {
 
 impl StreamDecoder {
     pub fn new(special: bool) -> StreamDecoder {
-        StreamDecoder { pending: Vec::new(), special }
+        StreamDecoder {
+            pending: Vec::new(),
+            special,
+        }
     }
 
     /// Adds token `id`; returns the text that became complete (possibly empty).

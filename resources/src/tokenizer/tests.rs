@@ -5,7 +5,8 @@ use super::*;
 
 fn spm_data() -> TokenizerData {
     // id: text, score, type
-    let mut tokens: Vec<(&str, f32, i32)> = vec![("<unk>", 0.0, 2), ("<s>", 0.0, 3), ("</s>", 0.0, 3)];
+    let mut tokens: Vec<(&str, f32, i32)> =
+        vec![("<unk>", 0.0, 2), ("<s>", 0.0, 3), ("</s>", 0.0, 3)];
     let bytes: Vec<String> = (0..=255u8).map(|b| format!("<0x{b:02X}>")).collect();
     for b in &bytes {
         tokens.push((b.as_str(), 0.0, 6));
@@ -45,7 +46,10 @@ fn spm_merges_by_score_and_adds_space_prefix() {
     assert_eq!(t.encode("", true, false), [1]);
     assert!(t.encode("", false, false).is_empty());
     // "hell": ▁ h e l l -> "ll" (-1.0) first, then ▁h (-3.0) vs he (-1.5): "he" wins
-    assert_eq!(t.encode("hell", false, false), [id(&t, "▁"), id(&t, "he"), id(&t, "ll")]);
+    assert_eq!(
+        t.encode("hell", false, false),
+        [id(&t, "▁"), id(&t, "he"), id(&t, "ll")]
+    );
 }
 
 #[test]
@@ -55,7 +59,10 @@ fn spm_byte_fallback() {
     assert_eq!(ids, [id(&t, "▁h"), id(&t, "<0xC3>"), id(&t, "<0xA9>")]);
     assert_eq!(t.decode(&ids), "hé");
     // invalid UTF-8 goes byte by byte as well
-    assert_eq!(t.encode_bytes(b"\xFF", false, false), [id(&t, "▁"), id(&t, "<0xFF>")]);
+    assert_eq!(
+        t.encode_bytes(b"\xFF", false, false),
+        [id(&t, "▁"), id(&t, "<0xFF>")]
+    );
 }
 
 #[test]
@@ -67,7 +74,10 @@ fn special_tokens_are_split_out() {
     assert_ne!(t.encode("<s>hello", false, false)[0], s);
     // user-defined tokens are split out even without parse_special
     let tag = id(&t, "<tag>");
-    assert_eq!(t.encode("hello<tag>", false, false), [id(&t, "▁hello"), tag]);
+    assert_eq!(
+        t.encode("hello<tag>", false, false),
+        [id(&t, "▁hello"), tag]
+    );
 }
 
 #[test]
@@ -87,13 +97,32 @@ fn decode_and_pieces() {
 
 fn gpt2_data() -> TokenizerData {
     // byte-level: 'Ġ' is the space byte
-    let tokens = ["<|endoftext|>", "h", "e", "l", "o", "Ġ", "he", "ll", "hell", "hello", "Ġhello", "!", "<|im_end|>"];
+    let tokens = [
+        "<|endoftext|>",
+        "h",
+        "e",
+        "l",
+        "o",
+        "Ġ",
+        "he",
+        "ll",
+        "hell",
+        "hello",
+        "Ġhello",
+        "!",
+        "<|im_end|>",
+    ];
     TokenizerData {
         model: "gpt2".into(),
         pre: Some("gpt-2".into()),
         tokens: tokens.iter().map(|t| t.as_bytes().to_vec()).collect(),
         token_types: Some(vec![3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 3]),
-        merges: Some(["l l", "h e", "he ll", "hell o", "Ġ hello"].iter().map(|m| m.as_bytes().to_vec()).collect()),
+        merges: Some(
+            ["l l", "h e", "he ll", "hell o", "Ġ hello"]
+                .iter()
+                .map(|m| m.as_bytes().to_vec())
+                .collect(),
+        ),
         bos: Some(0),
         eos: Some(0),
         ..TokenizerData::default()
@@ -117,21 +146,36 @@ fn bpe_merges_by_rank() {
 fn bpe_without_merges_is_an_error() {
     let mut d = gpt2_data();
     d.merges = None;
-    assert!(matches!(Tokenizer::from_data(d), Err(TokenizerError::MissingMerges)));
+    assert!(matches!(
+        Tokenizer::from_data(d),
+        Err(TokenizerError::MissingMerges)
+    ));
 }
 
 #[test]
 fn bad_metadata_is_a_typed_error() {
     let mut d = spm_data();
     d.scores = Some(vec![0.0; 3]);
-    assert!(matches!(Tokenizer::from_data(d), Err(TokenizerError::ShortArray { .. })));
+    assert!(matches!(
+        Tokenizer::from_data(d),
+        Err(TokenizerError::ShortArray { .. })
+    ));
     let mut d = spm_data();
     d.model = "bert-ish".into();
-    assert!(matches!(Tokenizer::from_data(d), Err(TokenizerError::UnsupportedModel(_))));
+    assert!(matches!(
+        Tokenizer::from_data(d),
+        Err(TokenizerError::UnsupportedModel(_))
+    ));
     let mut d = gpt2_data();
     d.pre = Some("no-such-pre".into());
-    assert!(matches!(Tokenizer::from_data(d), Err(TokenizerError::UnsupportedPreTokenizer(_))));
-    assert!(matches!(Tokenizer::from_data(TokenizerData::default()), Err(TokenizerError::EmptyVocab)));
+    assert!(matches!(
+        Tokenizer::from_data(d),
+        Err(TokenizerError::UnsupportedPreTokenizer(_))
+    ));
+    assert!(matches!(
+        Tokenizer::from_data(TokenizerData::default()),
+        Err(TokenizerError::EmptyVocab)
+    ));
     // out-of-range special ids fall back to the defaults instead of failing
     let mut d = spm_data();
     d.bos = Some(1 << 40);
@@ -142,7 +186,10 @@ fn bad_metadata_is_a_typed_error() {
 
 #[test]
 fn clean_up_spaces_matches_llama() {
-    assert_eq!(clean_up_spaces(b"a , b . c ' d 's e 're f 't"), b"a, b. c'd's e're f 't");
+    assert_eq!(
+        clean_up_spaces(b"a , b . c ' d 's e 're f 't"),
+        b"a, b. c'd's e're f 't"
+    );
     assert_eq!(clean_up_spaces(b"a ' ' b"), b"a'' b");
     assert_eq!(clean_up_spaces(b""), b"");
 }
@@ -155,7 +202,10 @@ fn partition_honours_rstrip() {
     // phi-3: special tokens strip following whitespace, "<s>" does not
     assert_ne!(t.token_attr(id(&t, "<tag>")) & attr::RSTRIP, 0);
     assert_eq!(t.token_attr(id(&t, "<s>")) & attr::RSTRIP, 0);
-    assert_eq!(t.encode("<tag>   hello", false, false), [id(&t, "<tag>"), id(&t, "▁hello")]);
+    assert_eq!(
+        t.encode("<tag>   hello", false, false),
+        [id(&t, "<tag>"), id(&t, "▁hello")]
+    );
 }
 
 #[test]
@@ -164,4 +214,55 @@ fn find_substrings() {
     assert_eq!(find(b"ab", b"abc"), None);
     assert_eq!(find(b"", b"a"), None);
     assert_eq!(find(b"aaa", b""), None);
+}
+
+#[test]
+fn tokenizer_is_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Tokenizer>();
+    assert_send_sync::<StreamDecoder>();
+}
+
+#[test]
+fn arbitrary_bytes_never_panic() {
+    let spm = Tokenizer::from_data(spm_data()).unwrap();
+    let bpe = Tokenizer::from_data(gpt2_data()).unwrap();
+    let mut d = gpt2_data();
+    d.pre = Some("default".into()); // regex-based pre-tokenizer
+    let bpe_regex = Tokenizer::from_data(d).unwrap();
+    // code points above U+10FFFF (lead bytes F5..F7) and truncated sequences included
+    let mut samples: Vec<Vec<u8>> = vec![
+        b"\xF7\xBF\xBF\xBF".to_vec(),
+        b"\xF4\x90\x80\x80x".to_vec(),
+        b"\xE2\x82".to_vec(),
+        b"<s".to_vec(),
+    ];
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    for _ in 0..300 {
+        let len = (state % 24) as usize;
+        let mut v = Vec::with_capacity(len);
+        for _ in 0..len {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            v.push(match state % 5 {
+                0 => b' ',
+                1 => b"hel<s>/"[(state >> 8) as usize % 7],
+                _ => (state >> 16) as u8,
+            });
+        }
+        samples.push(v);
+    }
+    for s in &samples {
+        for t in [&spm, &bpe, &bpe_regex] {
+            for (a, p) in [(false, false), (true, true)] {
+                let ids = t.encode_bytes(s, a, p);
+                assert!(ids.iter().all(|&id| (id as usize) < t.n_vocab()));
+                let _ = t.decode(&ids);
+            }
+        }
+    }
+    // SentencePiece keeps every byte
+    let ids = spm.encode_bytes(b"\xF7\xBF\xBF\xBF", false, false);
+    assert_eq!(spm.detokenize(&ids, false), b"\xF7\xBF\xBF\xBF");
 }

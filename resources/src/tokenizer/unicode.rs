@@ -9,11 +9,9 @@ use super::unicode_table::CATEGORY_RANGES;
 pub(crate) const CAT_UNDEFINED: u16 = 0x0001;
 pub(crate) const CAT_NUMBER: u16 = 0x0002;
 pub(crate) const CAT_LETTER: u16 = 0x0004;
-pub(crate) const CAT_SEPARATOR: u16 = 0x0008;
 pub(crate) const CAT_MARK: u16 = 0x0010;
 pub(crate) const CAT_PUNCTUATION: u16 = 0x0020;
 pub(crate) const CAT_SYMBOL: u16 = 0x0040;
-pub(crate) const CAT_CONTROL: u16 = 0x0080;
 /// `\s` in llama.cpp's sense (Unicode White_Space).
 pub(crate) const WHITESPACE: u16 = 0x0100;
 
@@ -64,7 +62,12 @@ static LATIN1_FLAGS: [u16; 256] = {
     let mut t = [0u16; 256];
     let mut c = 0;
     while c < 256 {
-        t[c] = category(c as u32) | if is_whitespace(c as u32) { WHITESPACE } else { 0 };
+        t[c] = category(c as u32)
+            | if is_whitespace(c as u32) {
+                WHITESPACE
+            } else {
+                0
+            };
         c += 1;
     }
     t
@@ -133,7 +136,10 @@ fn decode_one(b: &[u8], i: usize) -> (u32, usize) {
         }
     } else if b0 & 0x08 == 0 {
         if cont(1) && cont(2) && cont(3) {
-            (((b0 & 0x07) << 18) | (tail(1) << 12) | (tail(2) << 6) | tail(3), 4)
+            (
+                ((b0 & 0x07) << 18) | (tail(1) << 12) | (tail(2) << 6) | tail(3),
+                4,
+            )
         } else {
             (0xFFFD, 1)
         }
@@ -148,7 +154,9 @@ fn decode_one(b: &[u8], i: usize) -> (u32, usize) {
 pub(crate) fn push_utf8(out: &mut Vec<u8>, cpt: u32) {
     match cpt {
         0..=0x7F => out.push(cpt as u8),
-        0x80..=0x7FF => out.extend_from_slice(&[0xC0 | (cpt >> 6) as u8, 0x80 | (cpt & 0x3F) as u8]),
+        0x80..=0x7FF => {
+            out.extend_from_slice(&[0xC0 | (cpt >> 6) as u8, 0x80 | (cpt & 0x3F) as u8])
+        }
         0x800..=0xFFFF => out.extend_from_slice(&[
             0xE0 | (cpt >> 12) as u8,
             0x80 | ((cpt >> 6) & 0x3F) as u8,
@@ -238,18 +246,21 @@ pub(crate) static BYTE_TO_UTF8: [([u8; 2], u8); 256] = {
 mod tests {
     use super::*;
 
+    const SEPARATOR: u16 = 0x0008;
+    const CONTROL: u16 = 0x0080;
+
     #[test]
     fn categories_match_unicode() {
         assert_eq!(cpt_flags('a' as u32), CAT_LETTER);
         assert_eq!(cpt_flags('7' as u32), CAT_NUMBER);
-        assert_eq!(cpt_flags(' ' as u32), CAT_SEPARATOR | WHITESPACE);
-        assert_eq!(cpt_flags('\n' as u32), CAT_CONTROL | WHITESPACE);
+        assert_eq!(cpt_flags(' ' as u32), SEPARATOR | WHITESPACE);
+        assert_eq!(cpt_flags('\n' as u32), CONTROL | WHITESPACE);
         assert_eq!(cpt_flags('$' as u32), CAT_SYMBOL);
         assert_eq!(cpt_flags('!' as u32), CAT_PUNCTUATION);
         assert_eq!(cpt_flags(0x0301), CAT_MARK);
         assert_eq!(cpt_flags(0x4E2D), CAT_LETTER); // 中
         assert_eq!(cpt_flags(0x0663), CAT_NUMBER); // ARABIC-INDIC DIGIT THREE
-        assert_eq!(cpt_flags(0x3000), CAT_SEPARATOR | WHITESPACE);
+        assert_eq!(cpt_flags(0x3000), SEPARATOR | WHITESPACE);
         assert_eq!(cpt_flags(0x1F600), CAT_SYMBOL); // 😀
         assert_eq!(cpt_flags(0x10FFFF), CAT_UNDEFINED);
         assert_eq!(cpt_flags(0x1FFFFF), CAT_UNDEFINED);

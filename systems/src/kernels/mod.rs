@@ -6,6 +6,7 @@ pub mod attention;
 pub mod matmul;
 pub mod norm;
 pub mod parallel;
+pub mod qdot;
 pub mod rope;
 
 /// Dot product of two equal-length f32 slices, with 8 independent accumulators so the
