@@ -189,3 +189,20 @@ fn tiny_4_layer_models() {
     check_quantized("tiny-smollm2-4L-q4_0.json");
     check_quantized("tiny-smollm2-4L-q8_0.json");
 }
+
+#[test]
+fn gemma3_270m() {
+    check_quantized("gemma-3-270m-q4_k_m.json");
+}
+
+#[test]
+fn qwen2_5_coder_0_5b() {
+    check_quantized("qwen2.5-coder-0.5b-instruct-awq-q4_k_m.json");
+}
+
+/// 1.1 GB model: `cargo test --release -p chord-systems --test forward_fixtures -- --ignored qwen2_5_coder_1_5b`
+#[test]
+#[ignore]
+fn qwen2_5_coder_1_5b() {
+    check_quantized("qwen2.5-coder-1.5b-instruct-q4_k_m.json");
+}
