@@ -72,7 +72,10 @@ fn weights(ty: GgmlType, seed: u64, rows: usize) -> Vec<u8> {
 }
 
 fn activations(ty: GgmlType, n: usize) -> Vec<u8> {
-    let x: Vec<f32> = bytes(99, n * K).iter().map(|&b| f32::from(b) / 64.0 - 2.0).collect();
+    let x: Vec<f32> = bytes(99, n * K)
+        .iter()
+        .map(|&b| f32::from(b) / 64.0 - 2.0)
+        .collect();
     let mut act = Vec::new();
     quantize_activations(ty, &x, K, &mut act);
     act
@@ -134,17 +137,29 @@ fn matmuls(c: &mut Criterion) {
 fn quantizers(c: &mut Criterion) {
     let mut g = c.benchmark_group("quantize");
     let n = 8;
-    let x: Vec<f32> = bytes(5, n * K).iter().map(|&b| f32::from(b) / 64.0 - 2.0).collect();
+    let x: Vec<f32> = bytes(5, n * K)
+        .iter()
+        .map(|&b| f32::from(b) / 64.0 - 2.0)
+        .collect();
     g.throughput(Throughput::Elements((n * K) as u64));
-    for (name, ty) in [("q8_0", GgmlType::Q8_0), ("q8_1", GgmlType::Q4_1), ("q8_k", GgmlType::Q4K)] {
+    for (name, ty) in [
+        ("q8_0", GgmlType::Q8_0),
+        ("q8_1", GgmlType::Q4_1),
+        ("q8_k", GgmlType::Q4K),
+    ] {
         let mut out = Vec::new();
-        g.bench_function(name, |b| b.iter(|| quantize_activations(ty, black_box(&x), K, &mut out)));
+        g.bench_function(name, |b| {
+            b.iter(|| quantize_activations(ty, black_box(&x), K, &mut out))
+        });
     }
     g.finish();
 }
 
 fn config() -> Criterion {
-    Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2)).sample_size(20)
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20)
 }
 
 criterion_group! { name = benches; config = config(); targets = memory_baselines, matmuls, quantizers }

@@ -12,7 +12,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(p) => p.into(),
         None => models::default_model(|m| eprintln!("{m}"))?,
     };
-    let prompt = args.next().unwrap_or_else(|| "Once upon a time".to_string());
+    let prompt = args
+        .next()
+        .unwrap_or_else(|| "Once upon a time".to_string());
     let mut engine = Engine::load(model)?;
     print!("{prompt}");
     for event in engine.stream(&prompt, &GenerateParams::greedy(64))? {
@@ -23,7 +25,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             Event::Done { reason, stats } => {
                 println!();
-                eprintln!("[{} tokens, {:.1} tok/s, {}]", stats.n_generated, stats.decode_tok_s(), reason.as_str());
+                eprintln!(
+                    "[{} tokens, {:.1} tok/s, {}]",
+                    stats.n_generated,
+                    stats.decode_tok_s(),
+                    reason.as_str()
+                );
             }
             Event::Logits { .. } => {}
         }

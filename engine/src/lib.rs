@@ -69,7 +69,11 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { n_ctx: 0, n_batch: 512, threads: 0 }
+        EngineOptions {
+            n_ctx: 0,
+            n_batch: 512,
+            threads: 0,
+        }
     }
 }
 
@@ -101,7 +105,11 @@ impl Default for GenerateParams {
 impl GenerateParams {
     /// Greedy decoding of at most `n` tokens.
     pub fn greedy(n: usize) -> Self {
-        GenerateParams { max_new_tokens: n, sampling: SamplingParams::greedy(), ..Default::default() }
+        GenerateParams {
+            max_new_tokens: n,
+            sampling: SamplingParams::greedy(),
+            ..Default::default()
+        }
     }
 }
 
@@ -142,7 +150,10 @@ impl Engine {
 
     pub fn load_with(path: impl AsRef<Path>, opts: EngineOptions) -> Result<Engine, EngineError> {
         let path = path.as_ref();
-        let file = GgufFile::open(path).map_err(|source| EngineError::Open { path: path.display().to_string(), source })?;
+        let file = GgufFile::open(path).map_err(|source| EngineError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::from_file(Arc::new(file), opts)
     }
 
@@ -154,15 +165,23 @@ impl Engine {
     /// Build the world around an opened file.
     pub fn from_file(file: Arc<GgufFile>, opts: EngineOptions) -> Result<Engine, EngineError> {
         if opts.n_batch == 0 {
-            return Err(EngineError::InvalidOption("n_batch must be at least 1".into()));
+            return Err(EngineError::InvalidOption(
+                "n_batch must be at least 1".into(),
+            ));
         }
         chord_systems::kernels::parallel::init_compute_pool(opts.threads);
         let weights = ModelWeights::from_gguf(file.clone())?;
         let tokenizer = Arc::new(Tokenizer::from_gguf(&file)?);
-        let n_ctx = if opts.n_ctx == 0 { weights.config.n_ctx_train.min(4096) } else { opts.n_ctx };
+        let n_ctx = if opts.n_ctx == 0 {
+            weights.config.n_ctx_train.min(4096)
+        } else {
+            opts.n_ctx
+        };
         let n_vocab = weights.config.n_vocab;
         let vocab = Vocab {
-            pieces: (0..n_vocab as u32).map(|id| tokenizer.token_to_piece(id, false)).collect(),
+            pieces: (0..n_vocab as u32)
+                .map(|id| tokenizer.token_to_piece(id, false))
+                .collect(),
             is_eog: (0..n_vocab as u32).map(|id| tokenizer.is_eog(id)).collect(),
         };
         let (tx, rx) = unbounded();
@@ -171,11 +190,21 @@ impl Engine {
             &mut world,
             weights,
             vocab,
-            EngineSettings { n_batch: opts.n_batch, n_ctx },
+            EngineSettings {
+                n_batch: opts.n_batch,
+                n_ctx,
+            },
             RequestQueue(rx),
         );
         let active = world.query::<&GenState>();
-        Ok(Engine { world, step: step_schedule(), requests: tx, tokenizer, n_ctx, active })
+        Ok(Engine {
+            world,
+            step: step_schedule(),
+            requests: tx,
+            tokenizer,
+            n_ctx,
+            active,
+        })
     }
 
     pub fn weights(&self) -> &ModelWeights {
@@ -204,14 +233,21 @@ impl Engine {
             return Err(EngineError::BadToken { id, n_vocab });
         }
         if ids.len() + extra > self.n_ctx {
-            return Err(EngineError::PromptTooLong { n_prompt: ids.len(), n_ctx: self.n_ctx });
+            return Err(EngineError::PromptTooLong {
+                n_prompt: ids.len(),
+                n_ctx: self.n_ctx,
+            });
         }
         Ok(())
     }
 
     /// Queue a generation for already-tokenized `prompt`; its events arrive on the returned
     /// channel as [`Engine::step`] runs.
-    pub fn submit(&mut self, prompt: Vec<u32>, params: &GenerateParams) -> Result<Receiver<Event>, EngineError> {
+    pub fn submit(
+        &mut self,
+        prompt: Vec<u32>,
+        params: &GenerateParams,
+    ) -> Result<Receiver<Event>, EngineError> {
         if params.max_new_tokens == 0 {
             return Err(EngineError::ZeroTokens);
         }
@@ -226,7 +262,9 @@ impl Engine {
             score_all: false,
             sink: tx,
         };
-        self.requests.send(req).map_err(|_| EngineError::Disconnected)?;
+        self.requests
+            .send(req)
+            .map_err(|_| EngineError::Disconnected)?;
         Ok(rx)
     }
 
@@ -248,27 +286,46 @@ impl Engine {
     }
 
     /// Generate from a text prompt and wait for the result.
-    pub fn generate(&mut self, prompt: &str, params: &GenerateParams) -> Result<Output, EngineError> {
+    pub fn generate(
+        &mut self,
+        prompt: &str,
+        params: &GenerateParams,
+    ) -> Result<Output, EngineError> {
         let mut v = self.generate_batch(&[(prompt, params.clone())])?;
         v.pop().ok_or(EngineError::Disconnected)
     }
 
     /// Generate from already-tokenized ids.
-    pub fn generate_ids(&mut self, prompt: Vec<u32>, params: &GenerateParams) -> Result<Output, EngineError> {
+    pub fn generate_ids(
+        &mut self,
+        prompt: Vec<u32>,
+        params: &GenerateParams,
+    ) -> Result<Output, EngineError> {
         let rx = self.submit(prompt.clone(), params)?;
         self.run_until_idle();
         collect(prompt, &rx)
     }
 
     /// Stream a generation: the iterator runs steps as it is pulled and yields each event.
-    pub fn stream(&mut self, prompt: &str, params: &GenerateParams) -> Result<TokenStream<'_>, EngineError> {
+    pub fn stream(
+        &mut self,
+        prompt: &str,
+        params: &GenerateParams,
+    ) -> Result<TokenStream<'_>, EngineError> {
         let ids = self.tokenize(prompt, params.add_special, params.parse_special);
         let rx = self.submit(ids, params)?;
-        Ok(TokenStream { engine: self, rx, done: false })
+        Ok(TokenStream {
+            engine: self,
+            rx,
+            done: false,
+        })
     }
 
     /// Run several generations concurrently (one entity each, batched every step).
-    pub fn generate_batch<S: AsRef<str>>(&mut self, requests: &[(S, GenerateParams)]) -> Result<Vec<Output>, EngineError> {
+    pub fn generate_batch<S: AsRef<str>>(
+        &mut self,
+        requests: &[(S, GenerateParams)],
+    ) -> Result<Vec<Output>, EngineError> {
         let mut pending = Vec::with_capacity(requests.len());
         for (prompt, params) in requests {
             let ids = self.tokenize(prompt.as_ref(), params.add_special, params.parse_special);
@@ -279,13 +336,25 @@ impl Engine {
             rxs.push(self.submit(ids.clone(), params)?);
         }
         self.run_until_idle();
-        pending.into_iter().zip(&rxs).map(|(ids, rx)| collect(ids, rx)).collect()
+        pending
+            .into_iter()
+            .zip(&rxs)
+            .map(|(ids, rx)| collect(ids, rx))
+            .collect()
     }
 
     /// Render `messages` with the model's chat template and generate the assistant's reply.
-    pub fn chat(&mut self, messages: &[ChatMessage], params: &GenerateParams) -> Result<Output, EngineError> {
+    pub fn chat(
+        &mut self,
+        messages: &[ChatMessage],
+        params: &GenerateParams,
+    ) -> Result<Output, EngineError> {
         let prompt = self.render_chat(messages)?;
-        let params = GenerateParams { parse_special: true, add_special: false, ..params.clone() };
+        let params = GenerateParams {
+            parse_special: true,
+            add_special: false,
+            ..params.clone()
+        };
         self.generate(&prompt, &params)
     }
 
@@ -299,7 +368,11 @@ impl Engine {
 
     /// Teacher-forced evaluation of `ids` in one pass: `f(position, logits)` for every position
     /// (the distribution after `ids[0..=position]`).
-    pub fn score_with(&mut self, ids: &[u32], mut f: impl FnMut(usize, &[f32])) -> Result<(), EngineError> {
+    pub fn score_with(
+        &mut self,
+        ids: &[u32],
+        mut f: impl FnMut(usize, &[f32]),
+    ) -> Result<(), EngineError> {
         self.check_prompt(ids, 0)?;
         let (tx, rx) = unbounded();
         let req = Request {
@@ -310,7 +383,9 @@ impl Engine {
             score_all: true,
             sink: tx,
         };
-        self.requests.send(req).map_err(|_| EngineError::Disconnected)?;
+        self.requests
+            .send(req)
+            .map_err(|_| EngineError::Disconnected)?;
         loop {
             if self.has_work() {
                 self.step();
@@ -318,7 +393,11 @@ impl Engine {
             let mut finished = false;
             for ev in rx.try_iter() {
                 match ev {
-                    Event::Logits { start_pos, n_vocab, logits } => {
+                    Event::Logits {
+                        start_pos,
+                        n_vocab,
+                        logits,
+                    } => {
                         for (i, row) in logits.chunks_exact(n_vocab).enumerate() {
                             f(start_pos + i, row);
                         }
@@ -353,17 +432,29 @@ impl Engine {
     /// next-token log-probability at positions `n_ctx/2 .. n_ctx-1`.
     pub fn perplexity(&mut self, text: &str, n_ctx: usize) -> Result<Perplexity, EngineError> {
         if n_ctx < 4 {
-            return Err(EngineError::InvalidOption(format!("perplexity context {n_ctx} is too small")));
+            return Err(EngineError::InvalidOption(format!(
+                "perplexity context {n_ctx} is too small"
+            )));
         }
         if n_ctx > self.n_ctx {
-            return Err(EngineError::PromptTooLong { n_prompt: n_ctx, n_ctx: self.n_ctx });
+            return Err(EngineError::PromptTooLong {
+                n_prompt: n_ctx,
+                n_ctx: self.n_ctx,
+            });
         }
         let tokens = self.tokenizer.encode(text, true, false);
         let n_chunk = tokens.len() / n_ctx;
         if n_chunk == 0 {
-            return Err(EngineError::PromptTooLong { n_prompt: tokens.len(), n_ctx });
+            return Err(EngineError::PromptTooLong {
+                n_prompt: tokens.len(),
+                n_ctx,
+            });
         }
-        let bos = if self.tokenizer.add_bos() { self.tokenizer.bos() } else { None };
+        let bos = if self.tokenizer.add_bos() {
+            self.tokenizer.bos()
+        } else {
+            None
+        };
         let first = n_ctx / 2;
         let mut total_nll = 0.0f64;
         let mut count = 0usize;
@@ -386,7 +477,11 @@ impl Engine {
             total_nll += nll;
             count += n;
         }
-        Ok(Perplexity { ppl: (total_nll / count as f64).exp(), chunks, n_tokens: tokens.len() })
+        Ok(Perplexity {
+            ppl: (total_nll / count as f64).exp(),
+            chunks,
+            n_tokens: tokens.len(),
+        })
     }
 }
 
@@ -399,7 +494,11 @@ pub fn log_softmax_at(logits: &[f32], target: usize) -> f64 {
 
 /// The `k` highest `(id, logit)` pairs, highest first, ties to the lower id.
 pub fn top_k(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
-    let mut v: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l)).collect();
+    let mut v: Vec<(u32, f32)> = logits
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| (i as u32, l))
+        .collect();
     let k = k.min(v.len());
     let cmp = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
     if k > 0 && k < v.len() {
@@ -419,7 +518,15 @@ fn collect(prompt_ids: Vec<u32>, rx: &Receiver<Event>) -> Result<Output, EngineE
                 ids.push(id);
                 text.push_str(&t);
             }
-            Event::Done { reason, stats } => return Ok(Output { prompt_ids, ids, text, finish: reason, stats }),
+            Event::Done { reason, stats } => {
+                return Ok(Output {
+                    prompt_ids,
+                    ids,
+                    text,
+                    finish: reason,
+                    stats,
+                });
+            }
             Event::Logits { .. } => {}
         }
     }

@@ -9,13 +9,19 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use chord_engine::{Engine, EngineError, EngineOptions, Event, GenerateParams, SamplingParams, models};
+use chord_engine::{
+    Engine, EngineError, EngineOptions, Event, GenerateParams, SamplingParams, models,
+};
 use chord_resources::config::ModelConfig;
 use chord_resources::gguf::{GgufFile, Value};
 use chord_resources::tokenizer::{ChatMessage, Tokenizer};
 
 #[derive(Parser)]
-#[command(name = "chord", version, about = "wasm-chord: run GGUF language models")]
+#[command(
+    name = "chord",
+    version,
+    about = "wasm-chord: run GGUF language models"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -170,12 +176,37 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.command {
         Command::Info { model, json } => info(&model, json),
-        Command::Tokenize { model, file, add_special, parse_special } => tokenize(model, &file, add_special, parse_special),
+        Command::Tokenize {
+            model,
+            file,
+            add_special,
+            parse_special,
+        } => tokenize(model, &file, add_special, parse_special),
         Command::Generate(args) => generate(args),
-        Command::Chat { common, sampling, n, system } => chat(common, sampling, n, system),
-        Command::Score { common, ids_file, top_k } => score(common, &ids_file, top_k),
-        Command::Perplexity { common, ctx, file, json } => perplexity(common, ctx, &file, json),
-        Command::Bench { common, prefill, decode, reps, json } => bench(common, prefill, decode, reps, json),
+        Command::Chat {
+            common,
+            sampling,
+            n,
+            system,
+        } => chat(common, sampling, n, system),
+        Command::Score {
+            common,
+            ids_file,
+            top_k,
+        } => score(common, &ids_file, top_k),
+        Command::Perplexity {
+            common,
+            ctx,
+            file,
+            json,
+        } => perplexity(common, ctx, &file, json),
+        Command::Bench {
+            common,
+            prefill,
+            decode,
+            reps,
+            json,
+        } => bench(common, prefill, decode, reps, json),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -188,7 +219,10 @@ fn main() -> ExitCode {
 
 fn spinner(msg: &str) -> ProgressBar {
     let pb = ProgressBar::new_spinner();
-    pb.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
     pb.set_message(msg.to_string());
     pb.enable_steady_tick(Duration::from_millis(100));
     pb
@@ -210,15 +244,30 @@ fn load(common: &ModelArgs) -> Result<Engine, Box<dyn std::error::Error>> {
     let path = model_path(common.model.clone())?;
     let pb = spinner(&format!("loading {}", path.display()));
     let t = Instant::now();
-    let r = Engine::load_with(&path, EngineOptions { n_ctx: common.ctx_size, threads: common.threads, ..Default::default() });
+    let r = Engine::load_with(
+        &path,
+        EngineOptions {
+            n_ctx: common.ctx_size,
+            threads: common.threads,
+            ..Default::default()
+        },
+    );
     pb.finish_and_clear();
     let engine = r?;
-    eprintln!("loaded {} ({}) in {:.0} ms", path.display(), engine.weights().config.arch.name(), t.elapsed().as_secs_f64() * 1e3);
+    eprintln!(
+        "loaded {} ({}) in {:.0} ms",
+        path.display(),
+        engine.weights().config.arch.name(),
+        t.elapsed().as_secs_f64() * 1e3
+    );
     Ok(engine)
 }
 
 fn info(path: &Path, as_json: bool) -> CliResult {
-    let file = GgufFile::open(path).map_err(|source| EngineError::Open { path: path.display().to_string(), source })?;
+    let file = GgufFile::open(path).map_err(|source| EngineError::Open {
+        path: path.display().to_string(),
+        source,
+    })?;
     let config = ModelConfig::from_gguf(&file);
     let tensors: Vec<_> = file
         .tensors()
@@ -226,7 +275,10 @@ fn info(path: &Path, as_json: bool) -> CliResult {
         .map(|t| json!({"name": t.name, "type": t.ty.to_string(), "shape": t.dims, "bytes": t.n_bytes}))
         .collect();
     let tok = |k: &str| file.get(&format!("tokenizer.ggml.{k}")).cloned();
-    let n_tokens = file.get("tokenizer.ggml.tokens").and_then(Value::as_array).map_or(0, |a| a.len());
+    let n_tokens = file
+        .get("tokenizer.ggml.tokens")
+        .and_then(Value::as_array)
+        .map_or(0, |a| a.len());
     let tokenizer = json!({
         "model": tok("model").as_ref().and_then(|v| v.as_str().map(str::to_string)),
         "pre": tok("pre").as_ref().and_then(|v| v.as_str().map(str::to_string)),
@@ -268,9 +320,24 @@ fn info(path: &Path, as_json: bool) -> CliResult {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("file:          {} ({} bytes, GGUF v{})", path.display(), file.file_size(), file.version());
-    println!("architecture:  {}", file.get("general.architecture").and_then(Value::as_str).unwrap_or("?"));
-    println!("name:          {}", file.get("general.name").and_then(Value::as_str).unwrap_or(""));
+    println!(
+        "file:          {} ({} bytes, GGUF v{})",
+        path.display(),
+        file.file_size(),
+        file.version()
+    );
+    println!(
+        "architecture:  {}",
+        file.get("general.architecture")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+    );
+    println!(
+        "name:          {}",
+        file.get("general.name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    );
     println!("hyperparameters:");
     if let Some(obj) = hp.as_object() {
         for (k, v) in obj {
@@ -283,16 +350,34 @@ fn info(path: &Path, as_json: bool) -> CliResult {
             println!("  {k:<20} {v}");
         }
     }
-    println!("tensors: {} ({:.1} MiB)", file.tensors().len(), total as f64 / (1024.0 * 1024.0));
+    println!(
+        "tensors: {} ({:.1} MiB)",
+        file.tensors().len(),
+        total as f64 / (1024.0 * 1024.0)
+    );
     for t in file.tensors() {
-        println!("  {:<36} {:<6} {:<22} {:>12}", t.name, t.ty.to_string(), format!("{:?}", t.dims), t.n_bytes);
+        println!(
+            "  {:<36} {:<6} {:<22} {:>12}",
+            t.name,
+            t.ty.to_string(),
+            format!("{:?}", t.dims),
+            t.n_bytes
+        );
     }
     Ok(())
 }
 
-fn tokenize(model: Option<PathBuf>, file: &Path, add_special: bool, parse_special: bool) -> CliResult {
+fn tokenize(
+    model: Option<PathBuf>,
+    file: &Path,
+    add_special: bool,
+    parse_special: bool,
+) -> CliResult {
     let path = model_path(model)?;
-    let gguf = GgufFile::open(&path).map_err(|source| EngineError::Open { path: path.display().to_string(), source })?;
+    let gguf = GgufFile::open(&path).map_err(|source| EngineError::Open {
+        path: path.display().to_string(),
+        source,
+    })?;
     let tok = Tokenizer::from_gguf(&gguf)?;
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let ids = tok.encode_bytes(&bytes, add_special, parse_special);
@@ -304,8 +389,10 @@ fn read_prompt(args: &GenerateArgs) -> Result<String, Box<dyn std::error::Error>
     match (&args.prompt, &args.prompt_file) {
         (Some(p), _) => Ok(p.clone()),
         (None, Some(f)) => {
-            let bytes = std::fs::read(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
-            String::from_utf8(bytes).map_err(|_| format!("{} is not valid UTF-8", f.display()).into())
+            let bytes =
+                std::fs::read(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+            String::from_utf8(bytes)
+                .map_err(|_| format!("{} is not valid UTF-8", f.display()).into())
         }
         (None, None) => Err("give --prompt or --prompt-file".into()),
     }
@@ -374,7 +461,10 @@ fn chat(common: ModelArgs, sampling: SamplingArgs, n: usize, system: Option<Stri
     }
     let mut history: Vec<ChatMessage> = Vec::new();
     if let Some(s) = system {
-        history.push(ChatMessage { role: "system".into(), content: s });
+        history.push(ChatMessage {
+            role: "system".into(),
+            content: s,
+        });
     }
     let params = GenerateParams {
         max_new_tokens: n,
@@ -391,7 +481,10 @@ fn chat(common: ModelArgs, sampling: SamplingArgs, n: usize, system: Option<Stri
         if stdin.lock().read_line(&mut line)? == 0 || line.trim().is_empty() {
             break;
         }
-        history.push(ChatMessage { role: "user".into(), content: line.trim_end().to_string() });
+        history.push(ChatMessage {
+            role: "user".into(),
+            content: line.trim_end().to_string(),
+        });
         let prompt = engine.render_chat(&history)?;
         let mut reply = String::new();
         let mut done = None;
@@ -410,32 +503,56 @@ fn chat(common: ModelArgs, sampling: SamplingArgs, n: usize, system: Option<Stri
         if let Some(s) = done {
             eprintln!("[{} tokens, {:.1} tok/s]", s.n_generated, s.decode_tok_s());
         }
-        history.push(ChatMessage { role: "assistant".into(), content: reply });
+        history.push(ChatMessage {
+            role: "assistant".into(),
+            content: reply,
+        });
     }
     Ok(())
 }
 
 fn score(common: ModelArgs, ids_file: &Path, k: usize) -> CliResult {
-    let text = std::fs::read_to_string(ids_file).map_err(|e| format!("cannot read {}: {e}", ids_file.display()))?;
-    let ids: Vec<u32> = serde_json::from_str(&text).map_err(|e| format!("{} is not a JSON array of token ids: {e}", ids_file.display()))?;
+    let text = std::fs::read_to_string(ids_file)
+        .map_err(|e| format!("cannot read {}: {e}", ids_file.display()))?;
+    let ids: Vec<u32> = serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "{} is not a JSON array of token ids: {e}",
+            ids_file.display()
+        )
+    })?;
     let mut engine = load(&common)?;
     let top = engine.score(&ids, k)?;
-    let v: Vec<Vec<serde_json::Value>> = top.iter().map(|row| row.iter().map(|(id, l)| json!([id, l])).collect()).collect();
+    let v: Vec<Vec<serde_json::Value>> = top
+        .iter()
+        .map(|row| row.iter().map(|(id, l)| json!([id, l])).collect())
+        .collect();
     println!("{}", serde_json::to_string(&v)?);
     Ok(())
 }
 
 fn perplexity(common: ModelArgs, ctx: usize, file: &Path, as_json: bool) -> CliResult {
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let text = String::from_utf8(bytes).map_err(|_| format!("{} is not valid UTF-8", file.display()))?;
-    let common = ModelArgs { ctx_size: common.ctx_size.max(ctx), ..common };
+    let text =
+        String::from_utf8(bytes).map_err(|_| format!("{} is not valid UTF-8", file.display()))?;
+    let common = ModelArgs {
+        ctx_size: common.ctx_size.max(ctx),
+        ..common
+    };
     let mut engine = load(&common)?;
     let t = Instant::now();
     let p = engine.perplexity(&text, ctx)?;
     if as_json {
-        println!("{}", json!({"perplexity": p.ppl, "chunks": p.chunks, "n_tokens": p.n_tokens, "n_ctx": ctx}));
+        println!(
+            "{}",
+            json!({"perplexity": p.ppl, "chunks": p.chunks, "n_tokens": p.n_tokens, "n_ctx": ctx})
+        );
     } else {
-        println!("perplexity: {:.4} over {} chunks of {ctx} ({} tokens)", p.ppl, p.chunks.len(), p.n_tokens);
+        println!(
+            "perplexity: {:.4} over {} chunks of {ctx} ({} tokens)",
+            p.ppl,
+            p.chunks.len(),
+            p.n_tokens
+        );
     }
     eprintln!("{:.1} s", t.elapsed().as_secs_f64());
     Ok(())
@@ -445,19 +562,29 @@ fn bench(common: ModelArgs, pp: usize, tg: usize, reps: usize, as_json: bool) ->
     if tg == 0 || pp == 0 {
         return Err(EngineError::ZeroTokens.into());
     }
-    let common = ModelArgs { ctx_size: common.ctx_size.max(pp + tg + 1), ..common };
+    let common = ModelArgs {
+        ctx_size: common.ctx_size.max(pp + tg + 1),
+        ..common
+    };
     let mut engine = load(&common)?;
     let n_vocab = engine.weights().config.n_vocab;
     // Never stop early: end-of-generation tokens are masked out.
-    let logit_bias: Vec<(u32, f32)> =
-        (0..n_vocab as u32).filter(|&id| engine.tokenizer().is_eog(id)).map(|id| (id, f32::NEG_INFINITY)).collect();
+    let logit_bias: Vec<(u32, f32)> = (0..n_vocab as u32)
+        .filter(|&id| engine.tokenizer().is_eog(id))
+        .map(|id| (id, f32::NEG_INFINITY))
+        .collect();
     let params = GenerateParams {
         max_new_tokens: tg,
-        sampling: SamplingParams { logit_bias, ..SamplingParams::greedy() },
+        sampling: SamplingParams {
+            logit_bias,
+            ..SamplingParams::greedy()
+        },
         ..Default::default()
     };
     // A deterministic prompt of ordinary tokens.
-    let prompt: Vec<u32> = (0..pp).map(|i| (100 + (i * 7919) % (n_vocab.min(20000) - 100)) as u32).collect();
+    let prompt: Vec<u32> = (0..pp)
+        .map(|i| (100 + (i * 7919) % (n_vocab.min(20000) - 100)) as u32)
+        .collect();
     let (mut pf, mut dc) = (Vec::new(), Vec::new());
     for _ in 0..reps.max(1) {
         let out = engine.generate_ids(prompt.clone(), &params)?;
@@ -467,7 +594,10 @@ fn bench(common: ModelArgs, pp: usize, tg: usize, reps: usize, as_json: bool) ->
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let (p, d) = (mean(&pf), mean(&dc));
     if as_json {
-        println!("{}", json!({"prefill_tok_s": p, "decode_tok_s": d, "n_prompt": pp, "n_gen": tg, "reps": reps.max(1)}));
+        println!(
+            "{}",
+            json!({"prefill_tok_s": p, "decode_tok_s": d, "n_prompt": pp, "n_gen": tg, "reps": reps.max(1)})
+        );
     } else {
         println!("pp{pp}: {p:.1} tok/s   tg{tg}: {d:.1} tok/s");
     }

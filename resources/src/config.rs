@@ -56,10 +56,17 @@ pub enum RopeStyle {
 #[derive(Clone, Debug, PartialEq)]
 pub enum RopeScaling {
     None,
-    Linear { factor: f32 },
-    Yarn { factor: f32, original_context: u32 },
+    Linear {
+        factor: f32,
+    },
+    Yarn {
+        factor: f32,
+        original_context: u32,
+    },
     /// Phi-3 LongRoPE: per-dimension factors stored as tensors `rope_factors_long/short.weight`.
-    LongRope { original_context: u32 },
+    LongRope {
+        original_context: u32,
+    },
 }
 
 /// Feed-forward activation.
@@ -126,7 +133,11 @@ pub enum ConfigError {
     #[error("metadata key {key} has the wrong type (expected {expected})")]
     WrongType { key: String, expected: &'static str },
     #[error("invalid hyperparameter {key} = {value}: {why}")]
-    Invalid { key: String, value: String, why: &'static str },
+    Invalid {
+        key: String,
+        value: String,
+        why: &'static str,
+    },
 }
 
 /// Limits that keep a hostile file from asking for absurd allocations.
@@ -151,7 +162,10 @@ impl Meta<'_> {
             Some(Value::Array(_, items)) => {
                 let mut first = None;
                 for item in items {
-                    let v = item.as_u64().ok_or(ConfigError::WrongType { key: key.clone(), expected: "integer" })?;
+                    let v = item.as_u64().ok_or(ConfigError::WrongType {
+                        key: key.clone(),
+                        expected: "integer",
+                    })?;
                     match first {
                         None => first = Some(v),
                         Some(f) if f != v => {
@@ -166,12 +180,16 @@ impl Meta<'_> {
                 }
                 Ok(first)
             }
-            Some(v) => v.as_u64().map(Some).ok_or(ConfigError::WrongType { key, expected: "unsigned integer" }),
+            Some(v) => v.as_u64().map(Some).ok_or(ConfigError::WrongType {
+                key,
+                expected: "unsigned integer",
+            }),
         }
     }
 
     fn u64_req(&self, suffix: &str) -> Result<u64, ConfigError> {
-        self.opt_u64(suffix)?.ok_or_else(|| ConfigError::MissingKey(self.key(suffix)))
+        self.opt_u64(suffix)?
+            .ok_or_else(|| ConfigError::MissingKey(self.key(suffix)))
     }
 
     fn dim(&self, suffix: &str, min: u64, max: u64) -> Result<usize, ConfigError> {
@@ -184,9 +202,16 @@ impl Meta<'_> {
         match self.file.get(&key) {
             None => Ok(None),
             Some(v) => {
-                let f = v.as_f64().ok_or(ConfigError::WrongType { key: key.clone(), expected: "number" })?;
+                let f = v.as_f64().ok_or(ConfigError::WrongType {
+                    key: key.clone(),
+                    expected: "number",
+                })?;
                 if !f.is_finite() {
-                    return Err(ConfigError::Invalid { key, value: f.to_string(), why: "not finite" });
+                    return Err(ConfigError::Invalid {
+                        key,
+                        value: f.to_string(),
+                        why: "not finite",
+                    });
                 }
                 Ok(Some(f as f32))
             }
@@ -206,7 +231,11 @@ fn check_range(key: &str, v: u64, min: u64, max: u64) -> Result<usize, ConfigErr
             why: "out of the supported range",
         });
     }
-    usize::try_from(v).map_err(|_| ConfigError::Invalid { key: key.to_string(), value: v.to_string(), why: "too large" })
+    usize::try_from(v).map_err(|_| ConfigError::Invalid {
+        key: key.to_string(),
+        value: v.to_string(),
+        why: "too large",
+    })
 }
 
 impl ModelConfig {
@@ -217,10 +246,16 @@ impl ModelConfig {
             .get("general.architecture")
             .ok_or_else(|| ConfigError::MissingKey("general.architecture".into()))?
             .as_str()
-            .ok_or(ConfigError::WrongType { key: "general.architecture".into(), expected: "string" })?;
+            .ok_or(ConfigError::WrongType {
+                key: "general.architecture".into(),
+                expected: "string",
+            })?;
         let arch = Architecture::from_name(arch_name)
             .ok_or_else(|| ConfigError::UnsupportedArchitecture(arch_name.to_string()))?;
-        let m = Meta { file, arch: arch_name };
+        let m = Meta {
+            file,
+            arch: arch_name,
+        };
 
         let n_layer = m.dim("block_count", 1, MAX_LAYERS)?;
         let n_embd = m.dim("embedding_length", 1, MAX_DIM)?;
@@ -264,10 +299,15 @@ impl ModelConfig {
                 .get("tokenizer.ggml.tokens")
                 .and_then(Value::as_array)
                 .map(|a| a.len())
-                .or_else(|| file.tensor(tensor_names::TOKEN_EMBD).and_then(|t| t.dims.get(1).map(|&d| d as usize)))
+                .or_else(|| {
+                    file.tensor(tensor_names::TOKEN_EMBD)
+                        .and_then(|t| t.dims.get(1).map(|&d| d as usize))
+                })
                 .ok_or_else(|| ConfigError::MissingKey("tokenizer.ggml.tokens".into()))?,
         };
-        let rms_eps = m.opt_f32("attention.layer_norm_rms_epsilon")?.unwrap_or(1e-5);
+        let rms_eps = m
+            .opt_f32("attention.layer_norm_rms_epsilon")?
+            .unwrap_or(1e-5);
         if rms_eps.is_sign_negative() {
             return Err(ConfigError::Invalid {
                 key: m.key("attention.layer_norm_rms_epsilon"),
@@ -294,19 +334,33 @@ impl ModelConfig {
                 why: "must be even",
             });
         }
-        let orig_ctx = m.opt_u64("rope.scaling.original_context_length")?.unwrap_or(n_ctx_train as u64) as u32;
+        let orig_ctx = m
+            .opt_u64("rope.scaling.original_context_length")?
+            .unwrap_or(n_ctx_train as u64) as u32;
         let factor = m.opt_f32("rope.scaling.factor")?.unwrap_or(1.0);
         let has_long_factors = file.tensor(tensor_names::ROPE_FACTORS_LONG).is_some();
         let rope_scaling = match m.opt_str("rope.scaling.type") {
             Some("linear") if factor != 1.0 && factor > 0.0 => RopeScaling::Linear { factor },
-            Some("yarn") if factor > 0.0 => RopeScaling::Yarn { factor, original_context: orig_ctx },
-            Some("longrope") | Some("su") => RopeScaling::LongRope { original_context: orig_ctx },
-            _ if arch == Architecture::Phi3 && has_long_factors => RopeScaling::LongRope { original_context: orig_ctx },
+            Some("yarn") if factor > 0.0 => RopeScaling::Yarn {
+                factor,
+                original_context: orig_ctx,
+            },
+            Some("longrope") | Some("su") => RopeScaling::LongRope {
+                original_context: orig_ctx,
+            },
+            _ if arch == Architecture::Phi3 && has_long_factors => RopeScaling::LongRope {
+                original_context: orig_ctx,
+            },
             _ => RopeScaling::None,
         };
         let sliding_window = match m.opt_u64("attention.sliding_window")? {
             Some(0) | None => None,
-            Some(v) => Some(check_range(&m.key("attention.sliding_window"), v, 1, 1 << 24)?),
+            Some(v) => Some(check_range(
+                &m.key("attention.sliding_window"),
+                v,
+                1,
+                1 << 24,
+            )?),
         };
         let final_logit_softcap = m.opt_f32("final_logit_softcapping")?.filter(|v| *v > 0.0);
         let attn_logit_softcap = m.opt_f32("attn_logit_softcapping")?.filter(|v| *v > 0.0);
@@ -329,13 +383,20 @@ impl ModelConfig {
                         rope_base: if global { rope_base } else { 10000.0 },
                     }
                 }
-                _ => LayerAttention { window: sliding_window, rope_base },
+                _ => LayerAttention {
+                    window: sliding_window,
+                    rope_base,
+                },
             })
             .collect();
 
         Ok(ModelConfig {
             arch,
-            name: file.get("general.name").and_then(Value::as_str).unwrap_or("").to_string(),
+            name: file
+                .get("general.name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
             n_layer,
             n_embd,
             n_head,

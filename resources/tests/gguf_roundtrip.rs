@@ -509,6 +509,7 @@ fn stream_loader_errors() {
     );
     // Spent after an error.
     assert!(matches!(l.push(b"x"), Err(GgufError::StreamFailed)));
+    assert!(matches!(l.push(b""), Err(GgufError::StreamFailed)));
     assert!(matches!(l.finish(), Err(GgufError::StreamFailed)));
 
     // Ends early.

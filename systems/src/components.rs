@@ -5,6 +5,8 @@ use crossbeam_channel::Sender;
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 
+use chord_resources::tokenizer::StreamDecoder;
+
 use crate::sampling::SamplingParams;
 
 /// The tokens of a sequence: everything evaluated so far, plus what still has to be fed
@@ -34,7 +36,12 @@ pub struct KvCache {
 
 impl KvCache {
     pub fn new(n_layer: usize, max_len: usize) -> Self {
-        KvCache { k: vec![Vec::new(); n_layer], v: vec![Vec::new(); n_layer], len: 0, max_len }
+        KvCache {
+            k: vec![Vec::new(); n_layer],
+            v: vec![Vec::new(); n_layer],
+            len: 0,
+            max_len,
+        }
     }
 
     /// Bytes held (capacity, not just length).
@@ -123,12 +130,20 @@ pub struct SeqStats {
 
 impl SeqStats {
     pub fn prefill_tok_s(&self) -> f64 {
-        if self.prefill_s > 0.0 { self.n_prompt as f64 / self.prefill_s } else { 0.0 }
+        if self.prefill_s > 0.0 {
+            self.n_prompt as f64 / self.prefill_s
+        } else {
+            0.0
+        }
     }
     pub fn decode_tok_s(&self) -> f64 {
         // The first generated token comes out of the prefill step.
         let n = self.n_generated.saturating_sub(1);
-        if self.decode_s > 0.0 { n as f64 / self.decode_s } else { 0.0 }
+        if self.decode_s > 0.0 {
+            n as f64 / self.decode_s
+        } else {
+            0.0
+        }
     }
 }
 
@@ -139,77 +154,30 @@ pub enum Event {
     Token { id: u32, text: String },
     /// Logits of consecutive positions `start_pos..start_pos + n` (teacher-forced scoring);
     /// `logits` is `[n × n_vocab]`.
-    Logits { start_pos: usize, n_vocab: usize, logits: Vec<f32> },
+    Logits {
+        start_pos: usize,
+        n_vocab: usize,
+        logits: Vec<f32>,
+    },
     /// The sequence finished; nothing follows.
-    Done { reason: FinishReason, stats: SeqStats },
+    Done {
+        reason: FinishReason,
+        stats: SeqStats,
+    },
 }
 
 /// The output channel of a request.
 #[derive(Component, Debug)]
 pub struct OutputSink(pub Sender<Event>);
 
-/// Holds back bytes of an incomplete UTF-8 character across token boundaries.
+/// Turns each sequence's token bytes into complete UTF-8 text (partial characters are held
+/// back across token boundaries).
 #[derive(Component, Debug, Default)]
-pub struct Utf8Stream {
-    pending: Vec<u8>,
-}
-
-impl Utf8Stream {
-    /// Append `bytes`, return the longest complete UTF-8 prefix (invalid sequences become U+FFFD).
-    pub fn push(&mut self, bytes: &[u8]) -> String {
-        self.pending.extend_from_slice(bytes);
-        let mut out = String::new();
-        loop {
-            match std::str::from_utf8(&self.pending) {
-                Ok(s) => {
-                    out.push_str(s);
-                    self.pending.clear();
-                    return out;
-                }
-                Err(e) => {
-                    let valid = e.valid_up_to();
-                    // SAFETY-free: from_utf8 guarantees [..valid] is valid UTF-8.
-                    out.push_str(&String::from_utf8_lossy(&self.pending[..valid]));
-                    match e.error_len() {
-                        Some(bad) => {
-                            out.push('\u{FFFD}');
-                            self.pending.drain(..valid + bad);
-                        }
-                        None => {
-                            // Incomplete character at the end: keep it for the next token.
-                            self.pending.drain(..valid);
-                            return out;
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Whatever is left at the end of generation.
-    pub fn flush(&mut self) -> String {
-        let s = String::from_utf8_lossy(&self.pending).into_owned();
-        self.pending.clear();
-        s
-    }
-}
+pub struct TextStream(pub StreamDecoder);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn utf8_stream_never_splits_characters() {
-        let mut s = Utf8Stream::default();
-        let bytes = "é😀".as_bytes();
-        assert_eq!(s.push(&bytes[..1]), "");
-        assert_eq!(s.push(&bytes[1..3]), "é");
-        assert_eq!(s.push(&bytes[3..5]), "");
-        assert_eq!(s.push(&bytes[5..]), "😀");
-        assert_eq!(s.push(&[0xff, b'a']), "\u{FFFD}a");
-        assert_eq!(s.push(&[0xe2, 0x82]), "");
-        assert_eq!(s.flush(), "\u{FFFD}");
-    }
 
     #[test]
     fn kv_truncate_drops_positions() {

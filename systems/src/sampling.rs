@@ -57,11 +57,20 @@ pub struct InvalidParam {
 impl SamplingParams {
     /// Greedy decoding (argmax, ties to the lowest id).
     pub fn greedy() -> Self {
-        SamplingParams { temperature: 0.0, ..Default::default() }
+        SamplingParams {
+            temperature: 0.0,
+            ..Default::default()
+        }
     }
 
     pub fn validate(&self, n_vocab: usize) -> Result<(), InvalidParam> {
-        let bad = |name, value: f32, why| Err(InvalidParam { name, value: value.to_string(), why });
+        let bad = |name, value: f32, why| {
+            Err(InvalidParam {
+                name,
+                value: value.to_string(),
+                why,
+            })
+        };
         if !self.temperature.is_finite() || self.temperature < 0.0 {
             return bad("temperature", self.temperature, "must be finite and >= 0");
         }
@@ -72,17 +81,29 @@ impl SamplingParams {
             return bad("min_p", self.min_p, "must be in [0, 1]");
         }
         if !self.repeat_penalty.is_finite() || self.repeat_penalty <= 0.0 {
-            return bad("repeat_penalty", self.repeat_penalty, "must be finite and > 0");
+            return bad(
+                "repeat_penalty",
+                self.repeat_penalty,
+                "must be finite and > 0",
+            );
         }
         if !self.frequency_penalty.is_finite() {
-            return bad("frequency_penalty", self.frequency_penalty, "must be finite");
+            return bad(
+                "frequency_penalty",
+                self.frequency_penalty,
+                "must be finite",
+            );
         }
         if !self.presence_penalty.is_finite() {
             return bad("presence_penalty", self.presence_penalty, "must be finite");
         }
         for &(id, b) in &self.logit_bias {
             if id as usize >= n_vocab {
-                return Err(InvalidParam { name: "logit_bias", value: id.to_string(), why: "token id out of vocabulary" });
+                return Err(InvalidParam {
+                    name: "logit_bias",
+                    value: id.to_string(),
+                    why: "token id out of vocabulary",
+                });
             }
             if b.is_nan() {
                 return bad("logit_bias", b, "is NaN");
@@ -120,7 +141,9 @@ pub fn apply_penalties(logits: &mut [f32], history: &[u32], p: &SamplingParams) 
             }
         }
         for (id, count) in counts {
-            let Some(l) = logits.get_mut(id as usize) else { continue };
+            let Some(l) = logits.get_mut(id as usize) else {
+                continue;
+            };
             // llama.cpp (llama_sampler_penalties_apply): divide positive, multiply negative.
             if *l <= 0.0 {
                 *l *= p.repeat_penalty;
@@ -144,12 +167,20 @@ pub fn sample(logits: &mut [f32], history: &[u32], p: &SamplingParams, rng: &mut
         return argmax(logits);
     }
     // Candidates sorted by logit (descending; ties by id).
-    let mut cand: Vec<(u32, f32)> =
-        logits.iter().enumerate().filter(|(_, l)| !l.is_nan()).map(|(i, &l)| (i as u32, l)).collect();
+    let mut cand: Vec<(u32, f32)> = logits
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| !l.is_nan())
+        .map(|(i, &l)| (i as u32, l))
+        .collect();
     if cand.is_empty() {
         return 0;
     }
-    let k = if p.top_k == 0 { cand.len() } else { p.top_k.min(cand.len()) };
+    let k = if p.top_k == 0 {
+        cand.len()
+    } else {
+        p.top_k.min(cand.len())
+    };
     if k < cand.len() {
         cand.select_nth_unstable_by(k - 1, cmp_desc);
         cand.truncate(k);
@@ -194,7 +225,10 @@ fn cmp_desc(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
 
 fn softmax(cand: &[(u32, f32)], temperature: f32) -> Vec<f32> {
     let max = cand.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
-    let mut e: Vec<f32> = cand.iter().map(|c| ((c.1 - max) / temperature).exp()).collect();
+    let mut e: Vec<f32> = cand
+        .iter()
+        .map(|c| ((c.1 - max) / temperature).exp())
+        .collect();
     let sum: f32 = e.iter().sum();
     e.iter_mut().for_each(|v| *v /= sum);
     e
@@ -226,21 +260,36 @@ mod tests {
         };
         let mut l = vec![4.0, -4.0, 1.0, 9.0];
         apply_penalties(&mut l, &[0, 0, 1], &p);
-        assert_eq!(l, vec![4.0 / 2.0 - 1.0 - 0.25, -8.0 - 0.5 - 0.25, 1.0, -1.0]);
+        assert_eq!(
+            l,
+            vec![4.0 / 2.0 - 1.0 - 0.25, -8.0 - 0.5 - 0.25, 1.0, -1.0]
+        );
     }
 
     #[test]
     fn top_k_one_is_greedy_and_seed_reproduces() {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
-        let p = SamplingParams { temperature: 1.0, top_k: 1, ..Default::default() };
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_k: 1,
+            ..Default::default()
+        };
         let mut l = vec![0.1, 0.3, 0.2];
         assert_eq!(sample(&mut l, &[], &p, &mut rng), 1);
 
-        let p = SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, ..Default::default() };
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            ..Default::default()
+        };
         let logits: Vec<f32> = (0..50).map(|i| (i % 7) as f32 * 0.3).collect();
         let draw = |seed| {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            (0..20).map(|_| sample(&mut logits.clone(), &[], &p, &mut rng)).collect::<Vec<_>>()
+            (0..20)
+                .map(|_| sample(&mut logits.clone(), &[], &p, &mut rng))
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(3), draw(3));
         assert_ne!(draw(3), draw(4));
@@ -248,7 +297,13 @@ mod tests {
 
     #[test]
     fn sampling_frequencies_follow_softmax() {
-        let p = SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, ..Default::default() };
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            ..Default::default()
+        };
         let logits = [0.0f32, 1.0, 2.0];
         let mut rng = ChaCha8Rng::seed_from_u64(11);
         let mut counts = [0usize; 3];
@@ -267,12 +322,24 @@ mod tests {
     #[test]
     fn min_p_and_top_p_cut_the_tail() {
         let mut rng = ChaCha8Rng::seed_from_u64(5);
-        let p = SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.5, ..Default::default() };
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.5,
+            ..Default::default()
+        };
         // Token 1 has probability e^-3 relative to token 0: below min_p, never drawn.
         for _ in 0..200 {
             assert_eq!(sample(&mut vec![3.0, 0.0], &[], &p, &mut rng), 0);
         }
-        let p = SamplingParams { temperature: 1.0, top_k: 0, top_p: 0.5, min_p: 0.0, ..Default::default() };
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 0.5,
+            min_p: 0.0,
+            ..Default::default()
+        };
         for _ in 0..200 {
             assert_eq!(sample(&mut vec![0.0, 3.0, 0.0], &[], &p, &mut rng), 1);
         }
@@ -280,10 +347,38 @@ mod tests {
 
     #[test]
     fn validation_rejects_nonsense() {
-        assert!(SamplingParams { temperature: -1.0, ..Default::default() }.validate(10).is_err());
-        assert!(SamplingParams { top_p: 0.0, ..Default::default() }.validate(10).is_err());
-        assert!(SamplingParams { min_p: 2.0, ..Default::default() }.validate(10).is_err());
-        assert!(SamplingParams { logit_bias: vec![(10, 1.0)], ..Default::default() }.validate(10).is_err());
+        assert!(
+            SamplingParams {
+                temperature: -1.0,
+                ..Default::default()
+            }
+            .validate(10)
+            .is_err()
+        );
+        assert!(
+            SamplingParams {
+                top_p: 0.0,
+                ..Default::default()
+            }
+            .validate(10)
+            .is_err()
+        );
+        assert!(
+            SamplingParams {
+                min_p: 2.0,
+                ..Default::default()
+            }
+            .validate(10)
+            .is_err()
+        );
+        assert!(
+            SamplingParams {
+                logit_bias: vec![(10, 1.0)],
+                ..Default::default()
+            }
+            .validate(10)
+            .is_err()
+        );
         assert!(SamplingParams::default().validate(10).is_ok());
     }
 }

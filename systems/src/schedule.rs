@@ -61,7 +61,11 @@ pub fn layer_schedule(weights: &ModelWeights) -> Schedule {
         ffn_norm.in_set(LayerSystems::FfnNorm),
         ffn.in_set(LayerSystems::Ffn),
     ));
-    if weights.layers.iter().any(|l| l.q_norm.is_some() || l.k_norm.is_some()) {
+    if weights
+        .layers
+        .iter()
+        .any(|l| l.q_norm.is_some() || l.k_norm.is_some())
+    {
         s.add_systems(qk_norm.in_set(LayerSystems::QkNorm));
     }
     s
@@ -94,12 +98,20 @@ pub fn step_schedule() -> Schedule {
         emit_tokens.in_set(StepSystems::Emit),
     ));
     // Commands from admission must be visible to the batch builder, and sampled tokens to emit.
-    s.add_systems((ApplyDeferred.after(StepSystems::Admit).before(StepSystems::Batch),));
+    s.add_systems((ApplyDeferred
+        .after(StepSystems::Admit)
+        .before(StepSystems::Batch),));
     s
 }
 
 /// Insert the resources the schedules need.
-pub fn init_world(world: &mut World, weights: ModelWeights, vocab: Vocab, settings: EngineSettings, queue: RequestQueue) {
+pub fn init_world(
+    world: &mut World,
+    weights: ModelWeights,
+    vocab: Vocab,
+    settings: EngineSettings,
+    queue: RequestQueue,
+) {
     let layers = LayerSchedule(layer_schedule(&weights));
     world.insert_resource(weights);
     world.insert_resource(vocab);

@@ -12,8 +12,8 @@ use web_time::Instant;
 use chord_resources::config::{FfnActivation, RopeScaling};
 
 use crate::batch::{CurrentLayer, SeqChunk, StepBatch};
-use crate::components::*;
 use crate::components::Event;
+use crate::components::*;
 use crate::kernels::{activation, attention, matmul, norm, rope};
 use crate::sampling::{self, SamplingParams};
 use crate::weights::{ModelWeights, Projection};
@@ -45,7 +45,10 @@ pub struct EngineSettings {
 
 impl Default for EngineSettings {
     fn default() -> Self {
-        EngineSettings { n_batch: 512, n_ctx: 4096 }
+        EngineSettings {
+            n_batch: 512,
+            n_ctx: 4096,
+        }
     }
 }
 
@@ -69,11 +72,20 @@ pub struct Timing {
 pub struct Sampled(pub u32);
 
 /// Spawn an entity for each queued request.
-pub fn admit_requests(mut commands: Commands, queue: Res<RequestQueue>, weights: Res<ModelWeights>, settings: Res<EngineSettings>) {
+pub fn admit_requests(
+    mut commands: Commands,
+    queue: Res<RequestQueue>,
+    weights: Res<ModelWeights>,
+    settings: Res<EngineSettings>,
+) {
     for req in queue.0.try_iter() {
         let n_prompt = req.prompt.len();
         commands.spawn((
-            Tokens { evaluated: Vec::with_capacity(n_prompt + req.max_new_tokens), pending: req.prompt, n_prompt },
+            Tokens {
+                evaluated: Vec::with_capacity(n_prompt + req.max_new_tokens),
+                pending: req.prompt,
+                n_prompt,
+            },
             KvCache::new(weights.config.n_layer, settings.n_ctx),
             SamplerState::new(req.params),
             GenState {
@@ -83,11 +95,17 @@ pub fn admit_requests(mut commands: Commands, queue: Res<RequestQueue>, weights:
                 text: String::new(),
                 finish: None,
                 score_all: req.score_all,
-                stats: SeqStats { n_prompt, ..Default::default() },
+                stats: SeqStats {
+                    n_prompt,
+                    ..Default::default()
+                },
             },
             OutputSink(req.sink),
-            Utf8Stream::default(),
-            Timing { admitted: Instant::now(), first_token: None },
+            TextStream::default(),
+            Timing {
+                admitted: Instant::now(),
+                first_token: None,
+            },
         ));
     }
 }
@@ -116,7 +134,9 @@ pub fn build_batch(
         if budget == 0 {
             break;
         }
-        let Ok((_, tokens, mut gen_state, kv)) = seqs.get_mut(e) else { continue };
+        let Ok((_, tokens, mut gen_state, kv)) = seqs.get_mut(e) else {
+            continue;
+        };
         let start_pos = kv.len;
         let mut n = tokens.pending.len().min(budget);
         if gen_state.score_all {
@@ -138,7 +158,14 @@ pub fn build_batch(
             n
         };
         let start_row = b.tokens.len();
-        b.chunks.push(SeqChunk { entity: e, start_row, n_rows: n, start_pos, logits_from, first_logit: b.logit_rows.len() });
+        b.chunks.push(SeqChunk {
+            entity: e,
+            start_row,
+            n_rows: n,
+            start_pos,
+            logits_from,
+            first_logit: b.logit_rows.len(),
+        });
         b.tokens.extend_from_slice(&tokens.pending[..n]);
         b.positions.extend(start_pos..start_pos + n);
         b.logit_rows.extend(start_row + logits_from..start_row + n);
@@ -203,21 +230,35 @@ fn project(weights: &ModelWeights, p: &Projection, x: &[f32], outs: &mut [&mut V
         for (i, out) in outs.iter_mut().enumerate() {
             resize(out, n * each);
             for r in 0..n {
-                out[r * each..(r + 1) * each].copy_from_slice(&fused[r * part.rows + i * each..][..each]);
+                out[r * each..(r + 1) * each]
+                    .copy_from_slice(&fused[r * part.rows + i * each..][..each]);
             }
         }
     }
 }
 
 /// `xn = RMSNorm(x) · attn_norm`.
-pub fn attn_norm(weights: Res<ModelWeights>, layer: Res<CurrentLayer>, mut batch: ResMut<StepBatch>) {
+pub fn attn_norm(
+    weights: Res<ModelWeights>,
+    layer: Res<CurrentLayer>,
+    mut batch: ResMut<StepBatch>,
+) {
     let b = &mut *batch;
     resize(&mut b.xn, b.x.len());
-    norm::rms_norm(&b.x, &weights.layers[layer.0].attn_norm, weights.config.rms_eps, &mut b.xn);
+    norm::rms_norm(
+        &b.x,
+        &weights.layers[layer.0].attn_norm,
+        weights.config.rms_eps,
+        &mut b.xn,
+    );
 }
 
 /// `q, k, v = xn · W{q,k,v}ᵀ (+ bias)`.
-pub fn qkv_projection(weights: Res<ModelWeights>, layer: Res<CurrentLayer>, mut batch: ResMut<StepBatch>) {
+pub fn qkv_projection(
+    weights: Res<ModelWeights>,
+    layer: Res<CurrentLayer>,
+    mut batch: ResMut<StepBatch>,
+) {
     let b = &mut *batch;
     let lw = &weights.layers[layer.0];
     let c = &weights.config;
@@ -238,7 +279,12 @@ pub fn qkv_projection(weights: Res<ModelWeights>, layer: Res<CurrentLayer>, mut 
             b.v[r * vd..(r + 1) * vd].copy_from_slice(&row[qd + kd..]);
         }
     } else {
-        project(&weights, &lw.qkv, &b.xn, &mut [&mut b.q, &mut b.k, &mut b.v]);
+        project(
+            &weights,
+            &lw.qkv,
+            &b.xn,
+            &mut [&mut b.q, &mut b.k, &mut b.v],
+        );
     }
     if let Some(bias) = &lw.qkv_bias {
         let (qd, kd) = (c.q_dim(), c.k_dim());
@@ -266,7 +312,11 @@ pub fn qk_norm(weights: Res<ModelWeights>, layer: Res<CurrentLayer>, mut batch: 
 }
 
 /// Rotate q and k by each row's position.
-pub fn apply_rope(weights: Res<ModelWeights>, layer: Res<CurrentLayer>, mut batch: ResMut<StepBatch>) {
+pub fn apply_rope(
+    weights: Res<ModelWeights>,
+    layer: Res<CurrentLayer>,
+    mut batch: ResMut<StepBatch>,
+) {
     let b = &mut *batch;
     let c = &weights.config;
     let base = c.layers[layer.0].rope_base;
@@ -275,16 +325,40 @@ pub fn apply_rope(weights: Res<ModelWeights>, layer: Res<CurrentLayer>, mut batc
         RopeScaling::LongRope { original_context } => {
             // Phi-3: the long factors apply once the context exceeds the original length
             // (llama.cpp picks per graph by n_ctx; we pick per position).
-            (1.0, weights.rope_factors.as_ref().map(|(s, l)| (s, l, *original_context as usize)))
+            (
+                1.0,
+                weights
+                    .rope_factors
+                    .as_ref()
+                    .map(|(s, l)| (s, l, *original_context as usize)),
+            )
         }
         _ => (1.0, None),
     };
     let (qd, kd) = (c.q_dim(), c.k_dim());
     for (r, &pos) in b.positions.iter().enumerate() {
-        let ff = factors.map(|(s, l, orig)| if pos >= orig { l.as_slice() } else { s.as_slice() });
+        let ff = factors.map(|(s, l, orig)| {
+            if pos >= orig {
+                l.as_slice()
+            } else {
+                s.as_slice()
+            }
+        });
         let angles = rope::rope_angles(pos, c.n_rot, base, ff, scale);
-        rope::apply_rope(&mut b.q[r * qd..(r + 1) * qd], c.head_dim_k, c.n_rot, c.rope_style, &angles);
-        rope::apply_rope(&mut b.k[r * kd..(r + 1) * kd], c.head_dim_k, c.n_rot, c.rope_style, &angles);
+        rope::apply_rope(
+            &mut b.q[r * qd..(r + 1) * qd],
+            c.head_dim_k,
+            c.n_rot,
+            c.rope_style,
+            &angles,
+        );
+        rope::apply_rope(
+            &mut b.k[r * kd..(r + 1) * kd],
+            c.head_dim_k,
+            c.n_rot,
+            c.rope_style,
+            &angles,
+        );
     }
 }
 
@@ -311,7 +385,9 @@ pub fn attend(
         softcap: c.attn_logit_softcap,
     };
     for ch in &b.chunks {
-        let Ok(mut kv) = caches.get_mut(ch.entity) else { continue };
+        let Ok(mut kv) = caches.get_mut(ch.entity) else {
+            continue;
+        };
         let rows = ch.start_row..ch.start_row + ch.n_rows;
         let kv = &mut *kv;
         kv.k[il].truncate(ch.start_pos * kd);
@@ -330,12 +406,21 @@ pub fn attend(
 }
 
 /// `x += [post_norm](attn · Woᵀ)`.
-pub fn attn_output(weights: Res<ModelWeights>, layer: Res<CurrentLayer>, mut batch: ResMut<StepBatch>) {
+pub fn attn_output(
+    weights: Res<ModelWeights>,
+    layer: Res<CurrentLayer>,
+    mut batch: ResMut<StepBatch>,
+) {
     let b = &mut *batch;
     let lw = &weights.layers[layer.0];
     resize(&mut b.proj, b.x.len());
     matmul::matmul(lw.attn_output.view(&weights), &b.attn, &mut b.proj);
-    residual_add(&mut b.x, &mut b.proj, lw.post_attn_norm.as_deref(), weights.config.rms_eps);
+    residual_add(
+        &mut b.x,
+        &mut b.proj,
+        lw.post_attn_norm.as_deref(),
+        weights.config.rms_eps,
+    );
 }
 
 fn residual_add(x: &mut [f32], proj: &mut [f32], post_norm: Option<&[f32]>, eps: f32) {
@@ -346,9 +431,18 @@ fn residual_add(x: &mut [f32], proj: &mut [f32], post_norm: Option<&[f32]>, eps:
 }
 
 /// `xn = RMSNorm(x) · ffn_norm`.
-pub fn ffn_norm(weights: Res<ModelWeights>, layer: Res<CurrentLayer>, mut batch: ResMut<StepBatch>) {
+pub fn ffn_norm(
+    weights: Res<ModelWeights>,
+    layer: Res<CurrentLayer>,
+    mut batch: ResMut<StepBatch>,
+) {
     let b = &mut *batch;
-    norm::rms_norm(&b.x, &weights.layers[layer.0].ffn_norm, weights.config.rms_eps, &mut b.xn);
+    norm::rms_norm(
+        &b.x,
+        &weights.layers[layer.0].ffn_norm,
+        weights.config.rms_eps,
+        &mut b.xn,
+    );
 }
 
 /// `x += [post_norm](act(xn·Wgᵀ) ⊙ (xn·Wuᵀ) · Wdᵀ)`.
@@ -362,7 +456,12 @@ pub fn ffn(weights: Res<ModelWeights>, layer: Res<CurrentLayer>, mut batch: ResM
     };
     activation::gated(&mut b.gate, &b.up, act);
     matmul::matmul(lw.down.view(&weights), &b.gate, &mut b.proj);
-    residual_add(&mut b.x, &mut b.proj, lw.post_ffn_norm.as_deref(), weights.config.rms_eps);
+    residual_add(
+        &mut b.x,
+        &mut b.proj,
+        lw.post_ffn_norm.as_deref(),
+        weights.config.rms_eps,
+    );
 }
 
 /// Final norm and LM head for the rows that need logits.
@@ -373,12 +472,19 @@ pub fn compute_logits(weights: Res<ModelWeights>, mut batch: ResMut<StepBatch>) 
     let n = b.logit_rows.len();
     let mut xs = vec![0.0f32; n * d];
     for (i, &r) in b.logit_rows.iter().enumerate() {
-        norm::rms_norm(&b.x[r * d..(r + 1) * d], &weights.output_norm, c.rms_eps, &mut xs[i * d..(i + 1) * d]);
+        norm::rms_norm(
+            &b.x[r * d..(r + 1) * d],
+            &weights.output_norm,
+            c.rms_eps,
+            &mut xs[i * d..(i + 1) * d],
+        );
     }
     resize(&mut b.logits, n * c.n_vocab);
     matmul::matmul(weights.output.view(&weights), &xs, &mut b.logits);
     if let Some(cap) = c.final_logit_softcap {
-        b.logits.iter_mut().for_each(|l| *l = cap * (*l / cap).tanh());
+        b.logits
+            .iter_mut()
+            .for_each(|l| *l = cap * (*l / cap).tanh());
     }
 }
 
@@ -387,12 +493,21 @@ pub fn sample_tokens(
     mut commands: Commands,
     weights: Res<ModelWeights>,
     mut batch: ResMut<StepBatch>,
-    mut seqs: Query<(&mut Tokens, &mut KvCache, &mut SamplerState, &mut GenState, &OutputSink)>,
+    mut seqs: Query<(
+        &mut Tokens,
+        &mut KvCache,
+        &mut SamplerState,
+        &mut GenState,
+        &OutputSink,
+    )>,
 ) {
     let b = &mut *batch;
     let n_vocab = weights.config.n_vocab;
     for ch in &b.chunks {
-        let Ok((mut tokens, mut kv, mut sampler, mut gen_state, sink)) = seqs.get_mut(ch.entity) else { continue };
+        let Ok((mut tokens, mut kv, mut sampler, mut gen_state, sink)) = seqs.get_mut(ch.entity)
+        else {
+            continue;
+        };
         let evaluated: Vec<u32> = tokens.pending.drain(..ch.n_rows).collect();
         tokens.evaluated.extend_from_slice(&evaluated);
         kv.len = ch.start_pos + ch.n_rows;
@@ -402,7 +517,11 @@ pub fn sample_tokens(
         }
         let logits = &mut b.logits[ch.first_logit * n_vocab..(ch.first_logit + n_logits) * n_vocab];
         if gen_state.score_all {
-            let ev = Event::Logits { start_pos: ch.start_pos + ch.logits_from, n_vocab, logits: logits.to_vec() };
+            let ev = Event::Logits {
+                start_pos: ch.start_pos + ch.logits_from,
+                n_vocab,
+                logits: logits.to_vec(),
+            };
             if sink.0.send(ev).is_err() {
                 gen_state.finish = Some(FinishReason::Cancelled);
             } else if tokens.pending.is_empty() {
@@ -421,9 +540,19 @@ pub fn sample_tokens(
 pub fn emit_tokens(
     mut commands: Commands,
     vocab: Res<Vocab>,
-    mut seqs: Query<(Entity, &mut Tokens, &mut GenState, &mut Utf8Stream, &mut Timing, &OutputSink, Option<&Sampled>)>,
+    mut seqs: Query<(
+        Entity,
+        &mut Tokens,
+        &mut GenState,
+        &mut TextStream,
+        &mut Timing,
+        &OutputSink,
+        Option<&Sampled>,
+    )>,
 ) {
-    for (e, mut tokens, mut gen_state, mut utf8, mut timing, sink, sampled) in seqs.iter_mut() {
+    for (e, mut tokens, mut gen_state, mut text_stream, mut timing, sink, sampled) in
+        seqs.iter_mut()
+    {
         let g = &mut *gen_state;
         if let Some(&Sampled(id)) = sampled {
             commands.entity(e).remove::<Sampled>();
@@ -436,19 +565,32 @@ pub fn emit_tokens(
             g.stats.n_generated = g.n_generated;
             if vocab.is_eog.get(id as usize).copied().unwrap_or(false) {
                 // The end-of-generation token is reported (as llama.cpp's greedy ids include it) but adds no text.
-                let _ = sink.0.send(Event::Token { id, text: String::new() });
+                let _ = sink.0.send(Event::Token {
+                    id,
+                    text: String::new(),
+                });
                 g.finish = Some(FinishReason::Eos);
             } else {
-                let piece = vocab.pieces.get(id as usize).map(Vec::as_slice).unwrap_or(&[]);
-                let text = utf8.push(piece);
+                let piece = vocab
+                    .pieces
+                    .get(id as usize)
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]);
+                let text = text_stream.0.push_bytes(piece);
                 let before = g.text.len();
                 g.text.push_str(&text);
-                let stop_hit = g.stop_strings.iter().filter(|s| !s.is_empty()).find_map(|s| {
-                    // Only look where the new text could complete a stop string.
-                    let from = before.saturating_sub(s.len());
-                    let from = (from..=before).find(|&i| g.text.is_char_boundary(i)).unwrap_or(before);
-                    g.text[from..].find(s.as_str()).map(|i| from + i)
-                });
+                let stop_hit = g
+                    .stop_strings
+                    .iter()
+                    .filter(|s| !s.is_empty())
+                    .find_map(|s| {
+                        // Only look where the new text could complete a stop string.
+                        let from = before.saturating_sub(s.len());
+                        let from = (from..=before)
+                            .find(|&i| g.text.is_char_boundary(i))
+                            .unwrap_or(before);
+                        g.text[from..].find(s.as_str()).map(|i| from + i)
+                    });
                 let text = match stop_hit {
                     Some(at) => {
                         g.finish = Some(FinishReason::Stop);
@@ -476,11 +618,14 @@ pub fn emit_tokens(
             } else {
                 g.stats.prefill_s = timing.admitted.elapsed().as_secs_f64();
             }
-            let tail = utf8.flush();
+            let tail = text_stream.0.flush();
             if !tail.is_empty() && reason != FinishReason::Stop {
                 g.text.push_str(&tail);
             }
-            let _ = sink.0.send(Event::Done { reason, stats: g.stats });
+            let _ = sink.0.send(Event::Done {
+                reason,
+                stats: g.stats,
+            });
             commands.entity(e).despawn();
         }
     }

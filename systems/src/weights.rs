@@ -22,7 +22,11 @@ pub enum WeightsError {
     #[error("missing tensor {0}")]
     MissingTensor(String),
     #[error("tensor {name} has shape {got:?}, expected {expected:?}")]
-    BadShape { name: String, got: Vec<u64>, expected: Vec<u64> },
+    BadShape {
+        name: String,
+        got: Vec<u64>,
+        expected: Vec<u64>,
+    },
     #[error("tensor {name}: {why}")]
     BadTensor { name: String, why: String },
 }
@@ -39,7 +43,12 @@ pub struct QTensor {
 
 impl QTensor {
     pub fn view<'a>(&self, w: &'a ModelWeights) -> WeightView<'a> {
-        WeightView { ty: self.ty, rows: self.rows, cols: self.cols, data: &w.file.as_bytes()[self.range.clone()] }
+        WeightView {
+            ty: self.ty,
+            rows: self.rows,
+            cols: self.cols,
+            data: &w.file.as_bytes()[self.range.clone()],
+        }
     }
 
     pub fn n_bytes(&self) -> usize {
@@ -99,16 +108,34 @@ struct Loader<'a> {
 
 impl Loader<'_> {
     fn matrix(&self, name: &str, cols: usize, rows: usize) -> Result<QTensor, WeightsError> {
-        let info = self.file.tensor(name).ok_or_else(|| WeightsError::MissingTensor(name.to_string()))?;
+        let info = self
+            .file
+            .tensor(name)
+            .ok_or_else(|| WeightsError::MissingTensor(name.to_string()))?;
         let expected = vec![cols as u64, rows as u64];
         if info.dims != expected {
-            return Err(WeightsError::BadShape { name: name.into(), got: info.dims.clone(), expected });
+            return Err(WeightsError::BadShape {
+                name: name.into(),
+                got: info.dims.clone(),
+                expected,
+            });
         }
         let start = (self.file.data_offset() + info.offset) as usize;
-        Ok(QTensor { name: name.to_string(), ty: info.ty, rows, cols, range: start..start + info.n_bytes as usize })
+        Ok(QTensor {
+            name: name.to_string(),
+            ty: info.ty,
+            rows,
+            cols,
+            range: start..start + info.n_bytes as usize,
+        })
     }
 
-    fn opt_matrix(&self, name: &str, cols: usize, rows: usize) -> Result<Option<QTensor>, WeightsError> {
+    fn opt_matrix(
+        &self,
+        name: &str,
+        cols: usize,
+        rows: usize,
+    ) -> Result<Option<QTensor>, WeightsError> {
         if self.file.tensor(name).is_none() {
             return Ok(None);
         }
@@ -116,13 +143,24 @@ impl Loader<'_> {
     }
 
     fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>, WeightsError> {
-        let info = self.file.tensor(name).ok_or_else(|| WeightsError::MissingTensor(name.to_string()))?;
+        let info = self
+            .file
+            .tensor(name)
+            .ok_or_else(|| WeightsError::MissingTensor(name.to_string()))?;
         if info.n_elements() != len as u64 {
-            return Err(WeightsError::BadShape { name: name.into(), got: info.dims.clone(), expected: vec![len as u64] });
+            return Err(WeightsError::BadShape {
+                name: name.into(),
+                got: info.dims.clone(),
+                expected: vec![len as u64],
+            });
         }
         let mut out = vec![0.0f32; len];
-        quant::dequantize(info.ty, self.file.tensor_data(info), &mut out)
-            .map_err(|e| WeightsError::BadTensor { name: name.into(), why: e.to_string() })?;
+        quant::dequantize(info.ty, self.file.tensor_data(info), &mut out).map_err(|e| {
+            WeightsError::BadTensor {
+                name: name.into(),
+                why: e.to_string(),
+            }
+        })?;
         Ok(out)
     }
 
@@ -170,8 +208,12 @@ impl ModelWeights {
             };
             // Phi-3 stores gate and up fused as ffn_up with 2·n_ff rows.
             let gate_up = match ld.opt_matrix(&n(Block::FfnGate), c.n_embd, c.n_ff)? {
-                Some(gate) => Projection { parts: vec![gate, ld.matrix(&n(Block::FfnUp), c.n_embd, c.n_ff)?] },
-                None => Projection { parts: vec![ld.matrix(&n(Block::FfnUp), c.n_embd, 2 * c.n_ff)?] },
+                Some(gate) => Projection {
+                    parts: vec![gate, ld.matrix(&n(Block::FfnUp), c.n_embd, c.n_ff)?],
+                },
+                None => Projection {
+                    parts: vec![ld.matrix(&n(Block::FfnUp), c.n_embd, 2 * c.n_ff)?],
+                },
             };
             layers.push(LayerWeights {
                 attn_norm: ld.vector(&n(Block::AttnNorm), c.n_embd)?,
@@ -179,7 +221,11 @@ impl ModelWeights {
                 qkv_bias,
                 q_norm: ld.opt_vector(&n(Block::AttnQNorm), c.head_dim_k)?,
                 k_norm: ld.opt_vector(&n(Block::AttnKNorm), c.head_dim_k)?,
-                attn_output: ld.matrix(&n(Block::AttnOutput), q / c.head_dim_k * c.head_dim_v, c.n_embd)?,
+                attn_output: ld.matrix(
+                    &n(Block::AttnOutput),
+                    q / c.head_dim_k * c.head_dim_v,
+                    c.n_embd,
+                )?,
                 post_attn_norm: ld.opt_vector(&n(Block::PostAttnNorm), c.n_embd)?,
                 ffn_norm: ld.vector(&n(Block::FfnNorm), c.n_embd)?,
                 gate_up,
@@ -194,7 +240,15 @@ impl ModelWeights {
             (Some(s), Some(l)) => Some((s, l)),
             _ => None,
         };
-        Ok(ModelWeights { config, file, token_embd, output, output_norm, layers, rope_factors })
+        Ok(ModelWeights {
+            config,
+            file,
+            token_embd,
+            output,
+            output_norm,
+            layers,
+            rope_factors,
+        })
     }
 
     /// Bytes of all matrices (what a forward pass streams through).
@@ -203,7 +257,12 @@ impl ModelWeights {
             .layers
             .iter()
             .map(|l| {
-                l.qkv.parts.iter().chain(&l.gate_up.parts).map(QTensor::n_bytes).sum::<usize>()
+                l.qkv
+                    .parts
+                    .iter()
+                    .chain(&l.gate_up.parts)
+                    .map(QTensor::n_bytes)
+                    .sum::<usize>()
                     + l.attn_output.n_bytes()
                     + l.down.n_bytes()
             })

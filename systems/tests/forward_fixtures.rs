@@ -33,9 +33,23 @@ impl Harness {
         let n_vocab = weights.config.n_vocab;
         let (tx, rx) = unbounded();
         let mut world = World::new();
-        let settings = EngineSettings { n_batch: 64, n_ctx: 2048 };
-        init_world(&mut world, weights, Vocab::default(), settings, RequestQueue(rx));
-        Harness { world, step: step_schedule(), tx, n_vocab }
+        let settings = EngineSettings {
+            n_batch: 64,
+            n_ctx: 2048,
+        };
+        init_world(
+            &mut world,
+            weights,
+            Vocab::default(),
+            settings,
+            RequestQueue(rx),
+        );
+        Harness {
+            world,
+            step: step_schedule(),
+            tx,
+            n_vocab,
+        }
     }
 
     /// Logits after every prefix of `ids` (`[len × n_vocab]`).
@@ -56,7 +70,9 @@ impl Harness {
             self.step.run(&mut self.world);
             for ev in rx.try_iter() {
                 match ev {
-                    Event::Logits { start_pos, logits, .. } => {
+                    Event::Logits {
+                        start_pos, logits, ..
+                    } => {
                         out[start_pos * self.n_vocab..][..logits.len()].copy_from_slice(&logits);
                     }
                     Event::Done { .. } => {
@@ -71,7 +87,11 @@ impl Harness {
 }
 
 fn ids_of(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 struct Figures {
@@ -84,17 +104,28 @@ struct Figures {
 }
 
 fn run_fixture(name: &str) -> Option<Figures> {
-    let fx: Value = serde_json::from_str(&std::fs::read_to_string(fixtures_dir().join("models").join(name)).unwrap()).unwrap();
+    let fx: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures_dir().join("models").join(name)).unwrap(),
+    )
+    .unwrap();
     let path = models_dir().join(fx["file"].as_str().unwrap());
     if !path.is_file() {
         eprintln!("skip {name}: {} not present", path.display());
         return None;
     }
     let mut h = Harness::new(&path);
-    let mut f = Figures { positions: 0, exact_math_agree_llamacpp: 0, agree_llamacpp: 0, agree_numpy: 0, max_abs_numpy: 0.0 };
+    let mut f = Figures {
+        positions: 0,
+        exact_math_agree_llamacpp: 0,
+        agree_llamacpp: 0,
+        agree_numpy: 0,
+        max_abs_numpy: 0.0,
+    };
     for p in fx["prompts"].as_array().unwrap() {
         let tf = &p["teacher_forced"];
-        f.exact_math_agree_llamacpp += p["stats"]["top1_agree_llamacpp_forced_vs_numpy"].as_u64().unwrap() as usize;
+        f.exact_math_agree_llamacpp += p["stats"]["top1_agree_llamacpp_forced_vs_numpy"]
+            .as_u64()
+            .unwrap() as usize;
         let ids = ids_of(&tf["ids"]);
         let logits = h.score(&ids);
         let llama = ids_of(&tf["llamacpp"]["argmax"]);
@@ -137,7 +168,11 @@ fn check_quantized(name: &str) {
             rate >= 0.95f64.min(exact),
             "{name}: top-1 agreement with llama.cpp {rate:.3} below both 0.95 and exact math's {exact:.3}"
         );
-        assert!(f.max_abs_numpy <= 2e-3, "{name}: logits off float64 by {}", f.max_abs_numpy);
+        assert!(
+            f.max_abs_numpy <= 2e-3,
+            "{name}: logits off float64 by {}",
+            f.max_abs_numpy
+        );
     }
 }
 
@@ -149,7 +184,11 @@ fn smollm2_q4_1() {
 #[test]
 fn smollm2_f16_matches_float64() {
     if let Some(f) = run_fixture("smollm2-135m-instruct-from-q4_1.f16.json") {
-        assert!(f.max_abs_numpy <= 1e-2, "F16 logits off float64 by {}", f.max_abs_numpy);
+        assert!(
+            f.max_abs_numpy <= 1e-2,
+            "F16 logits off float64 by {}",
+            f.max_abs_numpy
+        );
         assert!(f.agree_llamacpp as f64 / f.positions as f64 >= 0.95);
     }
 }

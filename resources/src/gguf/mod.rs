@@ -17,6 +17,6 @@ pub use reader::{
     ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC, GgufFile, MAX_DIMS, MAX_METADATA_VALUES,
     MAX_NESTING, TensorInfo,
 };
-pub use stream::GgufStreamLoader;
+pub use stream::{DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_HEADER_BYTES, GgufStreamLoader};
 pub use value::{Value, ValueType};
 pub use writer::GgufWriter;

@@ -37,9 +37,11 @@ pub const MAX_DIMS: u32 = 4;
 /// Most metadata values (array elements included, over the whole file).
 ///
 /// Every [`Value`] takes 32 bytes in memory, so without this bound a file
-/// made of one large u8 array would cost 32× its size to parse. Real
-/// vocabularies (262k tokens with scores and types, plus merges) stay far below.
-pub const MAX_METADATA_VALUES: u64 = 1 << 24;
+/// made of one large u8 array would cost 32× its size to parse; with it,
+/// parsed metadata stays under 256 MiB plus the strings' bytes. Real
+/// vocabularies stay far below: 262k tokens with scores and types plus 500k
+/// merges are about 1.3M values.
+pub const MAX_METADATA_VALUES: u64 = 1 << 23;
 
 /// Smallest encoding of one tensor info: name length, n_dims, type, offset.
 const MIN_TENSOR_INFO_BYTES: u64 = 8 + 4 + 4 + 8;

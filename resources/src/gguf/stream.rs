@@ -5,8 +5,8 @@ use super::reader::{GgufFile, Header, ParseError, check_tensor_bounds, parse_hea
 
 /// Default [`GgufStreamLoader::with_max_header_bytes`]: 256 MiB.
 pub const DEFAULT_MAX_HEADER_BYTES: u64 = 256 << 20;
-/// Default [`GgufStreamLoader::with_max_file_bytes`]: 1 TiB (wasm32 is bounded by `usize` anyway).
-pub const DEFAULT_MAX_FILE_BYTES: u64 = 1 << 40;
+/// Default [`GgufStreamLoader::with_max_file_bytes`]: 64 GiB (on wasm32 `usize` caps it at 4 GiB).
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 64 << 30;
 
 /// Smallest header prefix worth parsing: magic, version and both counts.
 const FIRST_ATTEMPT: u64 = 24;
@@ -23,6 +23,13 @@ const FIRST_ATTEMPT: u64 = 24;
 /// e.g. `Content-Length`) or, when none was given, the end of the last
 /// tensor's data: bytes after it (trailing padding) are then dropped, and
 /// [`GgufFile::file_size`] reports the shortened size.
+///
+/// Announce the length whenever it is known: the buffer is then sized by
+/// what is really being downloaded, and a header whose counts or tensors
+/// cannot fit fails at once. Without it the size comes from the header
+/// (bounded by [`GgufStreamLoader::with_max_file_bytes`], and reserved with
+/// `try_reserve_exact`, so an impossible size is [`GgufError::OutOfMemory`],
+/// not an abort); the memory is only touched as data arrives.
 ///
 /// After an error, the loader is spent: later calls return [`GgufError::StreamFailed`].
 #[derive(Debug)]
@@ -110,6 +117,9 @@ impl GgufStreamLoader {
 
     /// Feed the next chunk of the file.
     pub fn push(&mut self, chunk: &[u8]) -> Result<(), GgufError> {
+        if matches!(self.state, State::Failed) {
+            return Err(GgufError::StreamFailed);
+        }
         let state = std::mem::replace(&mut self.state, State::Failed);
         self.state = self.advance(state, chunk)?;
         Ok(())

@@ -22,7 +22,14 @@ pub struct AttentionShape {
 /// - `k_cache`: `[n_cached × n_head_kv × head_dim_k]`, `v_cache`: `[n_cached × n_head_kv × head_dim_v]`
 ///   (the rows of this step are already written)
 /// - `out`: `[n_rows × n_head × head_dim_v]`
-pub fn attention(q: &[f32], positions: &[usize], k_cache: &[f32], v_cache: &[f32], s: AttentionShape, out: &mut [f32]) {
+pub fn attention(
+    q: &[f32],
+    positions: &[usize],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    s: AttentionShape,
+    out: &mut [f32],
+) {
     let group = s.n_head / s.n_head_kv;
     let kv_stride_k = s.n_head_kv * s.head_dim_k;
     let kv_stride_v = s.n_head_kv * s.head_dim_v;
@@ -83,7 +90,17 @@ mod tests {
         attention(&q, &[0], &k, &v, shape, &mut out);
         assert_eq!(out, [10.0, 20.0, 10.0, 20.0]);
         // Position 1 with window 1 sees only key 1.
-        attention(&q, &[1], &k, &v, AttentionShape { window: Some(1), ..shape }, &mut out);
+        attention(
+            &q,
+            &[1],
+            &k,
+            &v,
+            AttentionShape {
+                window: Some(1),
+                ..shape
+            },
+            &mut out,
+        );
         assert_eq!(out, [30.0, 40.0, 30.0, 40.0]);
         // Without a window both keys contribute, weighted by softmax of the scores.
         attention(&q, &[1], &k, &v, shape, &mut out);

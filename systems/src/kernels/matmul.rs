@@ -61,7 +61,8 @@ pub fn matmul(w: WeightView<'_>, x: &[f32], out: &mut [f32]) {
     for (range, block) in parts {
         let len = range.len();
         for r in 0..n {
-            out[r * m + range.start..r * m + range.end].copy_from_slice(&block[r * len..(r + 1) * len]);
+            out[r * m + range.start..r * m + range.end]
+                .copy_from_slice(&block[r * len..(r + 1) * len]);
         }
     }
 }
@@ -73,11 +74,22 @@ mod tests {
     #[test]
     fn f32_matmul_matches_naive() {
         let (m, k, n) = (67, 64, 3);
-        let wf: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 13) as f32 * 0.1 - 0.6).collect();
+        let wf: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7919) % 13) as f32 * 0.1 - 0.6)
+            .collect();
         let bytes: Vec<u8> = wf.iter().flat_map(|v| v.to_le_bytes()).collect();
         let x: Vec<f32> = (0..n * k).map(|i| ((i * 31) % 7) as f32 - 3.0).collect();
         let mut out = vec![0.0; n * m];
-        matmul(WeightView { ty: GgmlType::F32, rows: m, cols: k, data: &bytes }, &x, &mut out);
+        matmul(
+            WeightView {
+                ty: GgmlType::F32,
+                rows: m,
+                cols: k,
+                data: &bytes,
+            },
+            &x,
+            &mut out,
+        );
         for r in 0..n {
             for j in 0..m {
                 let e: f32 = (0..k).map(|i| wf[j * k + i] * x[r * k + i]).sum();

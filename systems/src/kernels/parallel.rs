@@ -6,9 +6,16 @@ use bevy_tasks::{ComputeTaskPool, TaskPool, TaskPoolBuilder};
 /// existing pool). `threads == 0` means "all available cores".
 pub fn init_compute_pool(threads: usize) -> &'static ComputeTaskPool {
     ComputeTaskPool::get_or_init(|| {
-        let n = if threads == 0 { bevy_tasks::available_parallelism() } else { threads };
+        let n = if threads == 0 {
+            bevy_tasks::available_parallelism()
+        } else {
+            threads
+        };
         // The calling thread also works inside `scope`, so n-1 helpers give n busy cores.
-        TaskPoolBuilder::new().num_threads(n.saturating_sub(1).max(1)).thread_name("chord-compute".into()).build()
+        TaskPoolBuilder::new()
+            .num_threads(n.saturating_sub(1).max(1))
+            .thread_name("chord-compute".into())
+            .build()
     })
 }
 
@@ -101,7 +108,9 @@ mod tests {
     #[test]
     fn chunks_get_their_index() {
         let mut v = vec![0usize; 103];
-        for_chunks_mut(&mut v, 10, 1 << 20, |i, c| c.iter_mut().for_each(|x| *x = i));
+        for_chunks_mut(&mut v, 10, 1 << 20, |i, c| {
+            c.iter_mut().for_each(|x| *x = i)
+        });
         for (j, x) in v.iter().enumerate() {
             assert_eq!(*x, j / 10);
         }

@@ -10,7 +10,13 @@ pub struct RopeAngles {
 
 /// Angles for position `pos`: θ_i = pos · base^(-2i/n_rot) / freq_factor_i, computed the way ggml's
 /// `ggml_rope_cache_init` does (θ multiplied by theta_scale step by step in f32).
-pub fn rope_angles(pos: usize, n_rot: usize, base: f32, freq_factors: Option<&[f32]>, scale: f32) -> RopeAngles {
+pub fn rope_angles(
+    pos: usize,
+    n_rot: usize,
+    base: f32,
+    freq_factors: Option<&[f32]>,
+    scale: f32,
+) -> RopeAngles {
     let half = n_rot / 2;
     let theta_scale = base.powf(-2.0 / n_rot as f32);
     let mut theta = pos as f32;

@@ -100,7 +100,9 @@ const fn activation_type(w_ty: GgmlType) -> Option<GgmlType> {
     match w_ty {
         GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => Some(GgmlType::Q8_0),
         GgmlType::Q4_1 | GgmlType::Q5_1 => Some(GgmlType::Q8_1),
-        GgmlType::Q2K | GgmlType::Q3K | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => Some(GgmlType::Q8K),
+        GgmlType::Q2K | GgmlType::Q3K | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => {
+            Some(GgmlType::Q8K)
+        }
         _ => None,
     }
 }
@@ -169,22 +171,42 @@ struct Shape {
 /// The shapes for rows of `k` elements of `w_ty`. Panics (with the reason) on a type without
 /// kernels or a `k` that is not a whole number of blocks.
 fn shape(w_ty: GgmlType, k: usize) -> Shape {
-    let act_ty =
-        activation_type(w_ty).unwrap_or_else(|| panic!("qdot: no quantized-activation kernel for {w_ty}"));
+    let act_ty = activation_type(w_ty)
+        .unwrap_or_else(|| panic!("qdot: no quantized-activation kernel for {w_ty}"));
     let bs = w_ty.block_size();
-    assert!(k % bs == 0, "qdot: k = {k} is not a multiple of the {w_ty} block size {bs}");
+    assert!(
+        k % bs == 0,
+        "qdot: k = {k} is not a multiple of the {w_ty} block size {bs}"
+    );
     let nb = k / bs;
-    Shape { nb, w_row: nb * w_ty.type_size(), act_row: nb * act_ty.type_size() }
+    Shape {
+        nb,
+        w_row: nb * w_ty.type_size(),
+        act_row: nb * act_ty.type_size(),
+    }
 }
 
 /// Panics unless `w` holds a weight row, `act` holds `rows` activation rows `stride` apart and
 /// `out` has room for `rows` results. After this, no kernel index is out of bounds.
 fn check_lengths(s: Shape, w: &[u8], act: &[u8], stride: usize, rows: usize, out: &[f32]) {
-    assert!(w.len() >= s.w_row, "qdot: weight row has {} bytes, needs {}", w.len(), s.w_row);
+    assert!(
+        w.len() >= s.w_row,
+        "qdot: weight row has {} bytes, needs {}",
+        w.len(),
+        s.w_row
+    );
     assert!(rows >= 1 && rows <= MAX_ROWS && out.len() >= rows);
-    assert!(rows == 1 || stride >= s.act_row, "qdot: activation stride {stride} < row bytes {}", s.act_row);
+    assert!(
+        rows == 1 || stride >= s.act_row,
+        "qdot: activation stride {stride} < row bytes {}",
+        s.act_row
+    );
     let need = (rows - 1) * stride + s.act_row;
-    assert!(act.len() >= need, "qdot: activations have {} bytes, need {need}", act.len());
+    assert!(
+        act.len() >= need,
+        "qdot: activations have {} bytes, need {need}",
+        act.len()
+    );
 }
 
 /// Run `kernels` for `rows` activation rows after checking every length.
@@ -206,12 +228,18 @@ fn run_rows(kernels: &Rows, s: Shape, w: &[u8], act: &[u8], stride: usize, out: 
 /// multiple of the block size, or `x.len()` is not a multiple of `k`.
 pub fn quantize_activations(w_ty: GgmlType, x: &[f32], k: usize, out: &mut Vec<u8>) {
     let s = shape(w_ty, k);
-    let Some(act_ty) = activation_type(w_ty) else { unreachable!("shape() checked the type") };
+    let Some(act_ty) = activation_type(w_ty) else {
+        unreachable!("shape() checked the type")
+    };
     out.clear();
     if k == 0 {
         return;
     }
-    assert!(x.len() % k == 0, "qdot: {} activations are not whole rows of {k}", x.len());
+    assert!(
+        x.len() % k == 0,
+        "qdot: {} activations are not whole rows of {k}",
+        x.len()
+    );
     out.resize(x.len() / k * s.act_row, 0);
     for (src, dst) in x.chunks_exact(k).zip(out.chunks_exact_mut(s.act_row)) {
         quantize_row(best().isa, act_ty, src, dst);
@@ -258,7 +286,14 @@ pub fn vec_dot_fn(w_ty: GgmlType) -> Option<VecDotFn> {
 /// [`vec_dot_fn`]'s functions: `I` is the type's position in [`TYPES`].
 fn vec_dot<const I: usize>(k: usize, w_row: &[u8], act_row: &[u8]) -> f32 {
     let mut out = [0.0f32];
-    run_rows(&best().rows[I], shape(TYPES[I], k), w_row, act_row, 0, &mut out);
+    run_rows(
+        &best().rows[I],
+        shape(TYPES[I], k),
+        w_row,
+        act_row,
+        0,
+        &mut out,
+    );
     out[0]
 }
 
@@ -284,12 +319,32 @@ pub fn matmul_rows(
     out_block: &mut [f32],
 ) {
     let s = shape(w_ty, k);
-    let Some(ti) = type_index(w_ty) else { unreachable!("shape() checked the type") };
+    let Some(ti) = type_index(w_ty) else {
+        unreachable!("shape() checked the type")
+    };
     let len = rows.len();
-    assert!(rows.end <= m, "qdot: rows {rows:?} outside a matrix of {m} rows");
-    assert!(w.len() >= m * s.w_row, "qdot: weights have {} bytes, need {}", w.len(), m * s.w_row);
-    assert!(act.len() >= n * s.act_row, "qdot: activations have {} bytes, need {}", act.len(), n * s.act_row);
-    assert!(out_block.len() >= n * len, "qdot: out_block has {} floats, needs {}", out_block.len(), n * len);
+    assert!(
+        rows.end <= m,
+        "qdot: rows {rows:?} outside a matrix of {m} rows"
+    );
+    assert!(
+        w.len() >= m * s.w_row,
+        "qdot: weights have {} bytes, need {}",
+        w.len(),
+        m * s.w_row
+    );
+    assert!(
+        act.len() >= n * s.act_row,
+        "qdot: activations have {} bytes, need {}",
+        act.len(),
+        n * s.act_row
+    );
+    assert!(
+        out_block.len() >= n * len,
+        "qdot: out_block has {} floats, needs {}",
+        out_block.len(),
+        n * len
+    );
     let kernels = &best().rows[ti];
     let mut tmp = [0.0f32; MAX_ROWS];
     for (jj, j) in rows.enumerate() {

@@ -6,9 +6,17 @@ use chord_resources::quant;
 use super::{Rows, TYPES, activation_type, type_index};
 
 /// `out[r] = dot_q8(w, act_r)` for `r < R`, with `TYPES[I]` weights.
-fn dot_rows<const I: usize, const R: usize>(nb: usize, w: &[u8], act: &[u8], stride: usize, out: &mut [f32]) {
+fn dot_rows<const I: usize, const R: usize>(
+    nb: usize,
+    w: &[u8],
+    act: &[u8],
+    stride: usize,
+    out: &mut [f32],
+) {
     let ty = TYPES[I];
-    let Some(act_ty) = activation_type(ty) else { unreachable!("every type in TYPES has an activation format") };
+    let Some(act_ty) = activation_type(ty) else {
+        unreachable!("every type in TYPES has an activation format")
+    };
     let (w_row, act_row) = (nb * ty.type_size(), nb * act_ty.type_size());
     for (r, o) in out.iter_mut().enumerate().take(R) {
         let a = &act[r * stride..r * stride + act_row];
@@ -18,7 +26,12 @@ fn dot_rows<const I: usize, const R: usize>(nb: usize, w: &[u8], act: &[u8], str
 }
 
 fn rows_of<const I: usize>() -> Rows {
-    [dot_rows::<I, 1>, dot_rows::<I, 2>, dot_rows::<I, 3>, dot_rows::<I, 4>]
+    [
+        dot_rows::<I, 1>,
+        dot_rows::<I, 2>,
+        dot_rows::<I, 3>,
+        dot_rows::<I, 4>,
+    ]
 }
 
 /// The scalar kernels for `ty` (every type in [`TYPES`]).
@@ -41,5 +54,6 @@ pub(super) fn rows(ty: GgmlType) -> Option<Rows> {
 /// `quantize_row_{q8_0,q8_1,q8_K}_ref` of one row; `dst` is exactly one row.
 pub(super) fn quantize_row(act_ty: GgmlType, src: &[f32], dst: &mut [u8]) {
     // The caller sized `dst` from `src`, the only way the reference can fail.
-    quant::quantize(act_ty, src, dst).unwrap_or_else(|e| panic!("qdot scalar quantize {act_ty}: {e}"));
+    quant::quantize(act_ty, src, dst)
+        .unwrap_or_else(|e| panic!("qdot scalar quantize {act_ty}: {e}"));
 }

@@ -40,7 +40,11 @@ impl Rng {
         (0..n)
             .map(|_| {
                 let v = self.unit() * 2.0;
-                if self.next_u64() % 61 == 0 { v * 40.0 } else { v }
+                if self.next_u64() % 61 == 0 {
+                    v * 40.0
+                } else {
+                    v
+                }
             })
             .collect()
     }
@@ -92,13 +96,19 @@ fn magnitude(ty: GgmlType, w: &[u8], a: &[u8], k: usize) -> f64 {
     let mut af = vec![0.0f32; k];
     quant::dequantize(ty, w, &mut wf).unwrap();
     quant::dequantize(act_type(ty), a, &mut af).unwrap();
-    wf.iter().zip(&af).map(|(x, y)| (f64::from(*x) * f64::from(*y)).abs()).sum()
+    wf.iter()
+        .zip(&af)
+        .map(|(x, y)| (f64::from(*x) * f64::from(*y)).abs())
+        .sum()
 }
 
 fn assert_close(got: f32, reference: f32, mag: f64, what: &str) {
     let tol = 1e-5 * (f64::from(reference).abs() + mag);
     let err = (f64::from(got) - f64::from(reference)).abs();
-    assert!(got.is_finite() && err <= tol, "{what}: got {got}, reference {reference}, |err| {err:e} > {tol:e}");
+    assert!(
+        got.is_finite() && err <= tol,
+        "{what}: got {got}, reference {reference}, |err| {err:e} > {tol:e}"
+    );
 }
 
 /// The k values exercised per type: one block, a few blocks (odd count too), a model row.
@@ -110,9 +120,19 @@ fn ks(ty: GgmlType) -> Vec<usize> {
 #[test]
 fn activation_formats_are_ggmls_vec_dot_types() {
     for ty in TYPES {
-        assert_eq!(activation_type(ty), Some(quant::activation_type(ty)), "{ty}");
+        assert_eq!(
+            activation_type(ty),
+            Some(quant::activation_type(ty)),
+            "{ty}"
+        );
     }
-    for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_1, GgmlType::Q8K] {
+    for ty in [
+        GgmlType::F32,
+        GgmlType::F16,
+        GgmlType::BF16,
+        GgmlType::Q8_1,
+        GgmlType::Q8K,
+    ] {
         assert_eq!(activation_type(ty), None, "{ty}");
         assert!(vec_dot_fn(ty).is_none(), "{ty}");
     }
@@ -124,7 +144,10 @@ fn this_cpu_uses_its_best_isa() {
     assert_eq!(isas.last(), Some(&Isa::Scalar));
     assert_eq!(isa(), isas[0]);
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
+    if is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+    {
         assert_eq!(isa(), Isa::Avx2);
     }
 }
@@ -154,7 +177,11 @@ fn activation_quantizers_match_the_reference_bytes() {
         for w_ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q4K] {
             for k in [256, 1536] {
                 let x = rng.activations(3 * k);
-                assert_eq!(quantize_with(isa, w_ty, &x, k), reference_quantize(w_ty, &x), "{isa:?} {w_ty} k={k}");
+                assert_eq!(
+                    quantize_with(isa, w_ty, &x, k),
+                    reference_quantize(w_ty, &x),
+                    "{isa:?} {w_ty} k={k}"
+                );
             }
         }
     }
@@ -177,11 +204,23 @@ fn activation_quantizers_round_ties_like_the_reference() {
     let mut zeros = vec![0.0f32; 512];
     zeros[300] = -3.0;
     for isa in available_isas() {
-        for (w_ty, input) in [(GgmlType::Q4_0, &x), (GgmlType::Q4_1, &x), (GgmlType::Q4K, &xk)] {
-            assert_eq!(quantize_with(isa, w_ty, input, 256), reference_quantize(w_ty, input), "{isa:?} {w_ty}");
+        for (w_ty, input) in [
+            (GgmlType::Q4_0, &x),
+            (GgmlType::Q4_1, &x),
+            (GgmlType::Q4K, &xk),
+        ] {
+            assert_eq!(
+                quantize_with(isa, w_ty, input, 256),
+                reference_quantize(w_ty, input),
+                "{isa:?} {w_ty}"
+            );
         }
         for w_ty in [GgmlType::Q8_0, GgmlType::Q5_1, GgmlType::Q6K] {
-            assert_eq!(quantize_with(isa, w_ty, &zeros, 512), reference_quantize(w_ty, &zeros), "{isa:?} {w_ty}");
+            assert_eq!(
+                quantize_with(isa, w_ty, &zeros, 512),
+                reference_quantize(w_ty, &zeros),
+                "{isa:?} {w_ty}"
+            );
         }
     }
 }
@@ -211,7 +250,12 @@ fn check_kernels(isa: Isa, ty: GgmlType, w: &[u8], act: &[u8], k: usize, what: &
         for (r, &got) in out.iter().enumerate() {
             let a = &act[r * s.act_row..(r + 1) * s.act_row];
             let reference = quant::dot_q8(ty, w, a).unwrap();
-            assert_close(got, reference, magnitude(ty, w, a, k), &format!("{isa:?} {ty} {what} k={k} R={rows} r={r}"));
+            assert_close(
+                got,
+                reference,
+                magnitude(ty, w, a, k),
+                &format!("{isa:?} {ty} {what} k={k} R={rows} r={r}"),
+            );
         }
     }
 }
@@ -226,7 +270,11 @@ fn every_kernel_matches_the_reference() {
             }
             for k in ks(ty) {
                 for trial in 0..3 {
-                    let w = if trial == 0 { weights(&mut rng, ty, 1, k) } else { random_weights(&mut rng, ty, 1, k) };
+                    let w = if trial == 0 {
+                        weights(&mut rng, ty, 1, k)
+                    } else {
+                        random_weights(&mut rng, ty, 1, k)
+                    };
                     let x = rng.activations(MAX_ROWS * k);
                     let act = reference_quantize(ty, &x);
                     check_kernels(isa, ty, &w, &act, k, &format!("trial {trial}"));
@@ -254,7 +302,9 @@ fn extreme_quants_do_not_saturate() {
                     }
                 }
                 for sign in [1.0f32, -1.0] {
-                    let x: Vec<f32> = (0..MAX_ROWS * k).map(|i| if i % 3 == 0 { -sign } else { sign }).collect();
+                    let x: Vec<f32> = (0..MAX_ROWS * k)
+                        .map(|i| if i % 3 == 0 { -sign } else { sign })
+                        .collect();
                     let x_flat = vec![sign; MAX_ROWS * k];
                     for input in [&x, &x_flat] {
                         let act = reference_quantize(ty, input);
@@ -276,7 +326,12 @@ fn vec_dot_fn_matches_the_reference() {
             let mut act = Vec::new();
             quantize_activations(ty, &rng.activations(k), k, &mut act);
             let reference = quant::dot_q8(ty, &w, &act).unwrap();
-            assert_close(f(k, &w, &act), reference, magnitude(ty, &w, &act, k), &format!("{ty} k={k}"));
+            assert_close(
+                f(k, &w, &act),
+                reference,
+                magnitude(ty, &w, &act, k),
+                &format!("{ty} k={k}"),
+            );
         }
         // Zero-length rows are an empty sum.
         assert_eq!(f(0, &[], &[]), 0.0);
@@ -301,9 +356,17 @@ fn matmul_rows_equals_vec_dot_per_row() {
                 matmul_rows(ty, &w, m, k, &act, n, rows.clone(), &mut out);
                 for r in 0..n {
                     for (jj, j) in rows.clone().enumerate() {
-                        let expect = dot(k, &w[j * row_bytes..(j + 1) * row_bytes], &act[r * act_row..(r + 1) * act_row]);
+                        let expect = dot(
+                            k,
+                            &w[j * row_bytes..(j + 1) * row_bytes],
+                            &act[r * act_row..(r + 1) * act_row],
+                        );
                         let got = out[r * len + jj];
-                        assert_eq!(got.to_bits(), expect.to_bits(), "{ty} n={n} rows={rows:?} r={r} j={j}");
+                        assert_eq!(
+                            got.to_bits(),
+                            expect.to_bits(),
+                            "{ty} n={n} rows={rows:?} r={r} j={j}"
+                        );
                     }
                 }
             }

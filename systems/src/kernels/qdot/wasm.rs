@@ -43,12 +43,16 @@ fn f16_at(s: &[u8], off: usize) -> f32 {
 
 #[inline(always)]
 fn hsum_f32x4(v: v128) -> f32 {
-    (f32x4_extract_lane::<0>(v) + f32x4_extract_lane::<1>(v)) + (f32x4_extract_lane::<2>(v) + f32x4_extract_lane::<3>(v))
+    (f32x4_extract_lane::<0>(v) + f32x4_extract_lane::<1>(v))
+        + (f32x4_extract_lane::<2>(v) + f32x4_extract_lane::<3>(v))
 }
 
 #[inline(always)]
 fn hsum_i32x4(v: v128) -> i32 {
-    i32x4_extract_lane::<0>(v) + i32x4_extract_lane::<1>(v) + i32x4_extract_lane::<2>(v) + i32x4_extract_lane::<3>(v)
+    i32x4_extract_lane::<0>(v)
+        + i32x4_extract_lane::<1>(v)
+        + i32x4_extract_lane::<2>(v)
+        + i32x4_extract_lane::<3>(v)
 }
 
 /// 32 quants as four i16x8 (elements 0..8, 8..16, 16..24, 24..32).
@@ -57,7 +61,12 @@ type Wide = [v128; 4];
 /// Two i8x16 (elements 0..16, 16..32) widened to i16.
 #[inline(always)]
 fn widen(lo: v128, hi: v128) -> Wide {
-    [i16x8_extend_low_i8x16(lo), i16x8_extend_high_i8x16(lo), i16x8_extend_low_i8x16(hi), i16x8_extend_high_i8x16(hi)]
+    [
+        i16x8_extend_low_i8x16(lo),
+        i16x8_extend_high_i8x16(lo),
+        i16x8_extend_low_i8x16(hi),
+        i16x8_extend_high_i8x16(hi),
+    ]
 }
 
 /// Σ w[i]·a[i] over 32 elements, as four i32 partial sums.
@@ -78,7 +87,10 @@ fn nibbles(qs: &[u8; 16]) -> (v128, v128) {
 /// Bit `j` of `bits` → byte `j` (16 bytes): 0xFF where set.
 #[inline(always)]
 fn bits16(bits: u16) -> v128 {
-    let bytes = i8x16_swizzle(u16x8_splat(bits), i8x16(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
+    let bytes = i8x16_swizzle(
+        u16x8_splat(bits),
+        i8x16(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
+    );
     let probe = u8x16(1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128);
     i8x16_eq(v128_and(bytes, probe), probe)
 }
@@ -133,7 +145,8 @@ fn legacy<const KIND: u8, const TS: usize, const ATS: usize, const R: usize>(
     out: &mut [f32],
 ) {
     let wb = &w.as_chunks::<TS>().0[..nb];
-    let acts: [&[[u8; ATS]]; R] = std::array::from_fn(|r| &act[r * stride..].as_chunks::<ATS>().0[..nb]);
+    let acts: [&[[u8; ATS]]; R] =
+        std::array::from_fn(|r| &act[r * stride..].as_chunks::<ATS>().0[..nb]);
     let mut acc = [f32x4_splat(0.0); R];
     let mut summs = [0.0f32; R];
     for (i, b) in wb.iter().enumerate() {
@@ -194,9 +207,13 @@ fn quantize_q8_32(x: &[f32], y: &mut [u8], with_sum: bool) {
         .max(f32x4_extract_lane::<2>(m).max(f32x4_extract_lane::<3>(m)));
     let d = amax / 127.0;
     let id = f32x4_splat(if d != 0.0 { 1.0 / d } else { 0.0 });
-    let q: [v128; 8] = std::array::from_fn(|c| i32x4_trunc_sat_f32x4(round_away(f32x4_mul(load4f(x, 4 * c), id))));
+    let q: [v128; 8] =
+        std::array::from_fn(|c| i32x4_trunc_sat_f32x4(round_away(f32x4_mul(load4f(x, 4 * c), id))));
     let q16: [v128; 4] = std::array::from_fn(|j| i16x8_narrow_i32x4(q[2 * j], q[2 * j + 1]));
-    let q8 = [i8x16_narrow_i16x8(q16[0], q16[1]), i8x16_narrow_i16x8(q16[2], q16[3])];
+    let q8 = [
+        i8x16_narrow_i16x8(q16[0], q16[1]),
+        i8x16_narrow_i16x8(q16[2], q16[3]),
+    ];
     y[0..2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
     let qs_at = if with_sum {
         let sum = q.iter().fold(i32x4_splat(0), |s, &v| i32x4_add(s, v));
@@ -206,7 +223,10 @@ fn quantize_q8_32(x: &[f32], y: &mut [u8], with_sum: bool) {
         2
     };
     for (j, &v) in q8.iter().enumerate() {
-        let Some(dst) = y.get_mut(qs_at + 16 * j..).and_then(|t| t.first_chunk_mut::<16>()) else {
+        let Some(dst) = y
+            .get_mut(qs_at + 16 * j..)
+            .and_then(|t| t.first_chunk_mut::<16>())
+        else {
             panic!("qdot: Q8 block of {} bytes", y.len())
         };
         store16(dst, v);
@@ -225,7 +245,10 @@ pub(super) fn quantize_row(act_ty: GgmlType, src: &[f32], dst: &mut [u8]) {
     match act_ty {
         GgmlType::Q8_0 | GgmlType::Q8_1 => {
             let ts = act_ty.type_size();
-            assert!(src.len() % 32 == 0 && dst.len() == src.len() / 32 * ts, "qdot: quantize_row shapes");
+            assert!(
+                src.len() % 32 == 0 && dst.len() == src.len() / 32 * ts,
+                "qdot: quantize_row shapes"
+            );
             for (x, y) in src.chunks_exact(32).zip(dst.chunks_exact_mut(ts)) {
                 quantize_q8_32(x, y, act_ty == GgmlType::Q8_1);
             }

@@ -19,7 +19,9 @@ use super::Rows;
 
 /// Whether this CPU runs the kernels of this file.
 pub(super) fn detected() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -91,7 +93,11 @@ fn f32_at(s: &[u8], off: usize) -> f32 {
 
 /// Row `r`'s activation blocks: `nb` blocks of `ATS` bytes from `act[r·stride]`.
 #[inline(always)]
-fn act_blocks<const ATS: usize, const R: usize>(act: &[u8], stride: usize, nb: usize) -> [&[[u8; ATS]]; R] {
+fn act_blocks<const ATS: usize, const R: usize>(
+    act: &[u8],
+    stride: usize,
+    nb: usize,
+) -> [&[[u8; ATS]]; R] {
     std::array::from_fn(|r| &act[r * stride..].as_chunks::<ATS>().0[..nb])
 }
 
@@ -136,7 +142,10 @@ fn dot_u8i8(u: __m256i, s: __m256i) -> __m256i {
 #[inline]
 fn nibbles32(qs: &[u8; 16]) -> __m256i {
     let v = load16(qs);
-    _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(v), v), _mm256_set1_epi8(0x0F))
+    _mm256_and_si256(
+        _mm256_set_m128i(_mm_srli_epi16::<4>(v), v),
+        _mm256_set1_epi8(0x0F),
+    )
 }
 
 /// Bit `j` of `bits` → byte `j`: 0xFF where set, 0 where clear.
@@ -144,7 +153,12 @@ fn nibbles32(qs: &[u8; 16]) -> __m256i {
 #[inline]
 fn bits32(bits: u32) -> __m256i {
     // Byte j takes byte j/8 of `bits`, then tests bit j%8.
-    let spread = _mm256_set_epi64x(0x0303_0303_0303_0303, 0x0202_0202_0202_0202, 0x0101_0101_0101_0101, 0);
+    let spread = _mm256_set_epi64x(
+        0x0303_0303_0303_0303,
+        0x0202_0202_0202_0202,
+        0x0101_0101_0101_0101,
+        0,
+    );
     let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(bits as i32), spread);
     let probe = _mm256_set1_epi64x(0x8040_2010_0804_0201_u64 as i64);
     _mm256_cmpeq_epi8(_mm256_and_si256(bytes, probe), probe)
@@ -157,7 +171,10 @@ fn bits32(bits: u32) -> __m256i {
 #[inline]
 fn splat_i16(v: __m256i, lo: usize, hi: usize) -> __m256i {
     let pick = |i: usize| (((2 * i + 1) << 8) | (2 * i)) as i16;
-    _mm256_shuffle_epi8(v, _mm256_set_m128i(_mm_set1_epi16(pick(hi)), _mm_set1_epi16(pick(lo))))
+    _mm256_shuffle_epi8(
+        v,
+        _mm256_set_m128i(_mm_set1_epi16(pick(hi)), _mm_set1_epi16(pick(lo))),
+    )
 }
 
 /// The same 128 bits in both lanes.
@@ -209,20 +226,31 @@ fn legacy_block<const KIND: u8>(b: &[u8]) -> (__m256i, f32, f32) {
     let d = f16_at(b, 0);
     match KIND {
         // d, qs[16]: nibble − 8.
-        Q4_0 => (_mm256_sub_epi8(nibbles32(at(b, 2)), _mm256_set1_epi8(8)), d, 0.0),
+        Q4_0 => (
+            _mm256_sub_epi8(nibbles32(at(b, 2)), _mm256_set1_epi8(8)),
+            d,
+            0.0,
+        ),
         // d, m, qs[16]: nibble.
         Q4_1 => (nibbles32(at(b, 4)), d, f16_at(b, 2)),
         // d, qh[4], qs[16]: (nibble | fifth bit << 4) − 16, i.e. the nibble where the fifth
         // bit is set and nibble | 0xF0 (as i8: nibble − 16) where it is clear.
         Q5_0 => {
             let high = bits32(u32::from_le_bytes(*at(b, 2)));
-            let q = _mm256_or_si256(nibbles32(at(b, 6)), _mm256_andnot_si256(high, _mm256_set1_epi8(0xF0_u8 as i8)));
+            let q = _mm256_or_si256(
+                nibbles32(at(b, 6)),
+                _mm256_andnot_si256(high, _mm256_set1_epi8(0xF0_u8 as i8)),
+            );
             (q, d, 0.0)
         }
         // d, m, qh[4], qs[16]: nibble | fifth bit << 4.
         Q5_1 => {
             let high = bits32(u32::from_le_bytes(*at(b, 4)));
-            (_mm256_or_si256(nibbles32(at(b, 8)), and8(high, 0x10)), d, f16_at(b, 2))
+            (
+                _mm256_or_si256(nibbles32(at(b, 8)), and8(high, 0x10)),
+                d,
+                f16_at(b, 2),
+            )
         }
         // d, qs[32] (i8).
         _ => (load32(at(b, 2)), d, 0.0),
@@ -242,11 +270,19 @@ fn legacy_step<const KIND: u8, const ATS: usize, const R: usize>(
 ) {
     let (q, d, m) = legacy_block::<KIND>(b);
     // Sign trick: |q| (u8) · (a with q's sign) (i8) = q·a.
-    let uq = if legacy_signed(KIND) { _mm256_sign_epi8(q, q) } else { q };
+    let uq = if legacy_signed(KIND) {
+        _mm256_sign_epi8(q, q)
+    } else {
+        q
+    };
     for r in 0..R {
         let a: &[u8; ATS] = &acts[r][i];
         let y = load32(at(a, ATS - 32));
-        let sy = if legacy_signed(KIND) { _mm256_sign_epi8(y, q) } else { y };
+        let sy = if legacy_signed(KIND) {
+            _mm256_sign_epi8(y, q)
+        } else {
+            y
+        };
         let p = _mm256_cvtepi32_ps(dot_u8i8(uq, sy));
         acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * f16_at(a, 0)), p, acc[r]);
         if !legacy_signed(KIND) {
@@ -308,17 +344,27 @@ fn add_run<const R: usize>(
 ) {
     for r in 0..R {
         let y = load32(at(ys[r], Q8K_QS + 32 * run));
-        isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), scales));
+        isum[r] = _mm256_add_epi32(
+            isum[r],
+            _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), scales),
+        );
     }
 }
 
 /// `isum[r] −= (Σ_g scales[g]·bsums_r[g]) << SHIFT`: the offset `2^SHIFT` of Q3_K / Q6_K.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn sub_offset<const SHIFT: i32, const R: usize>(isum: &mut [__m256i; R], ys: &[&[u8; Q8K_BYTES]; R], scales16: __m256i) {
+fn sub_offset<const SHIFT: i32, const R: usize>(
+    isum: &mut [__m256i; R],
+    ys: &[&[u8; Q8K_BYTES]; R],
+    scales16: __m256i,
+) {
     for r in 0..R {
         let bsums = load32(at(ys[r], Q8K_BSUMS));
-        isum[r] = _mm256_sub_epi32(isum[r], _mm256_slli_epi32::<SHIFT>(_mm256_madd_epi16(bsums, scales16)));
+        isum[r] = _mm256_sub_epi32(
+            isum[r],
+            _mm256_slli_epi32::<SHIFT>(_mm256_madd_epi16(bsums, scales16)),
+        );
     }
 }
 
@@ -359,7 +405,12 @@ fn k4_scales_mins(s: &[u8; 12]) -> __m128i {
     let mins_lo = u1 & KMASK1;
     let scales_hi = (u2 & KMASK2) | (((u0 >> 6) & KMASK3) << 4);
     let scales_lo = u0 & KMASK1;
-    _mm_set_epi32(mins_hi as i32, mins_lo as i32, scales_hi as i32, scales_lo as i32)
+    _mm_set_epi32(
+        mins_hi as i32,
+        mins_lo as i32,
+        scales_hi as i32,
+        scales_lo as i32,
+    )
 }
 
 /// Q3_K's 12 packed bytes → 16 signed six-bit scales (ggml's `kmask1`/`kmask2` shuffle, −32).
@@ -374,7 +425,10 @@ fn q3_k_scales(s: &[u8; 12]) -> __m128i {
     let s3 = ((a1 >> 4) & KMASK2) | (((tmp >> 6) & KMASK1) << 4);
     let s0 = (a0 & KMASK2) | ((tmp & KMASK1) << 4);
     let s1 = (a1 & KMASK2) | (((tmp >> 2) & KMASK1) << 4);
-    _mm_sub_epi8(_mm_set_epi32(s3 as i32, s2 as i32, s1 as i32, s0 as i32), _mm_set1_epi8(32))
+    _mm_sub_epi8(
+        _mm_set_epi32(s3 as i32, s2 as i32, s1 as i32, s0 as i32),
+        _mm_set1_epi8(32),
+    )
 }
 
 /// `[m0, m0, m1, m1, …, m7, m7]`: one min (i16) per 32-element run, spread over its two
@@ -382,7 +436,10 @@ fn q3_k_scales(s: &[u8; 12]) -> __m128i {
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn per_group(mins8: __m128i) -> __m256i {
-    _mm256_set_m128i(_mm_unpackhi_epi16(mins8, mins8), _mm_unpacklo_epi16(mins8, mins8))
+    _mm256_set_m128i(
+        _mm_unpackhi_epi16(mins8, mins8),
+        _mm_unpacklo_epi16(mins8, mins8),
+    )
 }
 
 /// Drives a K-quant kernel: `superblock` adds one weight super-block (block `i` of the row)
@@ -414,17 +471,37 @@ macro_rules! k_kernel {
 k_kernel!(q2_k, 84, |b, ys, acc, acc_min| {
     let packed = load16(at(b, 0));
     let scales = _mm_and_si128(packed, _mm_set1_epi8(0x0F));
-    let mins16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(packed), _mm_set1_epi8(0x0F)));
+    let mins16 = _mm256_cvtepu8_epi16(_mm_and_si128(
+        _mm_srli_epi16::<4>(packed),
+        _mm_set1_epi8(0x0F),
+    ));
     let mut isum = [_mm256_setzero_si256(); R];
     for h in 0..2 {
-        let sc = both_lanes(_mm_cvtepu8_epi16(if h == 0 { scales } else { _mm_srli_si128::<8>(scales) }));
+        let sc = both_lanes(_mm_cvtepu8_epi16(if h == 0 {
+            scales
+        } else {
+            _mm_srli_si128::<8>(scales)
+        }));
         let mut q = load32(at(b, 16 + 32 * h));
         for r in 0..4 {
-            add_run(&mut isum, &ys, 4 * h + r, and8(q, 3), splat_i16(sc, 2 * r, 2 * r + 1));
+            add_run(
+                &mut isum,
+                &ys,
+                4 * h + r,
+                and8(q, 3),
+                splat_i16(sc, 2 * r, 2 * r + 1),
+            );
             q = shr16::<2>(q);
         }
     }
-    finish_superblock(&mut acc, &mut acc_min, &isum, &ys, f16_at(b, 80), Some((f16_at(b, 82), mins16)));
+    finish_superblock(
+        &mut acc,
+        &mut acc_min,
+        &isum,
+        &ys,
+        f16_at(b, 80),
+        Some((f16_at(b, 82), mins16)),
+    );
 });
 
 // Q3_K: hmask[32], qs[64] (2-bit), scales[12] (16 × 6-bit), d. q = crumb + 4·hbit − 4.
@@ -433,12 +510,22 @@ k_kernel!(q3_k, 110, |b, ys, acc, acc_min| {
     let mut hm = load32(at(b, 0));
     let mut isum = [_mm256_setzero_si256(); R];
     for h in 0..2 {
-        let sc = both_lanes(_mm_cvtepi8_epi16(if h == 0 { scales } else { _mm_srli_si128::<8>(scales) }));
+        let sc = both_lanes(_mm_cvtepi8_epi16(if h == 0 {
+            scales
+        } else {
+            _mm_srli_si128::<8>(scales)
+        }));
         let mut q = load32(at(b, 32 + 32 * h));
         for r in 0..4 {
             // Run 4h + r: bits 2r..2r+2 of qs, bit 4h + r of hmask (moved to bit 2).
             let u = _mm256_or_si256(and8(q, 3), and8(shl16::<2>(hm), 4));
-            add_run(&mut isum, &ys, 4 * h + r, u, splat_i16(sc, 2 * r, 2 * r + 1));
+            add_run(
+                &mut isum,
+                &ys,
+                4 * h + r,
+                u,
+                splat_i16(sc, 2 * r, 2 * r + 1),
+            );
             q = shr16::<2>(q);
             hm = shr16::<1>(hm);
         }
@@ -456,10 +543,29 @@ k_kernel!(q4_k, 144, |b, ys, acc, acc_min| {
     let mut isum = [_mm256_setzero_si256(); R];
     for c in 0..4 {
         let v = load32(at(b, 16 + 32 * c));
-        add_run(&mut isum, &ys, 2 * c, and8(v, 0x0F), splat_i16(sc, 2 * c, 2 * c));
-        add_run(&mut isum, &ys, 2 * c + 1, and8(shr16::<4>(v), 0x0F), splat_i16(sc, 2 * c + 1, 2 * c + 1));
+        add_run(
+            &mut isum,
+            &ys,
+            2 * c,
+            and8(v, 0x0F),
+            splat_i16(sc, 2 * c, 2 * c),
+        );
+        add_run(
+            &mut isum,
+            &ys,
+            2 * c + 1,
+            and8(shr16::<4>(v), 0x0F),
+            splat_i16(sc, 2 * c + 1, 2 * c + 1),
+        );
     }
-    finish_superblock(&mut acc, &mut acc_min, &isum, &ys, f16_at(b, 0), Some((f16_at(b, 2), mins16)));
+    finish_superblock(
+        &mut acc,
+        &mut acc_min,
+        &isum,
+        &ys,
+        f16_at(b, 0),
+        Some((f16_at(b, 2), mins16)),
+    );
 });
 
 // Q5_K: d, dmin, scales[12], qh[32], qs[128]: as Q4_K plus bit `run` of qh as bit 4.
@@ -476,9 +582,22 @@ k_kernel!(q5_k, 176, |b, ys, acc, acc_min| {
         let hi = _mm256_or_si256(and8(shr16::<4>(v), 0x0F), and8(shl16::<4>(hb), 0x10));
         hb = shr16::<1>(hb);
         add_run(&mut isum, &ys, 2 * c, lo, splat_i16(sc, 2 * c, 2 * c));
-        add_run(&mut isum, &ys, 2 * c + 1, hi, splat_i16(sc, 2 * c + 1, 2 * c + 1));
+        add_run(
+            &mut isum,
+            &ys,
+            2 * c + 1,
+            hi,
+            splat_i16(sc, 2 * c + 1, 2 * c + 1),
+        );
     }
-    finish_superblock(&mut acc, &mut acc_min, &isum, &ys, f16_at(b, 0), Some((f16_at(b, 2), mins16)));
+    finish_superblock(
+        &mut acc,
+        &mut acc_min,
+        &isum,
+        &ys,
+        f16_at(b, 0),
+        Some((f16_at(b, 2), mins16)),
+    );
 });
 
 // Q6_K: ql[128], qh[64], scales[16] (i8), d. Element 128h + 32r + l: nibble r/2 of
@@ -487,7 +606,11 @@ k_kernel!(q6_k, 210, |b, ys, acc, acc_min| {
     let scales = load16(at(b, 192));
     let mut isum = [_mm256_setzero_si256(); R];
     for h in 0..2 {
-        let sc = both_lanes(_mm_cvtepi8_epi16(if h == 0 { scales } else { _mm_srli_si128::<8>(scales) }));
+        let sc = both_lanes(_mm_cvtepi8_epi16(if h == 0 {
+            scales
+        } else {
+            _mm_srli_si128::<8>(scales)
+        }));
         let ql0 = load32(at(b, 64 * h));
         let ql1 = load32(at(b, 64 * h + 32));
         let qh = load32(at(b, 128 + 32 * h));
@@ -498,7 +621,13 @@ k_kernel!(q6_k, 210, |b, ys, acc, acc_min| {
             _mm256_or_si256(and8(shr16::<4>(ql1), 0x0F), and8(shr16::<2>(qh), 0x30)),
         ];
         for (r, &u) in runs.iter().enumerate() {
-            add_run(&mut isum, &ys, 4 * h + r, u, splat_i16(sc, 2 * r, 2 * r + 1));
+            add_run(
+                &mut isum,
+                &ys,
+                4 * h + r,
+                u,
+                splat_i16(sc, 2 * r, 2 * r + 1),
+            );
         }
     }
     sub_offset::<5, R>(&mut isum, &ys, _mm256_cvtepi8_epi16(scales));
@@ -542,7 +671,10 @@ fn round_away(v: __m256) -> __m256 {
     let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(v);
     let frac = _mm256_andnot_ps(sign, _mm256_sub_ps(v, t));
     let step = _mm256_or_ps(_mm256_and_ps(v, sign), _mm256_set1_ps(1.0));
-    _mm256_add_ps(t, _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(frac, _mm256_set1_ps(0.5)), step))
+    _mm256_add_ps(
+        t,
+        _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(frac, _mm256_set1_ps(0.5)), step),
+    )
 }
 
 /// 32 i32 (in 4 vectors) → 32 i8 in order (saturating; callers' values fit).
@@ -550,7 +682,10 @@ fn round_away(v: __m256) -> __m256 {
 #[inline]
 fn pack_i32x32(q: [__m256i; 4]) -> __m256i {
     // The packs work per 128-bit lane; the permute restores element order.
-    let p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    let p = _mm256_packs_epi16(
+        _mm256_packs_epi32(q[0], q[1]),
+        _mm256_packs_epi32(q[2], q[3]),
+    );
     _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
 }
 
@@ -579,7 +714,10 @@ fn quantize_q8_32(x: &[f32], y: &mut [u8], with_sum: bool) {
     }
     y[0..2].copy_from_slice(&f16_bytes(d));
     let qs_at = if with_sum {
-        let sum = hsum_epi32(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
+        let sum = hsum_epi32(_mm256_add_epi32(
+            _mm256_add_epi32(q[0], q[1]),
+            _mm256_add_epi32(q[2], q[3]),
+        ));
         y[2..4].copy_from_slice(&f16_bytes(sum as f32 * d));
         4
     } else {
@@ -604,7 +742,10 @@ fn quantize_q8_k_256(x: &[f32], y: &mut [u8; Q8K_BYTES]) {
     let sign = _mm256_set1_ps(-0.0);
     let mut max = amax;
     for c in 0..32 {
-        let hit = _mm256_cmp_ps::<_CMP_EQ_OQ>(_mm256_andnot_ps(sign, load8f(x, 8 * c)), _mm256_set1_ps(amax));
+        let hit = _mm256_cmp_ps::<_CMP_EQ_OQ>(
+            _mm256_andnot_ps(sign, load8f(x, 8 * c)),
+            _mm256_set1_ps(amax),
+        );
         let mask = _mm256_movemask_ps(hit);
         if mask != 0 {
             max = x[8 * c + mask.trailing_zeros() as usize];
@@ -626,7 +767,10 @@ fn quantize_q8_k_256(x: &[f32], y: &mut [u8; Q8K_BYTES]) {
             let pos = Q8K_BSUMS + 2 * (2 * c + g);
             y[pos..pos + 2].copy_from_slice(&sum.to_le_bytes());
         }
-        let Some(qs) = y.get_mut(Q8K_QS + 32 * c..).and_then(|t| t.first_chunk_mut::<32>()) else {
+        let Some(qs) = y
+            .get_mut(Q8K_QS + 32 * c..)
+            .and_then(|t| t.first_chunk_mut::<32>())
+        else {
             unreachable!("32 bytes inside the 256 quants")
         };
         store32(qs, pack_i32x32(q));
@@ -637,7 +781,10 @@ fn quantize_q8_k_256(x: &[f32], y: &mut [u8; Q8K_BYTES]) {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn quantize_row(act_ty: GgmlType, src: &[f32], dst: &mut [u8]) {
     let (bs, ts) = (act_ty.block_size(), act_ty.type_size());
-    assert!(src.len() % bs == 0 && dst.len() == src.len() / bs * ts, "qdot: quantize_row shapes");
+    assert!(
+        src.len() % bs == 0 && dst.len() == src.len() / bs * ts,
+        "qdot: quantize_row shapes"
+    );
     match act_ty {
         GgmlType::Q8_0 | GgmlType::Q8_1 => {
             for (x, y) in src.chunks_exact(32).zip(dst.chunks_exact_mut(ts)) {
@@ -645,7 +792,10 @@ pub(super) fn quantize_row(act_ty: GgmlType, src: &[f32], dst: &mut [u8]) {
             }
         }
         GgmlType::Q8K => {
-            for (x, y) in src.chunks_exact(256).zip(dst.as_chunks_mut::<Q8K_BYTES>().0) {
+            for (x, y) in src
+                .chunks_exact(256)
+                .zip(dst.as_chunks_mut::<Q8K_BYTES>().0)
+            {
                 quantize_q8_k_256(x, y);
             }
         }
