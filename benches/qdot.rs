@@ -119,7 +119,7 @@ fn matmuls(c: &mut Criterion) {
         }
         // Many distinct matrices, visited in turn: the weights stream from DRAM.
         let copies = STREAM_BYTES / w.len();
-        let big = weights(ty, 11, copies * M);
+        let big = w.repeat(copies);
         let act = activations(ty, 1);
         let mut out = vec![0.0f32; M];
         let mut next = 0;

@@ -95,6 +95,40 @@ const QWEN: Expect = Expect {
     ],
 };
 
+/// Largest header of the three (262k-token vocabulary); tensors not in name order.
+const GEMMA3: Expect = Expect {
+    file: "gemma-3-270m-q4_k_m.gguf",
+    arch: "gemma3",
+    name: "Gemma 3 270m",
+    block_count: 18,
+    n_tensors: 236,
+    n_kv: 33,
+    data_offset: 6_525_120,
+    file_size: 253_113_024,
+    vocab: 262_144,
+    first_tokens: ["<pad>", "<eos>", "<bos>"],
+    bos: 2,
+    token_embd: (GgmlType::Q8_0, [640, 262_144], 178_257_920),
+    checked: [
+        (
+            "output_norm.weight",
+            GgmlType::F32,
+            &[640],
+            0,
+            2560,
+            0x11c2_2e7a_cf60_d9d7,
+        ),
+        (
+            "blk.0.attn_q.weight",
+            GgmlType::Q5_0,
+            &[640, 1024],
+            178_745_344,
+            450_560,
+            0xaea7_15d7_b4b8_a286,
+        ),
+    ],
+};
+
 fn fnv1a64(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in bytes {
@@ -230,4 +264,9 @@ fn smollm2_135m_q4_1() {
 #[test]
 fn qwen25_coder_05b_q4_k_m() {
     run(&QWEN);
+}
+
+#[test]
+fn gemma3_270m_q4_k_m() {
+    run(&GEMMA3);
 }

@@ -315,50 +315,49 @@ pub fn qk_norm(weights: Res<ModelWeights>, layer: Res<CurrentLayer>, mut batch: 
 pub fn apply_rope(
     weights: Res<ModelWeights>,
     layer: Res<CurrentLayer>,
+    settings: Res<EngineSettings>,
     mut batch: ResMut<StepBatch>,
 ) {
     let b = &mut *batch;
     let c = &weights.config;
     let base = c.layers[layer.0].rope_base;
-    let (scale, factors) = match &c.rope_scaling {
-        RopeScaling::Linear { factor } => (1.0 / factor, None),
-        RopeScaling::LongRope { original_context } => {
-            // Phi-3: the long factors apply once the context exceeds the original length
-            // (llama.cpp picks per graph by n_ctx; we pick per position).
-            (
-                1.0,
-                weights
-                    .rope_factors
-                    .as_ref()
-                    .map(|(s, l)| (s, l, *original_context as usize)),
-            )
-        }
-        _ => (1.0, None),
+    // Frequency factors as llama.cpp's `get_rope_factors`: `rope_freqs` if loaded, else the
+    // LongRoPE set chosen once for the whole context: long when a sequence may hold more than
+    // the original context, else short.
+    let long_ctx = match c.rope_scaling {
+        RopeScaling::LongRope {
+            original_context, ..
+        } => settings.n_ctx > original_context as usize,
+        _ => false,
     };
+    let factors = match (&weights.rope_freqs, &weights.rope_factors) {
+        (Some(freqs), _) => Some(freqs.as_slice()),
+        (None, Some((short, long))) => Some(if long_ctx { long } else { short }.as_slice()),
+        (None, None) => None,
+    };
+    let mut ext = rope::RopeExt::plain(c.rope_scaling.freq_scale());
+    ext.attn_factor = c.rope_attn_factor;
+    if let RopeScaling::Yarn {
+        original_context,
+        beta_fast,
+        beta_slow,
+        ..
+    } = c.rope_scaling
+    {
+        ext.ext_factor = 1.0;
+        ext.corr_dims = rope::yarn_corr_dims(c.n_rot, original_context, base, beta_fast, beta_slow);
+    }
     let (qd, kd) = (c.q_dim(), c.k_dim());
     for (r, &pos) in b.positions.iter().enumerate() {
-        let ff = factors.map(|(s, l, orig)| {
-            if pos >= orig {
-                l.as_slice()
-            } else {
-                s.as_slice()
-            }
-        });
-        let angles = rope::rope_angles(pos, c.n_rot, base, ff, scale);
-        rope::apply_rope(
-            &mut b.q[r * qd..(r + 1) * qd],
-            c.head_dim_k,
-            c.n_rot,
-            c.rope_style,
-            &angles,
-        );
-        rope::apply_rope(
-            &mut b.k[r * kd..(r + 1) * kd],
-            c.head_dim_k,
-            c.n_rot,
-            c.rope_style,
-            &angles,
-        );
+        let angles = rope::rope_angles_ext(pos, c.n_rot, base, factors, &ext);
+        let q = &mut b.q[r * qd..(r + 1) * qd];
+        rope::apply_rope(q, c.head_dim_k, c.n_rot, c.rope_style, &angles);
+        if let Some(t) = c.attn_temperature {
+            let s = t.at(pos);
+            q.iter_mut().for_each(|v| *v *= s);
+        }
+        let k = &mut b.k[r * kd..(r + 1) * kd];
+        rope::apply_rope(k, c.head_dim_k, c.n_rot, c.rope_style, &angles);
     }
 }
 

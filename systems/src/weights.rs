@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use bevy_ecs::prelude::*;
 use chord_resources::GgmlType;
-use chord_resources::config::{ConfigError, ModelConfig, tensor_names, tensor_names::Block};
+use chord_resources::config::{
+    ConfigError, ModelConfig, RopeScaling, tensor_names, tensor_names::Block,
+};
 use chord_resources::gguf::GgufFile;
 use chord_resources::quant;
 
@@ -98,8 +100,11 @@ pub struct ModelWeights {
     pub output: QTensor,
     pub output_norm: Vec<f32>,
     pub layers: Vec<LayerWeights>,
-    /// Phi-3 LongRoPE per-dimension frequency factors (short, long).
+    /// LongRoPE per-dimension frequency factors (short, long); only with `RopeScaling::LongRope`.
     pub rope_factors: Option<(Vec<f32>, Vec<f32>)>,
+    /// `rope_freqs.weight`: per-pair frequency factors used at every position (Llama 3.1
+    /// style), where the architecture reads them (`Architecture::uses_rope_freqs`).
+    pub rope_freqs: Option<Vec<f32>>,
 }
 
 struct Loader<'a> {
@@ -233,11 +238,30 @@ impl ModelWeights {
                 post_ffn_norm: ld.opt_vector(&n(Block::PostFfnNorm), c.n_embd)?,
             });
         }
-        let rope_factors = match (
-            ld.opt_vector(tensor_names::ROPE_FACTORS_SHORT, c.n_rot / 2)?,
-            ld.opt_vector(tensor_names::ROPE_FACTORS_LONG, c.n_rot / 2)?,
-        ) {
-            (Some(s), Some(l)) => Some((s, l)),
+        // llama.cpp loads the LongRoPE factors only for LongRoPE scaling (phi3: whenever present).
+        let rope_factors = match c.rope_scaling {
+            RopeScaling::LongRope { .. } => match (
+                ld.opt_vector(tensor_names::ROPE_FACTORS_SHORT, c.n_rot / 2)?,
+                ld.opt_vector(tensor_names::ROPE_FACTORS_LONG, c.n_rot / 2)?,
+            ) {
+                (Some(s), Some(l)) => Some((s, l)),
+                (None, None) => None,
+                (s, _) => {
+                    let missing = if s.is_none() {
+                        tensor_names::ROPE_FACTORS_SHORT
+                    } else {
+                        tensor_names::ROPE_FACTORS_LONG
+                    };
+                    return Err(WeightsError::MissingTensor(missing.to_string()));
+                }
+            },
+            _ => None,
+        };
+        let rope_freqs = match c.rope_scaling {
+            RopeScaling::LongRope { .. } => None,
+            _ if c.arch.uses_rope_freqs() => {
+                ld.opt_vector(tensor_names::ROPE_FREQS, c.n_rot / 2)?
+            }
             _ => None,
         };
         Ok(ModelWeights {
@@ -248,6 +272,7 @@ impl ModelWeights {
             output_norm,
             layers,
             rope_factors,
+            rope_freqs,
         })
     }
 

@@ -190,7 +190,8 @@ impl<'a> Cursor<'a> {
     }
 
     fn u8(&mut self, what: &'static str) -> Result<u8, ParseError> {
-        Ok(self.array::<1>(what)?[0])
+        let [b] = self.array::<1>(what)?;
+        Ok(b)
     }
 
     fn u32(&mut self, what: &'static str) -> Result<u32, ParseError> {
@@ -330,15 +331,14 @@ pub(crate) fn parse_header(buf: &[u8], total: u64) -> Result<Header, ParseError>
         .min(MAX_PREALLOC);
     let mut metadata = Vec::with_capacity(kv_cap);
     let mut meta_index = HashMap::with_capacity(kv_cap);
-    for i in 0..kv_count {
+    for _ in 0..kv_count {
         let key = c.string("metadata key")?;
         let ty = c.value_type()?;
         let value = c.value(ty, 0)?;
         if meta_index.contains_key(&key) {
             return Err(GgufError::DuplicateKey(key).into());
         }
-        // `i < kv_count ≤ remaining bytes`, so it fits a usize.
-        meta_index.insert(key.clone(), i as usize);
+        meta_index.insert(key.clone(), metadata.len());
         metadata.push((key, value));
     }
 
@@ -353,7 +353,7 @@ pub(crate) fn parse_header(buf: &[u8], total: u64) -> Result<Header, ParseError>
         .min(MAX_PREALLOC);
     let mut tensors = Vec::with_capacity(t_cap);
     let mut tensor_index = HashMap::with_capacity(t_cap);
-    for i in 0..tensor_count {
+    for _ in 0..tensor_count {
         let name = c.string("tensor name")?;
         let n_dims = c.u32("tensor dimension count")?;
         if n_dims > MAX_DIMS {
@@ -373,7 +373,7 @@ pub(crate) fn parse_header(buf: &[u8], total: u64) -> Result<Header, ParseError>
         if tensor_index.contains_key(&name) {
             return Err(GgufError::DuplicateTensor(name).into());
         }
-        tensor_index.insert(name.clone(), i as usize);
+        tensor_index.insert(name.clone(), tensors.len());
         tensors.push(TensorInfo {
             name,
             dims,

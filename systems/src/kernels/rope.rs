@@ -17,16 +17,84 @@ pub fn rope_angles(
     freq_factors: Option<&[f32]>,
     scale: f32,
 ) -> RopeAngles {
+    rope_angles_ext(pos, n_rot, base, freq_factors, &RopeExt::plain(scale))
+}
+
+/// The scaling parameters of ggml's `ggml_rope_ext` that shape the angles and magnitudes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RopeExt {
+    /// Multiplier of every angle (1 / scaling factor).
+    pub freq_scale: f32,
+    /// YaRN mix: 0 = plain interpolation, 1 = YaRN (extrapolate high-frequency pairs).
+    pub ext_factor: f32,
+    /// YaRN correction range `[low, high]` in pairs (see [`yarn_corr_dims`]).
+    pub corr_dims: [f32; 2],
+    /// Magnitude multiplier of cos/sin (llama.cpp's `attn_factor`).
+    pub attn_factor: f32,
+}
+
+impl RopeExt {
+    pub fn plain(freq_scale: f32) -> RopeExt {
+        RopeExt {
+            freq_scale,
+            ext_factor: 0.0,
+            corr_dims: [0.0, 0.0],
+            attn_factor: 1.0,
+        }
+    }
+}
+
+/// ggml's `ggml_rope_yarn_corr_dims`: the pairs between which YaRN ramps from extrapolation
+/// (fast-rotating pairs, fewer than `beta_fast` turns over `n_ctx_orig`) to interpolation.
+pub fn yarn_corr_dims(
+    n_rot: usize,
+    n_ctx_orig: u32,
+    base: f32,
+    beta_fast: f32,
+    beta_slow: f32,
+) -> [f32; 2] {
+    let corr_dim = |n_turns: f32| {
+        n_rot as f32 * (n_ctx_orig as f32 / (n_turns * 2.0 * std::f32::consts::PI)).ln()
+            / (2.0 * base.ln())
+    };
+    let start = corr_dim(beta_fast).floor();
+    let end = corr_dim(beta_slow).ceil();
+    [start.max(0.0), end.min(n_rot as f32 - 1.0)]
+}
+
+/// [`rope_angles`] with ggml's full `rope_yarn`: per pair, θ_extrap = θ / freq_factor,
+/// θ_interp = freq_scale · θ_extrap, mixed by YaRN's ramp when `ext_factor` ≠ 0 (which also
+/// scales the magnitude by 1 + 0.1·ln(1/freq_scale)); cos and sin are multiplied by the magnitude.
+pub fn rope_angles_ext(
+    pos: usize,
+    n_rot: usize,
+    base: f32,
+    freq_factors: Option<&[f32]>,
+    ext: &RopeExt,
+) -> RopeAngles {
     let half = n_rot / 2;
     let theta_scale = base.powf(-2.0 / n_rot as f32);
+    let mut mscale = ext.attn_factor;
+    if ext.ext_factor != 0.0 {
+        mscale *= 1.0 + 0.1 * (1.0 / ext.freq_scale).ln();
+    }
+    let [low, high] = ext.corr_dims;
     let mut theta = pos as f32;
     let mut cos = Vec::with_capacity(half);
     let mut sin = Vec::with_capacity(half);
     for i in 0..half {
         let ff = freq_factors.and_then(|f| f.get(i)).copied().unwrap_or(1.0);
-        let t = scale * theta / ff;
-        cos.push(t.cos());
-        sin.push(t.sin());
+        let theta_extrap = theta / ff;
+        let theta_interp = ext.freq_scale * theta_extrap;
+        let t = if ext.ext_factor != 0.0 {
+            let y = (i as f32 - low) / (high - low).max(0.001);
+            let ramp_mix = (1.0 - y.clamp(0.0, 1.0)) * ext.ext_factor;
+            theta_interp * (1.0 - ramp_mix) + theta_extrap * ramp_mix
+        } else {
+            theta_interp
+        };
+        cos.push(t.cos() * mscale);
+        sin.push(t.sin() * mscale);
         theta *= theta_scale;
     }
     RopeAngles { cos, sin }

@@ -6,18 +6,23 @@
 //! Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for the K-quants); each output is then one
 //! integer dot per block, scaled by the two block scales.
 //!
-//! Kernels, one per (weight type, ISA):
+//! Kernels, one per (weight type, ISA), chosen once per process ([`isa`]):
 //!
 //! | ISA | file | types |
 //! |---|---|---|
-//! | x86-64 AVX2 + FMA + F16C (run-time detected) | `x86.rs` | Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K |
+//! | x86-64 AVX-512 VNNI + VL (`vpdpbusd`; run-time detected) | `x86.rs` | Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 |
+//! | x86-64 AVX2 + FMA + F16C (run-time detected) | `x86.rs` | all ten |
 //! | wasm32 simd128 (compile-time `target_feature`) | `wasm.rs` | Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 |
-//! | scalar: `chord_resources::quant::dot_q8` | `scalar.rs` | everything else |
+//! | scalar: `chord_resources::quant::dot_q8` | `scalar.rs` | all ten (fallback) |
+//!
+//! A type without a kernel for the best ISA takes the next one down (K-quants on a VNNI CPU
+//! run the AVX2 kernels). The ten types: Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K.
 //!
 //! Every kernel computes `R` (1..=[`MAX_ROWS`]) activation rows per pass over a weight row,
-//! so a prefill batch decodes each weight block once for up to four tokens. The integer part
-//! of every block is exact; only the order of the float accumulation differs from the
-//! scalar reference (the tests bound the difference).
+//! so a prefill batch decodes each weight block once for up to four tokens, and
+//! [`matmul_rows`] widens the activations' f16 block scales to f32 once for all weight rows.
+//! The integer part of every block is exact; only the order of the float accumulation
+//! differs from the scalar reference (the tests bound the difference).
 
 use std::ops::Range;
 use std::sync::OnceLock;
@@ -39,15 +44,27 @@ pub const MAX_ROWS: usize = 4;
 /// `vec_dot_fn`'s result: `w_row · act_row` for a row of `k` elements.
 pub type VecDotFn = fn(k: usize, w_row: &[u8], act_row: &[u8]) -> f32;
 
-/// One (type, ISA) kernel: `out[r] = w · act[r·stride ..]` for `r < R`, where `R` is the
-/// position of the function in its [`Rows`] table (so `out.len() >= R`), over `nb` blocks.
+/// Activation rows as the kernels read them.
+#[derive(Clone, Copy, Debug)]
+struct Acts<'a> {
+    /// Row `r`'s blocks start at `bytes[r·stride]`.
+    bytes: &'a [u8],
+    stride: usize,
+    /// Q8_0 / Q8_1 rows: every block's f16 `(d, s)` widened to f32 (`s = 0` for Q8_0), row
+    /// `r`'s `nb` blocks from `scales[r·nb]`. Empty for Q8_K, whose `d` is an f32 already.
+    scales: &'a [[f32; 2]],
+}
+
+/// One (type, ISA) kernel: `out[r] = w · row r of acts` for `r < R` over `nb` blocks, where
+/// `R` is the position of the function in its [`Rows`] table (so `out.len() >= R`).
 ///
 /// Callers check every length first ([`check_lengths`]); kernels still index with bounds
 /// checks, so a wrong length panics rather than reads out of bounds.
 ///
 /// # Safety
-/// The CPU must support the kernel's ISA (the table it came from was chosen by [`isa`]).
-type RowsFn = unsafe fn(nb: usize, w: &[u8], act: &[u8], stride: usize, out: &mut [f32]);
+/// The CPU must support the kernel's ISA: the table it came from is that of an ISA in
+/// [`available_isas`].
+type RowsFn = unsafe fn(nb: usize, w: &[u8], acts: Acts<'_>, out: &mut [f32]);
 
 /// A type's kernels for 1, 2, 3 and 4 activation rows.
 type Rows = [RowsFn; MAX_ROWS];
@@ -59,6 +76,8 @@ pub enum Isa {
     Scalar,
     /// x86-64 with AVX2, FMA and F16C.
     Avx2,
+    /// x86-64 with AVX2, FMA, F16C and AVX-512 F/BW/VL/VNNI (256-bit `vpdpbusd`).
+    Avx512Vnni,
     /// wasm32 compiled with `target_feature = "simd128"`.
     Simd128,
 }
@@ -111,8 +130,13 @@ const fn activation_type(w_ty: GgmlType) -> Option<GgmlType> {
 pub fn available_isas() -> Vec<Isa> {
     let mut isas = Vec::new();
     #[cfg(target_arch = "x86_64")]
-    if x86::detected() {
-        isas.push(Isa::Avx2);
+    {
+        if x86::detected_vnni() {
+            isas.push(Isa::Avx512Vnni);
+        }
+        if x86::detected() {
+            isas.push(Isa::Avx2);
+        }
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     isas.push(Isa::Simd128);
@@ -131,6 +155,8 @@ fn rows_for(isa: Isa, ty: GgmlType) -> Option<Rows> {
         Isa::Scalar => scalar::rows(ty),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => x86::rows(ty),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => x86::rows_vnni(ty),
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
         Isa::Simd128 => wasm::rows(ty),
         #[allow(unreachable_patterns)]
@@ -160,12 +186,21 @@ fn best() -> &'static Table {
 /// Validated shapes of one kernel call.
 #[derive(Clone, Copy, Debug)]
 struct Shape {
+    /// The activation format.
+    act_ty: GgmlType,
     /// Blocks per row.
     nb: usize,
     /// Bytes per weight row.
     w_row: usize,
     /// Bytes per activation row.
     act_row: usize,
+}
+
+impl Shape {
+    /// Whether the kernels read the activations' scales from [`Acts::scales`].
+    fn widened_scales(&self) -> bool {
+        matches!(self.act_ty, GgmlType::Q8_0 | GgmlType::Q8_1)
+    }
 }
 
 /// The shapes for rows of `k` elements of `w_ty`. Panics (with the reason) on a type without
@@ -180,42 +215,79 @@ fn shape(w_ty: GgmlType, k: usize) -> Shape {
     );
     let nb = k / bs;
     Shape {
+        act_ty,
         nb,
         w_row: nb * w_ty.type_size(),
         act_row: nb * act_ty.type_size(),
     }
 }
 
-/// Panics unless `w` holds a weight row, `act` holds `rows` activation rows `stride` apart and
-/// `out` has room for `rows` results. After this, no kernel index is out of bounds.
-fn check_lengths(s: Shape, w: &[u8], act: &[u8], stride: usize, rows: usize, out: &[f32]) {
+/// Blocks whose scales [`with_acts`] widens on the stack rather than in a `Vec`.
+const STACK_SCALES: usize = 256;
+
+/// Calls `f` with the first `n` activation rows of `act` (rows `s.act_row` apart) as
+/// [`Acts`], their f16 block scales widened to f32 first where the format has them.
+fn with_acts<T>(s: Shape, act: &[u8], n: usize, f: impl FnOnce(Acts<'_>) -> T) -> T {
+    let count = if s.widened_scales() { n * s.nb } else { 0 };
+    let mut stack = [[0.0f32; 2]; STACK_SCALES];
+    let mut heap = Vec::new();
+    let scales = if count <= STACK_SCALES {
+        &mut stack[..count]
+    } else {
+        heap.resize(count, [0.0f32; 2]);
+        &mut heap[..]
+    };
+    let ts = s.act_ty.type_size();
+    let with_s = s.act_ty == GgmlType::Q8_1;
+    // A short `act` leaves trailing zeros here; `check_lengths` rejects it before any kernel.
+    for (block, sc) in act.chunks_exact(ts).zip(scales.iter_mut()) {
+        let f16_at = |i: usize| half::f16::from_le_bytes([block[i], block[i + 1]]).to_f32();
+        *sc = [f16_at(0), if with_s { f16_at(2) } else { 0.0 }];
+    }
+    f(Acts {
+        bytes: act,
+        stride: s.act_row,
+        scales,
+    })
+}
+
+/// Panics unless `w` holds a weight row, `acts` holds `rows` activation rows (and their
+/// scales) and `out` has room for `rows` results. After this no kernel index is out of bounds.
+fn check_lengths(s: Shape, w: &[u8], acts: &Acts<'_>, rows: usize, out: &[f32]) {
     assert!(
         w.len() >= s.w_row,
         "qdot: weight row has {} bytes, needs {}",
         w.len(),
         s.w_row
     );
-    assert!(rows >= 1 && rows <= MAX_ROWS && out.len() >= rows);
+    assert!((1..=MAX_ROWS).contains(&rows) && out.len() >= rows);
     assert!(
-        rows == 1 || stride >= s.act_row,
-        "qdot: activation stride {stride} < row bytes {}",
+        rows == 1 || acts.stride >= s.act_row,
+        "qdot: activation stride {} < row bytes {}",
+        acts.stride,
         s.act_row
     );
-    let need = (rows - 1) * stride + s.act_row;
+    let need = (rows - 1) * acts.stride + s.act_row;
     assert!(
-        act.len() >= need,
+        acts.bytes.len() >= need,
         "qdot: activations have {} bytes, need {need}",
-        act.len()
+        acts.bytes.len()
     );
+    if s.widened_scales() {
+        assert!(acts.scales.len() >= rows * s.nb, "qdot: missing activation scales");
+    }
 }
 
-/// Run `kernels` for `rows` activation rows after checking every length.
-fn run_rows(kernels: &Rows, s: Shape, w: &[u8], act: &[u8], stride: usize, out: &mut [f32]) {
+/// Run `kernels` for `out.len()` activation rows after checking every length.
+///
+/// `kernels` must come from [`rows_for`] with an ISA of [`available_isas`] (the [`best`]
+/// table, or the tests' per-ISA tables).
+fn run_rows(kernels: &Rows, s: Shape, w: &[u8], acts: Acts<'_>, out: &mut [f32]) {
     let rows = out.len();
-    check_lengths(s, w, act, stride, rows, out);
-    // SAFETY: every table entry was chosen by `best()`, which only takes an ISA from
-    // `available_isas()`, i.e. one this CPU supports; lengths were checked above.
-    unsafe { kernels[rows - 1](s.nb, w, act, stride, out) }
+    check_lengths(s, w, &acts, rows, out);
+    // SAFETY: `kernels` is the table of an ISA this CPU supports (the contract above, kept by
+    // every caller in this module); lengths were checked above.
+    unsafe { kernels[rows - 1](s.nb, w, acts, out) }
 }
 
 /// Quantize activation rows `x` (`[n × k]`, `k` a multiple of the block size) into the format
@@ -250,7 +322,7 @@ pub fn quantize_activations(w_ty: GgmlType, x: &[f32], k: usize, out: &mut Vec<u
 fn quantize_row(isa: Isa, act_ty: GgmlType, src: &[f32], dst: &mut [u8]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => {
+        Isa::Avx2 | Isa::Avx512Vnni => {
             assert!(x86::detected());
             // SAFETY: AVX2, FMA and F16C were just checked; `quantize_row` checks lengths.
             unsafe { x86::quantize_row(act_ty, src, dst) }
@@ -285,15 +357,11 @@ pub fn vec_dot_fn(w_ty: GgmlType) -> Option<VecDotFn> {
 
 /// [`vec_dot_fn`]'s functions: `I` is the type's position in [`TYPES`].
 fn vec_dot<const I: usize>(k: usize, w_row: &[u8], act_row: &[u8]) -> f32 {
+    let s = shape(TYPES[I], k);
     let mut out = [0.0f32];
-    run_rows(
-        &best().rows[I],
-        shape(TYPES[I], k),
-        w_row,
-        act_row,
-        0,
-        &mut out,
-    );
+    with_acts(s, act_row, 1, |acts| {
+        run_rows(&best().rows[I], s, w_row, acts, &mut out)
+    });
     out[0]
 }
 
@@ -346,16 +414,22 @@ pub fn matmul_rows(
         n * len
     );
     let kernels = &best().rows[ti];
-    let mut tmp = [0.0f32; MAX_ROWS];
-    for (jj, j) in rows.enumerate() {
-        let w_row = &w[j * s.w_row..(j + 1) * s.w_row];
-        for r0 in (0..n).step_by(MAX_ROWS) {
-            let nr = (n - r0).min(MAX_ROWS);
-            let out = &mut tmp[..nr];
-            run_rows(kernels, s, w_row, &act[r0 * s.act_row..], s.act_row, out);
-            for (r, &v) in out.iter().enumerate() {
-                out_block[(r0 + r) * len + jj] = v;
+    with_acts(s, act, n, |all| {
+        let mut tmp = [0.0f32; MAX_ROWS];
+        for (jj, j) in rows.enumerate() {
+            let w_row = &w[j * s.w_row..(j + 1) * s.w_row];
+            for r0 in (0..n).step_by(MAX_ROWS) {
+                let out = &mut tmp[..(n - r0).min(MAX_ROWS)];
+                let acts = Acts {
+                    bytes: &all.bytes[r0 * s.act_row..],
+                    stride: s.act_row,
+                    scales: all.scales.get(r0 * s.nb..).unwrap_or_default(),
+                };
+                run_rows(kernels, s, w_row, acts, out);
+                for (r, &v) in out.iter().enumerate() {
+                    out_block[(r0 + r) * len + jj] = v;
+                }
             }
         }
-    }
+    });
 }

@@ -3,23 +3,18 @@
 use chord_resources::GgmlType;
 use chord_resources::quant;
 
-use super::{Rows, TYPES, activation_type, type_index};
+use super::{Acts, Rows, TYPES, activation_type, type_index};
 
-/// `out[r] = dot_q8(w, act_r)` for `r < R`, with `TYPES[I]` weights.
-fn dot_rows<const I: usize, const R: usize>(
-    nb: usize,
-    w: &[u8],
-    act: &[u8],
-    stride: usize,
-    out: &mut [f32],
-) {
+/// `out[r] = dot_q8(w, act_r)` for `r < R`, with `TYPES[I]` weights (the reference reads the
+/// activation scales from the block bytes itself).
+fn dot_rows<const I: usize, const R: usize>(nb: usize, w: &[u8], acts: Acts<'_>, out: &mut [f32]) {
     let ty = TYPES[I];
     let Some(act_ty) = activation_type(ty) else {
         unreachable!("every type in TYPES has an activation format")
     };
     let (w_row, act_row) = (nb * ty.type_size(), nb * act_ty.type_size());
     for (r, o) in out.iter_mut().enumerate().take(R) {
-        let a = &act[r * stride..r * stride + act_row];
+        let a = &acts.bytes[r * acts.stride..r * acts.stride + act_row];
         // The caller checked both lengths, the only way the reference can fail.
         *o = quant::dot_q8(ty, &w[..w_row], a).unwrap_or_else(|e| panic!("qdot scalar {ty}: {e}"));
     }

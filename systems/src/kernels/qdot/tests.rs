@@ -111,10 +111,11 @@ fn assert_close(got: f32, reference: f32, mag: f64, what: &str) {
     );
 }
 
-/// The k values exercised per type: one block, a few blocks (odd count too), a model row.
+/// The k values exercised per type: one block, a few blocks (odd count too), a model row,
+/// and a long row (more blocks than `with_acts` widens on the stack).
 fn ks(ty: GgmlType) -> Vec<usize> {
     let bs = ty.block_size();
-    vec![bs, 2 * bs, 3 * bs, 1536.max(bs)]
+    vec![bs, 2 * bs, 3 * bs, 1536, 9216]
 }
 
 #[test]
@@ -148,7 +149,13 @@ fn this_cpu_uses_its_best_isa() {
         && is_x86_feature_detected!("fma")
         && is_x86_feature_detected!("f16c")
     {
-        assert_eq!(isa(), Isa::Avx2);
+        assert!(isas.contains(&Isa::Avx2));
+        let vnni = is_x86_feature_detected!("avx512vl") && is_x86_feature_detected!("avx512vnni");
+        assert_eq!(isa(), if vnni { Isa::Avx512Vnni } else { Isa::Avx2 });
+        // The K-quants have no VNNI kernels: they must still get the AVX2 ones, not scalar.
+        let k_kernels = best().rows[type_index(GgmlType::Q4K).unwrap()];
+        let avx2 = rows_for(Isa::Avx2, GgmlType::Q4K).unwrap();
+        assert!(std::ptr::fn_addr_eq(k_kernels[0], avx2[0]));
     }
 }
 
@@ -246,7 +253,7 @@ fn check_kernels(isa: Isa, ty: GgmlType, w: &[u8], act: &[u8], k: usize, what: &
     let n = act.len() / s.act_row;
     for rows in 1..=MAX_ROWS.min(n) {
         let mut out = vec![f32::NAN; rows];
-        run_rows(&kernels, s, w, act, s.act_row, &mut out);
+        with_acts(s, act, rows, |acts| run_rows(&kernels, s, w, acts, &mut out));
         for (r, &got) in out.iter().enumerate() {
             let a = &act[r * s.act_row..(r + 1) * s.act_row];
             let reference = quant::dot_q8(ty, w, a).unwrap();

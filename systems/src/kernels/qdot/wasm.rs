@@ -9,7 +9,7 @@ use core::arch::wasm32::*;
 
 use chord_resources::GgmlType;
 
-use super::{Rows, scalar};
+use super::{Acts, Rows, scalar};
 
 /// The `N` bytes of `s` at `off` (panics if out of bounds; callers checked the lengths).
 #[inline(always)]
@@ -101,7 +101,7 @@ const Q5_0: u8 = 2;
 const Q5_1: u8 = 3;
 const Q8_0: u8 = 4;
 
-/// One weight block: `(quants widened, d, m)`.
+/// One weight block: `(quants widened, d, m)` (`m` = 0 for the formats without an offset).
 #[inline(always)]
 fn legacy_block<const KIND: u8>(b: &[u8]) -> (Wide, f32, f32) {
     let d = f16_at(b, 0);
@@ -140,25 +140,24 @@ fn legacy_block<const KIND: u8>(b: &[u8]) -> (Wide, f32, f32) {
 fn legacy<const KIND: u8, const TS: usize, const ATS: usize, const R: usize>(
     nb: usize,
     w: &[u8],
-    act: &[u8],
-    stride: usize,
+    acts: Acts<'_>,
     out: &mut [f32],
 ) {
     let wb = &w.as_chunks::<TS>().0[..nb];
-    let acts: [&[[u8; ATS]]; R] =
-        std::array::from_fn(|r| &act[r * stride..].as_chunks::<ATS>().0[..nb]);
+    let rows: [&[[u8; ATS]]; R] =
+        std::array::from_fn(|r| &acts.bytes[r * acts.stride..].as_chunks::<ATS>().0[..nb]);
+    let scales: [&[[f32; 2]]; R] = std::array::from_fn(|r| &acts.scales[r * nb..(r + 1) * nb]);
     let mut acc = [f32x4_splat(0.0); R];
     let mut summs = [0.0f32; R];
     for (i, b) in wb.iter().enumerate() {
         let (q, d, m) = legacy_block::<KIND>(b);
         for r in 0..R {
-            let a: &[u8; ATS] = &acts[r][i];
+            let a: &[u8; ATS] = &rows[r][i];
             let y = widen(load16(at(a, ATS - 32)), load16(at(a, ATS - 16)));
             let p = f32x4_convert_i32x4(dot32(&q, &y));
-            acc[r] = f32x4_add(acc[r], f32x4_mul(f32x4_splat(d * f16_at(a, 0)), p));
-            if ATS == 36 {
-                summs[r] += m * f16_at(a, 2);
-            }
+            let [da, sa] = scales[r][i];
+            acc[r] = f32x4_add(acc[r], f32x4_mul(f32x4_splat(d * da), p));
+            summs[r] += m * sa;
         }
     }
     for r in 0..R {

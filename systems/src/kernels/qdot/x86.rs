@@ -15,13 +15,22 @@ use std::arch::x86_64::*;
 
 use chord_resources::GgmlType;
 
-use super::Rows;
+use super::{Acts, Rows};
 
-/// Whether this CPU runs the kernels of this file.
+/// Whether this CPU runs the AVX2 kernels of this file.
 pub(super) fn detected() -> bool {
     is_x86_feature_detected!("avx2")
         && is_x86_feature_detected!("fma")
         && is_x86_feature_detected!("f16c")
+}
+
+/// Whether this CPU runs the AVX-512 VNNI kernels too.
+pub(super) fn detected_vnni() -> bool {
+    detected()
+        && is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512vnni")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -69,12 +78,23 @@ fn store32(dst: &mut [u8; 32], v: __m256i) {
     unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), v) }
 }
 
-/// The little-endian f16 at `off`, widened (F16C; exact).
+/// The little-endian f16 at `off`, widened (F16C; exact) into all eight lanes.
+///
+/// Broadcasting the 16 bits first keeps this a pure vector sequence: converting in lane 0
+/// and broadcasting after lets LLVM merge the load into a `vpinsrw` whose untouched lanes
+/// come from an arbitrary register, often an accumulator, which serialises the blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn f16_at(s: &[u8], off: usize) -> f32 {
+fn f16x8_at(s: &[u8], off: usize) -> __m256 {
     let h = u16::from_le_bytes(*at::<2>(s, off));
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(h))))
+    _mm256_cvtph_ps(_mm_set1_epi16(h as i16))
+}
+
+/// The little-endian f32 at `off`, in all eight lanes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn f32x8_at(s: &[u8], off: usize) -> __m256 {
+    _mm256_set1_ps(f32::from_le_bytes(*at::<4>(s, off)))
 }
 
 /// `x` rounded to the nearest f16 (ties to even, as `GGML_FP32_TO_FP16`), as stored bytes.
@@ -85,20 +105,16 @@ fn f16_bytes(x: f32) -> [u8; 2] {
     (_mm_extract_epi16::<0>(h) as u16).to_le_bytes()
 }
 
-/// The little-endian f32 at `off`.
+/// Row `r`'s activation blocks: `nb` blocks of `ATS` bytes from `bytes[r·stride]`.
 #[inline(always)]
-fn f32_at(s: &[u8], off: usize) -> f32 {
-    f32::from_le_bytes(*at::<4>(s, off))
+fn act_blocks<'a, const ATS: usize, const R: usize>(acts: &Acts<'a>, nb: usize) -> [&'a [[u8; ATS]]; R] {
+    std::array::from_fn(|r| &acts.bytes[r * acts.stride..].as_chunks::<ATS>().0[..nb])
 }
 
-/// Row `r`'s activation blocks: `nb` blocks of `ATS` bytes from `act[r·stride]`.
+/// Row `r`'s widened `(d, s)` activation scales: `nb` of them from `scales[r·nb]`.
 #[inline(always)]
-fn act_blocks<const ATS: usize, const R: usize>(
-    act: &[u8],
-    stride: usize,
-    nb: usize,
-) -> [&[[u8; ATS]]; R] {
-    std::array::from_fn(|r| &act[r * stride..].as_chunks::<ATS>().0[..nb])
+fn act_scales<'a, const R: usize>(acts: &Acts<'a>, nb: usize) -> [&'a [[f32; 2]]; R] {
+    std::array::from_fn(|r| &acts.scales[r * nb..(r + 1) * nb])
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -129,11 +145,24 @@ fn hsum_epi32(v: __m256i) -> i32 {
 }
 
 /// Per i32 lane, the sum of four adjacent `u[i]·s[i]` (u8 × i8; see the module docs on
-/// saturation).
+/// saturation). `VNNI` uses `vpdpbusd`, which never saturates: it is only instantiated inside
+/// the `*_vnni` entry points, whose target features make [`dpbusd`] inlinable.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn dot_u8i8(u: __m256i, s: __m256i) -> __m256i {
-    _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
+fn dot_u8i8<const VNNI: bool>(u: __m256i, s: __m256i) -> __m256i {
+    if VNNI {
+        // SAFETY: `VNNI = true` instances are only reachable from the `#[target_feature]`
+        // VNNI entry points below, which the dispatcher only uses after `detected_vnni()`.
+        unsafe { dpbusd(u, s) }
+    } else {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn dpbusd(u: __m256i, s: __m256i) -> __m256i {
+    _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
 }
 
 /// 16 bytes of packed nibbles → 32 bytes: the low nibbles (elements 0..16), then the high
@@ -219,20 +248,22 @@ const fn legacy_signed(kind: u8) -> bool {
     matches!(kind, Q4_0 | Q5_0 | Q8_0)
 }
 
-/// One weight block: `(quants, d, m)`, quants as 32 bytes (i8 if signed, else u8).
+/// One weight block: `(quants, d, m)`, quants as 32 bytes (i8 if signed, else u8), `d` and
+/// `m` (zero for the signed formats) in every lane.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn legacy_block<const KIND: u8>(b: &[u8]) -> (__m256i, f32, f32) {
-    let d = f16_at(b, 0);
+fn legacy_block<const KIND: u8>(b: &[u8]) -> (__m256i, __m256, __m256) {
+    let d = f16x8_at(b, 0);
+    let zero = _mm256_setzero_ps();
     match KIND {
         // d, qs[16]: nibble − 8.
         Q4_0 => (
             _mm256_sub_epi8(nibbles32(at(b, 2)), _mm256_set1_epi8(8)),
             d,
-            0.0,
+            zero,
         ),
         // d, m, qs[16]: nibble.
-        Q4_1 => (nibbles32(at(b, 4)), d, f16_at(b, 2)),
+        Q4_1 => (nibbles32(at(b, 4)), d, f16x8_at(b, 2)),
         // d, qh[4], qs[16]: (nibble | fifth bit << 4) − 16, i.e. the nibble where the fifth
         // bit is set and nibble | 0xF0 (as i8: nibble − 16) where it is clear.
         Q5_0 => {
@@ -241,7 +272,7 @@ fn legacy_block<const KIND: u8>(b: &[u8]) -> (__m256i, f32, f32) {
                 nibbles32(at(b, 6)),
                 _mm256_andnot_si256(high, _mm256_set1_epi8(0xF0_u8 as i8)),
             );
-            (q, d, 0.0)
+            (q, d, zero)
         }
         // d, m, qh[4], qs[16]: nibble | fifth bit << 4.
         Q5_1 => {
@@ -249,24 +280,26 @@ fn legacy_block<const KIND: u8>(b: &[u8]) -> (__m256i, f32, f32) {
             (
                 _mm256_or_si256(nibbles32(at(b, 8)), and8(high, 0x10)),
                 d,
-                f16_at(b, 2),
+                f16x8_at(b, 2),
             )
         }
         // d, qs[32] (i8).
-        _ => (load32(at(b, 2)), d, 0.0),
+        _ => (load32(at(b, 2)), d, zero),
     }
 }
 
 /// Adds weight block `b` (block `i` of the row) times block `i` of each activation row to
-/// `acc` (and `m·s` to `summs` for the formats with an offset).
+/// `acc` (and `m·s`, in every lane, to `summs` for the formats with an offset).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn legacy_step<const KIND: u8, const ATS: usize, const R: usize>(
+#[allow(clippy::too_many_arguments)]
+fn legacy_step<const KIND: u8, const ATS: usize, const VNNI: bool, const R: usize>(
     b: &[u8],
     acts: &[&[[u8; ATS]]; R],
+    scales: &[&[[f32; 2]]; R],
     i: usize,
     acc: &mut [__m256; R],
-    summs: &mut [f32; R],
+    summs: &mut [__m256; R],
 ) {
     let (q, d, m) = legacy_block::<KIND>(b);
     // Sign trick: |q| (u8) · (a with q's sign) (i8) = q·a.
@@ -283,41 +316,54 @@ fn legacy_step<const KIND: u8, const ATS: usize, const R: usize>(
         } else {
             y
         };
-        let p = _mm256_cvtepi32_ps(dot_u8i8(uq, sy));
-        acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * f16_at(a, 0)), p, acc[r]);
+        let p = _mm256_cvtepi32_ps(dot_u8i8::<VNNI>(uq, sy));
+        let [da, sa] = scales[r][i];
+        acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(da)), p, acc[r]);
         if !legacy_signed(KIND) {
-            summs[r] += m * f16_at(a, 2);
+            summs[r] = _mm256_fmadd_ps(m, _mm256_set1_ps(sa), summs[r]);
         }
     }
 }
 
 /// Legacy kernel for `R` rows: `TS` bytes per weight block, `ATS` per activation block.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn legacy<const KIND: u8, const TS: usize, const ATS: usize, const R: usize>(
+fn legacy<const KIND: u8, const TS: usize, const ATS: usize, const VNNI: bool, const R: usize>(
     nb: usize,
     w: &[u8],
-    act: &[u8],
-    stride: usize,
+    acts: Acts<'_>,
     out: &mut [f32],
 ) {
     let wb = &w.as_chunks::<TS>().0[..nb];
-    let acts = act_blocks::<ATS, R>(act, stride, nb);
+    let scales = act_scales::<R>(&acts, nb);
+    let acts = act_blocks::<ATS, R>(&acts, nb);
     // Two accumulator sets, even and odd blocks, so consecutive FMAs don't wait on each other.
     let mut even = [_mm256_setzero_ps(); R];
     let mut odd = [_mm256_setzero_ps(); R];
-    let mut summs = [0.0f32; R];
+    let mut summs = [_mm256_setzero_ps(); R];
     let mut i = 0;
     while i + 1 < nb {
-        legacy_step::<KIND, ATS, R>(&wb[i], &acts, i, &mut even, &mut summs);
-        legacy_step::<KIND, ATS, R>(&wb[i + 1], &acts, i + 1, &mut odd, &mut summs);
+        legacy_step::<KIND, ATS, VNNI, R>(&wb[i], &acts, &scales, i, &mut even, &mut summs);
+        legacy_step::<KIND, ATS, VNNI, R>(&wb[i + 1], &acts, &scales, i + 1, &mut odd, &mut summs);
         i += 2;
     }
     if i < nb {
-        legacy_step::<KIND, ATS, R>(&wb[i], &acts, i, &mut even, &mut summs);
+        legacy_step::<KIND, ATS, VNNI, R>(&wb[i], &acts, &scales, i, &mut even, &mut summs);
     }
     for r in 0..R {
-        out[r] = hsum_ps(_mm256_add_ps(even[r], odd[r])) + summs[r];
+        out[r] = hsum_ps(_mm256_add_ps(even[r], odd[r])) + _mm256_cvtss_f32(summs[r]);
     }
+}
+
+/// [`legacy`] with `vpdpbusd` for the integer dots; the wider feature set lets the whole
+/// kernel (and [`dpbusd`]) inline here.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn legacy_vnni<const KIND: u8, const TS: usize, const ATS: usize, const R: usize>(
+    nb: usize,
+    w: &[u8],
+    acts: Acts<'_>,
+    out: &mut [f32],
+) {
+    legacy::<KIND, TS, ATS, true, R>(nb, w, acts, out)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -377,16 +423,16 @@ fn finish_superblock<const R: usize>(
     acc_min: &mut [__m256; R],
     isum: &[__m256i; R],
     ys: &[&[u8; Q8K_BYTES]; R],
-    d: f32,
-    mins: Option<(f32, __m256i)>,
+    d: __m256,
+    mins: Option<(__m256, __m256i)>,
 ) {
     for r in 0..R {
-        let ad = f32_at(ys[r], 0);
-        acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * ad), _mm256_cvtepi32_ps(isum[r]), acc[r]);
+        let ad = f32x8_at(ys[r], 0);
+        acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(d, ad), _mm256_cvtepi32_ps(isum[r]), acc[r]);
         if let Some((dmin, mins16)) = mins {
             let bsums = load32(at(ys[r], Q8K_BSUMS));
             let m = _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, mins16));
-            acc_min[r] = _mm256_fmadd_ps(_mm256_set1_ps(dmin * ad), m, acc_min[r]);
+            acc_min[r] = _mm256_fmadd_ps(_mm256_mul_ps(dmin, ad), m, acc_min[r]);
         }
     }
 }
@@ -447,9 +493,9 @@ fn per_group(mins8: __m128i) -> __m256i {
 macro_rules! k_kernel {
     ($name:ident, $ts:expr, |$b:ident, $ys:ident, $acc:ident, $acc_min:ident| $body:block) => {
         #[target_feature(enable = "avx2,fma,f16c")]
-        fn $name<const R: usize>(nb: usize, w: &[u8], act: &[u8], stride: usize, out: &mut [f32]) {
+        fn $name<const R: usize>(nb: usize, w: &[u8], acts: Acts<'_>, out: &mut [f32]) {
             let wb = &w.as_chunks::<{ $ts }>().0[..nb];
-            let acts = act_blocks::<Q8K_BYTES, R>(act, stride, nb);
+            let acts = act_blocks::<Q8K_BYTES, R>(&acts, nb);
             let mut $acc = [_mm256_setzero_ps(); R];
             let mut $acc_min = [_mm256_setzero_ps(); R];
             for (i, $b) in wb.iter().enumerate() {
@@ -499,8 +545,8 @@ k_kernel!(q2_k, 84, |b, ys, acc, acc_min| {
         &mut acc_min,
         &isum,
         &ys,
-        f16_at(b, 80),
-        Some((f16_at(b, 82), mins16)),
+        f16x8_at(b, 80),
+        Some((f16x8_at(b, 82), mins16)),
     );
 });
 
@@ -531,7 +577,7 @@ k_kernel!(q3_k, 110, |b, ys, acc, acc_min| {
         }
     }
     sub_offset::<2, R>(&mut isum, &ys, _mm256_cvtepi8_epi16(scales));
-    finish_superblock(&mut acc, &mut acc_min, &isum, &ys, f16_at(b, 108), None);
+    finish_superblock(&mut acc, &mut acc_min, &isum, &ys, f16x8_at(b, 108), None);
 });
 
 // Q4_K: d, dmin, scales[12], qs[128]: chunk c of 32 bytes holds run 2c (low nibbles) and run
@@ -563,8 +609,8 @@ k_kernel!(q4_k, 144, |b, ys, acc, acc_min| {
         &mut acc_min,
         &isum,
         &ys,
-        f16_at(b, 0),
-        Some((f16_at(b, 2), mins16)),
+        f16x8_at(b, 0),
+        Some((f16x8_at(b, 2), mins16)),
     );
 });
 
@@ -595,8 +641,8 @@ k_kernel!(q5_k, 176, |b, ys, acc, acc_min| {
         &mut acc_min,
         &isum,
         &ys,
-        f16_at(b, 0),
-        Some((f16_at(b, 2), mins16)),
+        f16x8_at(b, 0),
+        Some((f16x8_at(b, 2), mins16)),
     );
 });
 
@@ -631,7 +677,7 @@ k_kernel!(q6_k, 210, |b, ys, acc, acc_min| {
         }
     }
     sub_offset::<5, R>(&mut isum, &ys, _mm256_cvtepi8_epi16(scales));
-    finish_superblock(&mut acc, &mut acc_min, &isum, &ys, f16_at(b, 208), None);
+    finish_superblock(&mut acc, &mut acc_min, &isum, &ys, f16x8_at(b, 208), None);
 });
 
 /// `[f::<…, 1>, f::<…, 2>, f::<…, 3>, f::<…, 4>]`: a kernel's instances for 1..=4 rows.
@@ -644,16 +690,31 @@ macro_rules! rows4 {
 /// The AVX2 kernels for `ty`.
 pub(super) fn rows(ty: GgmlType) -> Option<Rows> {
     let rows: Rows = match ty {
-        GgmlType::Q4_0 => rows4!(legacy, Q4_0, 18, 34),
-        GgmlType::Q4_1 => rows4!(legacy, Q4_1, 20, 36),
-        GgmlType::Q5_0 => rows4!(legacy, Q5_0, 22, 34),
-        GgmlType::Q5_1 => rows4!(legacy, Q5_1, 24, 36),
-        GgmlType::Q8_0 => rows4!(legacy, Q8_0, 34, 34),
+        GgmlType::Q4_0 => rows4!(legacy, Q4_0, 18, 34, false),
+        GgmlType::Q4_1 => rows4!(legacy, Q4_1, 20, 36, false),
+        GgmlType::Q5_0 => rows4!(legacy, Q5_0, 22, 34, false),
+        GgmlType::Q5_1 => rows4!(legacy, Q5_1, 24, 36, false),
+        GgmlType::Q8_0 => rows4!(legacy, Q8_0, 34, 34, false),
         GgmlType::Q2K => rows4!(q2_k),
         GgmlType::Q3K => rows4!(q3_k),
         GgmlType::Q4K => rows4!(q4_k),
         GgmlType::Q5K => rows4!(q5_k),
         GgmlType::Q6K => rows4!(q6_k),
+        _ => return None,
+    };
+    Some(rows)
+}
+
+/// The AVX-512 VNNI kernels for `ty`: the legacy formats, whose integer dot is a plain
+/// u8 × i8 sum. (The K-quants scale each 16-element group before summing, which `vpmaddwd`
+/// with the scales already does in one step, so they keep their AVX2 kernels.)
+pub(super) fn rows_vnni(ty: GgmlType) -> Option<Rows> {
+    let rows: Rows = match ty {
+        GgmlType::Q4_0 => rows4!(legacy_vnni, Q4_0, 18, 34),
+        GgmlType::Q4_1 => rows4!(legacy_vnni, Q4_1, 20, 36),
+        GgmlType::Q5_0 => rows4!(legacy_vnni, Q5_0, 22, 34),
+        GgmlType::Q5_1 => rows4!(legacy_vnni, Q5_1, 24, 36),
+        GgmlType::Q8_0 => rows4!(legacy_vnni, Q8_0, 34, 34),
         _ => return None,
     };
     Some(rows)
