@@ -25,6 +25,7 @@ use chord_systems::systems::{EngineSettings, Request, RequestQueue, Vocab};
 use chord_systems::weights::{ModelWeights, WeightsError};
 
 pub use chord_systems::components::{Event, FinishReason, SeqStats};
+pub use chord_systems::kernels::matmul::ActivationPrecision;
 pub use chord_systems::sampling::{InvalidParam, SamplingParams};
 
 /// Everything that can go wrong in the public API.
@@ -65,6 +66,8 @@ pub struct EngineOptions {
     pub n_batch: usize,
     /// Compute threads (0 = all cores).
     pub threads: usize,
+    /// Quantized activations (fast, ggml's arithmetic) or f32 activations (exact math).
+    pub precision: ActivationPrecision,
 }
 
 impl Default for EngineOptions {
@@ -73,6 +76,7 @@ impl Default for EngineOptions {
             n_ctx: 0,
             n_batch: 512,
             threads: 0,
+            precision: ActivationPrecision::F32,
         }
     }
 }
@@ -193,6 +197,7 @@ impl Engine {
             EngineSettings {
                 n_batch: opts.n_batch,
                 n_ctx,
+                precision: opts.precision,
             },
             RequestQueue(rx),
         );

@@ -10,7 +10,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use chord_engine::{
-    Engine, EngineError, EngineOptions, Event, GenerateParams, SamplingParams, models,
+    ActivationPrecision, Engine, EngineError, EngineOptions, Event, GenerateParams, SamplingParams,
+    models,
 };
 use chord_resources::config::ModelConfig;
 use chord_resources::gguf::{GgufFile, Value};
@@ -108,6 +109,17 @@ struct ModelArgs {
     /// Context length (0 = model's, capped at 4096).
     #[arg(short = 'c', long = "ctx-size", default_value_t = 0)]
     ctx_size: usize,
+    /// Activations in matrix products: f32 (exact math, default) or q8 (ggml's int8 arithmetic, faster).
+    #[arg(long, default_value = "f32", value_parser = parse_precision)]
+    precision: ActivationPrecision,
+}
+
+fn parse_precision(s: &str) -> Result<ActivationPrecision, String> {
+    match s {
+        "f32" => Ok(ActivationPrecision::F32),
+        "q8" => Ok(ActivationPrecision::Q8),
+        _ => Err(format!("unknown precision {s:?} (f32 or q8)")),
+    }
 }
 
 #[derive(Args)]
@@ -249,6 +261,7 @@ fn load(common: &ModelArgs) -> Result<Engine, Box<dyn std::error::Error>> {
         EngineOptions {
             n_ctx: common.ctx_size,
             threads: common.threads,
+            precision: common.precision,
             ..Default::default()
         },
     );

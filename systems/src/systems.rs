@@ -14,6 +14,7 @@ use chord_resources::config::{FfnActivation, RopeScaling};
 use crate::batch::{CurrentLayer, SeqChunk, StepBatch};
 use crate::components::Event;
 use crate::components::*;
+use crate::kernels::matmul::ActivationPrecision;
 use crate::kernels::{activation, attention, matmul, norm, rope};
 use crate::sampling::{self, SamplingParams};
 use crate::weights::{ModelWeights, Projection};
@@ -41,6 +42,8 @@ pub struct EngineSettings {
     pub n_batch: usize,
     /// Most positions a sequence may hold (prompt + generated).
     pub n_ctx: usize,
+    /// Quantized (ggml-like, fast) or f32 (exact) activations in matrix products.
+    pub precision: ActivationPrecision,
 }
 
 impl Default for EngineSettings {
@@ -48,6 +51,7 @@ impl Default for EngineSettings {
         EngineSettings {
             n_batch: 512,
             n_ctx: 4096,
+            precision: ActivationPrecision::F32,
         }
     }
 }
@@ -214,18 +218,24 @@ fn resize(v: &mut Vec<f32>, n: usize) {
 }
 
 /// Run a projection: each part's output goes to its own buffer.
-fn project(weights: &ModelWeights, p: &Projection, x: &[f32], outs: &mut [&mut Vec<f32>]) {
+fn project(
+    weights: &ModelWeights,
+    p: &Projection,
+    x: &[f32],
+    outs: &mut [&mut Vec<f32>],
+    prec: ActivationPrecision,
+) {
     let n = x.len() / p.parts[0].cols;
     if p.parts.len() == outs.len() {
         for (part, out) in p.parts.iter().zip(outs.iter_mut()) {
             resize(out, n * part.rows);
-            matmul::matmul(part.view(weights), x, out);
+            matmul::matmul(part.view(weights), x, out, prec);
         }
     } else {
         // One fused tensor whose output is split column-wise among `outs`.
         let part = &p.parts[0];
         let mut fused = vec![0.0f32; n * part.rows];
-        matmul::matmul(part.view(weights), x, &mut fused);
+        matmul::matmul(part.view(weights), x, &mut fused, prec);
         let each = part.rows / outs.len();
         for (i, out) in outs.iter_mut().enumerate() {
             resize(out, n * each);
@@ -258,7 +268,9 @@ pub fn qkv_projection(
     weights: Res<ModelWeights>,
     layer: Res<CurrentLayer>,
     mut batch: ResMut<StepBatch>,
+    settings: Res<EngineSettings>,
 ) {
+    let prec = settings.precision;
     let b = &mut *batch;
     let lw = &weights.layers[layer.0];
     let c = &weights.config;
@@ -267,7 +279,7 @@ pub fn qkv_projection(
         let n = b.xn.len() / c.n_embd;
         let part = &lw.qkv.parts[0];
         let mut fused = vec![0.0f32; n * part.rows];
-        matmul::matmul(part.view(&weights), &b.xn, &mut fused);
+        matmul::matmul(part.view(&weights), &b.xn, &mut fused, prec);
         let (qd, kd, vd) = (c.q_dim(), c.k_dim(), c.v_dim());
         resize(&mut b.q, n * qd);
         resize(&mut b.k, n * kd);
@@ -284,6 +296,7 @@ pub fn qkv_projection(
             &lw.qkv,
             &b.xn,
             &mut [&mut b.q, &mut b.k, &mut b.v],
+            prec,
         );
     }
     if let Some(bias) = &lw.qkv_bias {
@@ -409,11 +422,13 @@ pub fn attn_output(
     weights: Res<ModelWeights>,
     layer: Res<CurrentLayer>,
     mut batch: ResMut<StepBatch>,
+    settings: Res<EngineSettings>,
 ) {
+    let prec = settings.precision;
     let b = &mut *batch;
     let lw = &weights.layers[layer.0];
     resize(&mut b.proj, b.x.len());
-    matmul::matmul(lw.attn_output.view(&weights), &b.attn, &mut b.proj);
+    matmul::matmul(lw.attn_output.view(&weights), &b.attn, &mut b.proj, prec);
     residual_add(
         &mut b.x,
         &mut b.proj,
@@ -445,16 +460,28 @@ pub fn ffn_norm(
 }
 
 /// `x += [post_norm](act(xn·Wgᵀ) ⊙ (xn·Wuᵀ) · Wdᵀ)`.
-pub fn ffn(weights: Res<ModelWeights>, layer: Res<CurrentLayer>, mut batch: ResMut<StepBatch>) {
+pub fn ffn(
+    weights: Res<ModelWeights>,
+    layer: Res<CurrentLayer>,
+    mut batch: ResMut<StepBatch>,
+    settings: Res<EngineSettings>,
+) {
+    let prec = settings.precision;
     let b = &mut *batch;
     let lw = &weights.layers[layer.0];
-    project(&weights, &lw.gate_up, &b.xn, &mut [&mut b.gate, &mut b.up]);
+    project(
+        &weights,
+        &lw.gate_up,
+        &b.xn,
+        &mut [&mut b.gate, &mut b.up],
+        prec,
+    );
     let act = match weights.config.ffn_activation {
         FfnActivation::Silu => activation::silu,
         FfnActivation::GeluTanh => activation::gelu_tanh,
     };
     activation::gated(&mut b.gate, &b.up, act);
-    matmul::matmul(lw.down.view(&weights), &b.gate, &mut b.proj);
+    matmul::matmul(lw.down.view(&weights), &b.gate, &mut b.proj, prec);
     residual_add(
         &mut b.x,
         &mut b.proj,
@@ -464,7 +491,12 @@ pub fn ffn(weights: Res<ModelWeights>, layer: Res<CurrentLayer>, mut batch: ResM
 }
 
 /// Final norm and LM head for the rows that need logits.
-pub fn compute_logits(weights: Res<ModelWeights>, mut batch: ResMut<StepBatch>) {
+pub fn compute_logits(
+    weights: Res<ModelWeights>,
+    mut batch: ResMut<StepBatch>,
+    settings: Res<EngineSettings>,
+) {
+    let prec = settings.precision;
     let b = &mut *batch;
     let c = &weights.config;
     let d = c.n_embd;
@@ -479,7 +511,7 @@ pub fn compute_logits(weights: Res<ModelWeights>, mut batch: ResMut<StepBatch>) 
         );
     }
     resize(&mut b.logits, n * c.n_vocab);
-    matmul::matmul(weights.output.view(&weights), &xs, &mut b.logits);
+    matmul::matmul(weights.output.view(&weights), &xs, &mut b.logits, prec);
     if let Some(cap) = c.final_logit_softcap {
         b.logits
             .iter_mut()

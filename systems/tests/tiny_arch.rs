@@ -134,7 +134,11 @@ fn ours(weights: ModelWeights, ids: &[u32], n_ctx: usize, n_batch: usize) -> Vec
     let n_vocab = weights.config.n_vocab;
     let (req_tx, req_rx) = unbounded();
     let mut world = World::new();
-    let settings = EngineSettings { n_batch, n_ctx };
+    let settings = EngineSettings {
+        n_batch,
+        n_ctx,
+        ..Default::default()
+    };
     init_world(
         &mut world,
         weights,

@@ -11,6 +11,14 @@ use minijinja::{Environment, Error, ErrorKind, syntax::SyntaxConfig};
 
 use super::TokenizerError;
 
+/// Fuel (minijinja: one per instruction, plus one per 64 bytes of data produced or
+/// processed) a render may use on top of [`FUEL_PER_INPUT_BYTE`] per byte of template and
+/// messages. Real chat templates need a few hundred per message; a template from an
+/// untrusted file must not be able to loop or allocate without bound.
+const FUEL_BASE: u64 = 10_000_000;
+/// Extra fuel per byte of template and message text, so long conversations always fit.
+const FUEL_PER_INPUT_BYTE: u64 = 4;
+
 /// One message of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatMessage {
@@ -52,6 +60,16 @@ pub fn render_chat_template(
         .build()
         .map_err(err)?;
     env.set_syntax(syntax);
+    let input_bytes = template.len()
+        + messages
+            .iter()
+            .map(|m| m.role.len() + m.content.len())
+            .sum::<usize>()
+        + bos.len()
+        + eos.len();
+    env.set_fuel(Some(FUEL_BASE.saturating_add(
+        (input_bytes as u64).saturating_mul(FUEL_PER_INPUT_BYTE),
+    )));
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.add_function("raise_exception", raise_exception);
     env.add_function("strftime_now", strftime_now);

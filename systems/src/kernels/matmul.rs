@@ -8,7 +8,20 @@
 use chord_resources::GgmlType;
 use chord_resources::quant;
 
-use super::parallel;
+use super::{parallel, qdot};
+
+/// How activations meet quantized weights.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ActivationPrecision {
+    /// Quantize activations to Q8_0 / Q8_1 / Q8_K and use integer dot products, as ggml does.
+    /// Faster, but as far from exact math as llama.cpp's own 8-bit arithmetic — and in a
+    /// different direction from any given llama.cpp build, so it agrees less often with it.
+    Q8,
+    /// Keep activations in f32 against the dequantized weights: exact math to ~5e-5, which is
+    /// what our fidelity bar against llama.cpp is measured with. The default.
+    #[default]
+    F32,
+}
 
 /// A borrowed quantized matrix.
 #[derive(Clone, Copy, Debug)]
@@ -38,12 +51,24 @@ impl WeightView<'_> {
 }
 
 /// `out = x · wᵀ` (see module docs). `x.len() == n·cols`, `out.len() == n·rows`.
-pub fn matmul(w: WeightView<'_>, x: &[f32], out: &mut [f32]) {
+/// F32/F16/BF16 weights always take the f32 path.
+pub fn matmul(w: WeightView<'_>, x: &[f32], out: &mut [f32], precision: ActivationPrecision) {
     let (m, k) = (w.rows, w.cols);
     let n = x.len() / k;
     debug_assert_eq!(x.len(), n * k);
     debug_assert_eq!(out.len(), n * m);
     if n == 0 {
+        return;
+    }
+    if precision == ActivationPrecision::Q8 && qdot::vec_dot_fn(w.ty).is_some() {
+        let mut act = Vec::new();
+        qdot::quantize_activations(w.ty, x, k, &mut act);
+        let parts = parallel::map_ranges(m, k * n, |range| {
+            let mut block = vec![0.0f32; n * range.len()];
+            qdot::matmul_rows(w.ty, w.data, m, k, &act, n, range, &mut block);
+            block
+        });
+        scatter(parts, n, m, out);
         return;
     }
     // Each part owns a contiguous range of weight rows and returns its [n × len] block.
@@ -58,6 +83,11 @@ pub fn matmul(w: WeightView<'_>, x: &[f32], out: &mut [f32]) {
         }
         block
     });
+    scatter(parts, n, m, out);
+}
+
+/// Copy per-range `[n × len]` blocks into their columns of `out` `[n × m]`.
+fn scatter(parts: Vec<(std::ops::Range<usize>, Vec<f32>)>, n: usize, m: usize, out: &mut [f32]) {
     for (range, block) in parts {
         let len = range.len();
         for r in 0..n {

@@ -149,4 +149,33 @@ mod tests {
         apply_rope(&mut z, 4, 4, RopeStyle::Neox, &a);
         assert!((z[2] - 7f32.sin()).abs() < 1e-6 && z[1] == 0.0);
     }
+
+    #[test]
+    fn yarn_keeps_fast_pairs_and_interpolates_slow_ones() {
+        // ggml: corr dims floor(20.94) and ceil(45.03) for 128 dims, 4096 context, base 1e4.
+        assert_eq!(yarn_corr_dims(128, 4096, 10000.0, 32.0, 1.0), [20.0, 46.0]);
+        let corr_dims = yarn_corr_dims(128, 4096, 10000.0, 32.0, 1.0);
+        let ext = RopeExt {
+            freq_scale: 0.25,
+            ext_factor: 1.0,
+            corr_dims,
+            attn_factor: 1.0,
+        };
+        let yarn = rope_angles_ext(100, 128, 10000.0, None, &ext);
+        let plain = rope_angles(100, 128, 10000.0, None, 1.0);
+        let linear = rope_angles(100, 128, 10000.0, None, 0.25);
+        let m = 1.0 + 0.1 * 4f32.ln();
+        // Pair 0 (below the ramp) keeps its angle, pair 63 (above it) is interpolated; both
+        // carry the magnitude 1 + 0.1 ln 4.
+        assert!((yarn.cos[0] - m * plain.cos[0]).abs() < 1e-5);
+        assert!((yarn.sin[63] - m * linear.sin[63]).abs() < 1e-5);
+        // Without YaRN, rope_angles_ext is rope_angles with cos/sin scaled by attn_factor.
+        let ext = RopeExt {
+            attn_factor: 2.0,
+            ..RopeExt::plain(0.5)
+        };
+        let a = rope_angles_ext(9, 16, 10000.0, Some(&[1.0, 3.0]), &ext);
+        let b = rope_angles(9, 16, 10000.0, Some(&[1.0, 3.0]), 0.5);
+        assert!(a.cos.iter().zip(&b.cos).all(|(x, y)| *x == 2.0 * y));
+    }
 }

@@ -145,8 +145,37 @@ pub fn available_isas() -> Vec<Isa> {
 }
 
 /// The ISA the kernels run with on this CPU: detected once, then cached.
+///
+/// The environment variable `CHORD_QDOT_ISA` (`avx512vnni`, `avx2`, `simd128` or `scalar`),
+/// read at that moment, caps it at a lower ISA for comparisons and debugging; a name this
+/// CPU cannot run, or an unknown one, is ignored.
 pub fn isa() -> Isa {
     best().isa
+}
+
+impl Isa {
+    /// The lower-case name `CHORD_QDOT_ISA` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512Vnni => "avx512vnni",
+            Isa::Simd128 => "simd128",
+        }
+    }
+}
+
+/// [`available_isas`], from the one `CHORD_QDOT_ISA` names (when it names one) down.
+fn allowed_isas() -> Vec<Isa> {
+    let mut isas = available_isas();
+    let wanted = std::env::var("CHORD_QDOT_ISA").unwrap_or_default();
+    if let Some(at) = isas
+        .iter()
+        .position(|isa| isa.name() == wanted.trim().to_ascii_lowercase())
+    {
+        isas.drain(..at);
+    }
+    isas
 }
 
 /// The kernels of `isa` for `ty`, if that ISA has them (no CPU check: see [`RowsFn`]).
@@ -173,7 +202,7 @@ struct Table {
 fn best() -> &'static Table {
     static TABLE: OnceLock<Table> = OnceLock::new();
     TABLE.get_or_init(|| {
-        let isas = available_isas();
+        let isas = allowed_isas();
         let rows = TYPES.map(|ty| {
             isas.iter()
                 .find_map(|&isa| rows_for(isa, ty))
@@ -274,7 +303,10 @@ fn check_lengths(s: Shape, w: &[u8], acts: &Acts<'_>, rows: usize, out: &[f32]) 
         acts.bytes.len()
     );
     if s.widened_scales() {
-        assert!(acts.scales.len() >= rows * s.nb, "qdot: missing activation scales");
+        assert!(
+            acts.scales.len() >= rows * s.nb,
+            "qdot: missing activation scales"
+        );
     }
 }
 

@@ -253,7 +253,9 @@ fn check_kernels(isa: Isa, ty: GgmlType, w: &[u8], act: &[u8], k: usize, what: &
     let n = act.len() / s.act_row;
     for rows in 1..=MAX_ROWS.min(n) {
         let mut out = vec![f32::NAN; rows];
-        with_acts(s, act, rows, |acts| run_rows(&kernels, s, w, acts, &mut out));
+        with_acts(s, act, rows, |acts| {
+            run_rows(&kernels, s, w, acts, &mut out)
+        });
         for (r, &got) in out.iter().enumerate() {
             let a = &act[r * s.act_row..(r + 1) * s.act_row];
             let reference = quant::dot_q8(ty, w, a).unwrap();

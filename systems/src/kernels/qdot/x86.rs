@@ -107,7 +107,10 @@ fn f16_bytes(x: f32) -> [u8; 2] {
 
 /// Row `r`'s activation blocks: `nb` blocks of `ATS` bytes from `bytes[r·stride]`.
 #[inline(always)]
-fn act_blocks<'a, const ATS: usize, const R: usize>(acts: &Acts<'a>, nb: usize) -> [&'a [[u8; ATS]]; R] {
+fn act_blocks<'a, const ATS: usize, const R: usize>(
+    acts: &Acts<'a>,
+    nb: usize,
+) -> [&'a [[u8; ATS]]; R] {
     std::array::from_fn(|r| &acts.bytes[r * acts.stride..].as_chunks::<ATS>().0[..nb])
 }
 
@@ -145,23 +148,17 @@ fn hsum_epi32(v: __m256i) -> i32 {
 }
 
 /// Per i32 lane, the sum of four adjacent `u[i]·s[i]` (u8 × i8; see the module docs on
-/// saturation). `VNNI` uses `vpdpbusd`, which never saturates: it is only instantiated inside
-/// the `*_vnni` entry points, whose target features make [`dpbusd`] inlinable.
+/// saturation).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn dot_u8i8<const VNNI: bool>(u: __m256i, s: __m256i) -> __m256i {
-    if VNNI {
-        // SAFETY: `VNNI = true` instances are only reachable from the `#[target_feature]`
-        // VNNI entry points below, which the dispatcher only uses after `detected_vnni()`.
-        unsafe { dpbusd(u, s) }
-    } else {
-        _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
-    }
+fn dot_u8i8(u: __m256i, s: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
 }
 
+/// [`dot_u8i8`] in one `vpdpbusd` (which does not saturate).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-fn dpbusd(u: __m256i, s: __m256i) -> __m256i {
+fn dot_u8i8_vnni(u: __m256i, s: __m256i) -> __m256i {
     _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
 }
 
@@ -288,83 +285,70 @@ fn legacy_block<const KIND: u8>(b: &[u8]) -> (__m256i, __m256, __m256) {
     }
 }
 
-/// Adds weight block `b` (block `i` of the row) times block `i` of each activation row to
-/// `acc` (and `m·s`, in every lane, to `summs` for the formats with an offset).
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-#[allow(clippy::too_many_arguments)]
-fn legacy_step<const KIND: u8, const ATS: usize, const VNNI: bool, const R: usize>(
-    b: &[u8],
-    acts: &[&[[u8; ATS]]; R],
-    scales: &[&[[f32; 2]]; R],
-    i: usize,
-    acc: &mut [__m256; R],
-    summs: &mut [__m256; R],
-) {
-    let (q, d, m) = legacy_block::<KIND>(b);
-    // Sign trick: |q| (u8) · (a with q's sign) (i8) = q·a.
-    let uq = if legacy_signed(KIND) {
-        _mm256_sign_epi8(q, q)
-    } else {
-        q
-    };
-    for r in 0..R {
-        let a: &[u8; ATS] = &acts[r][i];
-        let y = load32(at(a, ATS - 32));
-        let sy = if legacy_signed(KIND) {
-            _mm256_sign_epi8(y, q)
-        } else {
-            y
-        };
-        let p = _mm256_cvtepi32_ps(dot_u8i8::<VNNI>(uq, sy));
-        let [da, sa] = scales[r][i];
-        acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(da)), p, acc[r]);
-        if !legacy_signed(KIND) {
-            summs[r] = _mm256_fmadd_ps(m, _mm256_set1_ps(sa), summs[r]);
+/// Defines a legacy kernel `$kernel::<KIND, TS, ATS, R>` for `R` rows (`TS` bytes per weight
+/// block, `ATS` per activation block) compiled with `$features`, whose integer dot is `$dot`.
+/// Each instance carries its own feature set so that every helper inlines into it.
+macro_rules! legacy_kernel {
+    ($features:literal, $kernel:ident, $dot:ident) => {
+        #[target_feature(enable = $features)]
+        fn $kernel<const KIND: u8, const TS: usize, const ATS: usize, const R: usize>(
+            nb: usize,
+            w: &[u8],
+            acts: Acts<'_>,
+            out: &mut [f32],
+        ) {
+            let wb = &w.as_chunks::<TS>().0[..nb];
+            let scales = act_scales::<R>(&acts, nb);
+            let rows = act_blocks::<ATS, R>(&acts, nb);
+            // Two accumulator sets, for even and odd blocks, so consecutive blocks' FMAs
+            // don't wait on each other.
+            let mut acc = [[_mm256_setzero_ps(); R]; 2];
+            // `m·s` in every lane, for the formats with an offset.
+            let mut summs = [_mm256_setzero_ps(); R];
+            for i0 in (0..nb).step_by(2) {
+                for (h, acc) in acc.iter_mut().enumerate() {
+                    let i = i0 + h;
+                    if i >= nb {
+                        break;
+                    }
+                    let (q, d, m) = legacy_block::<KIND>(&wb[i]);
+                    // Sign trick: |q| (u8) · (a with q's sign) (i8) = q·a.
+                    let uq = if legacy_signed(KIND) {
+                        _mm256_sign_epi8(q, q)
+                    } else {
+                        q
+                    };
+                    for r in 0..R {
+                        let a: &[u8; ATS] = &rows[r][i];
+                        let y = load32(at(a, ATS - 32));
+                        let sy = if legacy_signed(KIND) {
+                            _mm256_sign_epi8(y, q)
+                        } else {
+                            y
+                        };
+                        let p = _mm256_cvtepi32_ps($dot(uq, sy));
+                        let [da, sa] = scales[r][i];
+                        acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(da)), p, acc[r]);
+                        if !legacy_signed(KIND) {
+                            summs[r] = _mm256_fmadd_ps(m, _mm256_set1_ps(sa), summs[r]);
+                        }
+                    }
+                }
+            }
+            for r in 0..R {
+                let sum = hsum_ps(_mm256_add_ps(acc[0][r], acc[1][r]));
+                out[r] = sum + _mm256_cvtss_f32(summs[r]);
+            }
         }
-    }
+    };
 }
 
-/// Legacy kernel for `R` rows: `TS` bytes per weight block, `ATS` per activation block.
-#[target_feature(enable = "avx2,fma,f16c")]
-fn legacy<const KIND: u8, const TS: usize, const ATS: usize, const VNNI: bool, const R: usize>(
-    nb: usize,
-    w: &[u8],
-    acts: Acts<'_>,
-    out: &mut [f32],
-) {
-    let wb = &w.as_chunks::<TS>().0[..nb];
-    let scales = act_scales::<R>(&acts, nb);
-    let acts = act_blocks::<ATS, R>(&acts, nb);
-    // Two accumulator sets, even and odd blocks, so consecutive FMAs don't wait on each other.
-    let mut even = [_mm256_setzero_ps(); R];
-    let mut odd = [_mm256_setzero_ps(); R];
-    let mut summs = [_mm256_setzero_ps(); R];
-    let mut i = 0;
-    while i + 1 < nb {
-        legacy_step::<KIND, ATS, VNNI, R>(&wb[i], &acts, &scales, i, &mut even, &mut summs);
-        legacy_step::<KIND, ATS, VNNI, R>(&wb[i + 1], &acts, &scales, i + 1, &mut odd, &mut summs);
-        i += 2;
-    }
-    if i < nb {
-        legacy_step::<KIND, ATS, VNNI, R>(&wb[i], &acts, &scales, i, &mut even, &mut summs);
-    }
-    for r in 0..R {
-        out[r] = hsum_ps(_mm256_add_ps(even[r], odd[r])) + _mm256_cvtss_f32(summs[r]);
-    }
-}
-
-/// [`legacy`] with `vpdpbusd` for the integer dots; the wider feature set lets the whole
-/// kernel (and [`dpbusd`]) inline here.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn legacy_vnni<const KIND: u8, const TS: usize, const ATS: usize, const R: usize>(
-    nb: usize,
-    w: &[u8],
-    acts: Acts<'_>,
-    out: &mut [f32],
-) {
-    legacy::<KIND, TS, ATS, true, R>(nb, w, acts, out)
-}
+legacy_kernel!("avx2,fma,f16c", legacy, dot_u8i8);
+legacy_kernel!(
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+    legacy_vnni,
+    dot_u8i8_vnni
+);
 
 // ---------------------------------------------------------------------------------------------
 // K-quants × Q8_K. A super-block is 8 runs of 32 elements; each run is unpacked once into 32
@@ -690,11 +674,11 @@ macro_rules! rows4 {
 /// The AVX2 kernels for `ty`.
 pub(super) fn rows(ty: GgmlType) -> Option<Rows> {
     let rows: Rows = match ty {
-        GgmlType::Q4_0 => rows4!(legacy, Q4_0, 18, 34, false),
-        GgmlType::Q4_1 => rows4!(legacy, Q4_1, 20, 36, false),
-        GgmlType::Q5_0 => rows4!(legacy, Q5_0, 22, 34, false),
-        GgmlType::Q5_1 => rows4!(legacy, Q5_1, 24, 36, false),
-        GgmlType::Q8_0 => rows4!(legacy, Q8_0, 34, 34, false),
+        GgmlType::Q4_0 => rows4!(legacy, Q4_0, 18, 34),
+        GgmlType::Q4_1 => rows4!(legacy, Q4_1, 20, 36),
+        GgmlType::Q5_0 => rows4!(legacy, Q5_0, 22, 34),
+        GgmlType::Q5_1 => rows4!(legacy, Q5_1, 24, 36),
+        GgmlType::Q8_0 => rows4!(legacy, Q8_0, 34, 34),
         GgmlType::Q2K => rows4!(q2_k),
         GgmlType::Q3K => rows4!(q3_k),
         GgmlType::Q4K => rows4!(q4_k),
