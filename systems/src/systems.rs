@@ -197,9 +197,6 @@ pub fn embed(weights: Res<ModelWeights>, mut batch: ResMut<StepBatch>) {
 /// Run the layer schedule once per layer.
 pub fn run_layers(world: &mut World) {
     let n_layer = world.resource::<ModelWeights>().config.n_layer;
-    if world.resource::<StepBatch>().n_rows() == 0 {
-        return;
-    }
     world.resource_scope(|world, mut layers: Mut<LayerSchedule>| {
         for il in 0..n_layer {
             world.resource_mut::<CurrentLayer>().0 = il;

@@ -119,6 +119,7 @@ mod tests {
             },
             &x,
             &mut out,
+            ActivationPrecision::F32,
         );
         for r in 0..n {
             for j in 0..m {
