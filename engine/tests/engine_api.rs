@@ -251,44 +251,44 @@ fn missing_and_invalid_model_files() {
     assert_eq!(err.to_string(), "unsupported architecture: mamba");
 }
 
-#[test]
-fn perplexity_matches_llama_cpp() {
-    let Some(path) = model("SmolLM2-135M-Instruct.Q4_1.gguf") else {
-        return;
-    };
-    let fx: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures_dir().join("perplexity.json")).unwrap(),
-    )
-    .unwrap();
+/// llama-perplexity's number for `model` at `n_ctx` must be matched within 1 %.
+fn check_perplexity(model_file: &str, fixture_model: &str, n_ctx: u64) {
+    let Some(path) = model(model_file) else { return };
+    let fx: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures_dir().join("perplexity.json")).unwrap()).unwrap();
     let text = std::fs::read_to_string(fixtures_dir().join("ppl-public.txt")).unwrap();
     let r = fx["results"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|r| r["model"] == "SmolLM2-135M-Instruct.Q4_1" && r["n_ctx"] == 128)
-        .expect("fixture for SmolLM2 Q4_1 n_ctx 128");
-    let mut engine = Engine::load(path).unwrap();
+        .find(|r| r["model"] == fixture_model && r["n_ctx"] == n_ctx)
+        .expect("perplexity fixture");
+    let mut engine = Engine::load_with(path, EngineOptions { n_ctx: n_ctx as usize, ..Default::default() }).unwrap();
     // The text's token ids double as a long tokenizer test.
-    let want_tokens: Vec<u32> = r["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
+    let want_tokens: Vec<u32> = r["tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
     assert_eq!(engine.tokenize(&text, true, false), want_tokens);
-    let p = engine.perplexity(&text, 128).unwrap();
+    let p = engine.perplexity(&text, n_ctx as usize).unwrap();
     let llama = r["ppl"].as_f64().unwrap();
     let exact = r["numpy_f64"]["ppl"].as_f64().unwrap();
     eprintln!(
-        "perplexity {:.4}: llama.cpp {llama:.4} ({:+.3}%), float64 {exact:.4} ({:+.3}%)",
+        "{fixture_model} n_ctx {n_ctx}: perplexity {:.4}; llama.cpp {llama:.4} ({:+.3}%), float64 {exact:.4} ({:+.3}%)",
         p.ppl,
         100.0 * (p.ppl / llama - 1.0),
         100.0 * (p.ppl / exact - 1.0)
     );
     assert_eq!(p.chunks.len() as u64, r["n_chunk"].as_u64().unwrap());
-    assert!(
-        (p.ppl / llama - 1.0).abs() < 0.01,
-        "perplexity {} vs llama.cpp {llama}",
-        p.ppl
-    );
+    assert!((p.ppl / llama - 1.0).abs() < 0.01, "perplexity {} vs llama.cpp {llama}", p.ppl);
+    assert!((p.ppl / exact - 1.0).abs() < 0.002, "perplexity {} vs float64 {exact}", p.ppl);
+}
+
+#[test]
+fn perplexity_smollm2_matches_llama_cpp() {
+    check_perplexity("SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct.Q4_1", 128);
+    check_perplexity("SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct.Q4_1", 512);
+}
+
+#[test]
+fn perplexity_qwen2_5_0_5b_matches_llama_cpp() {
+    check_perplexity("qwen2.5-coder-0.5b-instruct-awq-q4_k_m.gguf", "qwen2.5-coder-0.5b-instruct-awq-q4_k_m", 128);
+    check_perplexity("qwen2.5-coder-0.5b-instruct-awq-q4_k_m.gguf", "qwen2.5-coder-0.5b-instruct-awq-q4_k_m", 512);
 }

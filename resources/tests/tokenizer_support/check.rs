@@ -60,6 +60,8 @@ pub struct Loaded {
     /// texts of all tokens that are not plain `NORMAL` ones (control, user-defined,
     /// unknown, unused, byte tokens), to find in raw or model-side (escaped) text
     non_normal: Trie,
+    /// bytes that have no token of their own
+    missing_bytes: [bool; 256],
 }
 
 static LOADED: [OnceLock<Option<Loaded>>; 6] = [
@@ -97,10 +99,22 @@ pub fn vocab(i: usize) -> Option<&'static Loaded> {
                     non_normal.insert(text);
                 }
             }
+            // bytes without a token of their own (byte-level BPE: the byte's GPT-2
+            // character; SentencePiece: `<0xXX>`): llama.cpp drops them (or uses the
+            // unknown token), so text with them does not round-trip
+            let mut missing_bytes = [false; 256];
+            for (b, missing) in missing_bytes.iter_mut().enumerate() {
+                let text = match tok.model() {
+                    "gpt2" => gpt2_encode(&[b as u8]),
+                    _ => format!("<0x{b:02X}>").into_bytes(),
+                };
+                *missing = tok.token_id(&text).is_none();
+            }
             Some(Loaded {
                 name: VOCABS[i],
                 tok,
                 non_normal,
+                missing_bytes,
             })
         })
         .as_ref()
@@ -244,8 +258,10 @@ fn has_cleanup_pattern(t: &[u8]) -> bool {
 
 /// The round trip that holds in llama.cpp for valid UTF-8 text in which no token other
 /// than a plain `NORMAL` one (or a harmless user-defined one, see
-/// [`harmless_user_defined`]) can be found: such tokens are split out, or a merge can land
-/// on them, and their pieces are not their text (or are nothing):
+/// [`harmless_user_defined`]) can be found (such tokens are split out, or a merge can land
+/// on them, and their pieces are not their text, or are nothing) and whose bytes all have
+/// a token of their own (llama.cpp drops a byte without one; SentencePiece only needs them
+/// for the byte fallback, but requiring them always is simpler):
 /// * SentencePiece (`llama`): pieces concatenate to the text, after a space when the
 ///   vocabulary adds a space prefix (and the text is not empty); `detokenize` drops that
 ///   space again. Text containing `▁` is skipped (it is how spaces are escaped).
@@ -269,7 +285,10 @@ pub fn check_round_trip(v: &Loaded, text: &str) {
         "gpt2" => gpt2_encode(bytes),
         _ => return,
     };
-    if v.non_normal.occurs_in(bytes) || v.non_normal.occurs_in(&model_side) {
+    if v.non_normal.occurs_in(bytes)
+        || v.non_normal.occurs_in(&model_side)
+        || bytes.iter().any(|&b| v.missing_bytes[b as usize])
+    {
         return;
     }
     let ids = tok.encode(text, false, false);

@@ -8,7 +8,7 @@
 use chord_resources::GgmlType;
 use chord_resources::quant;
 
-use super::{parallel, qdot};
+use super::{fdot, parallel, qdot};
 
 /// How activations meet quantized weights.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -71,16 +71,11 @@ pub fn matmul(w: WeightView<'_>, x: &[f32], out: &mut [f32], precision: Activati
         scatter(parts, n, m, out);
         return;
     }
-    // Each part owns a contiguous range of weight rows and returns its [n × len] block.
+    // Each part owns a contiguous range of weight rows and returns its [n × len] block,
+    // computed by the fused decode-and-multiply f32 kernels.
     let parts = parallel::map_ranges(m, k * n, |range| {
-        let mut buf = vec![0.0f32; k];
         let mut block = vec![0.0f32; n * range.len()];
-        for (jj, j) in range.clone().enumerate() {
-            w.dequantize_row(j, &mut buf);
-            for r in 0..n {
-                block[r * range.len() + jj] = super::dot(&buf, &x[r * k..(r + 1) * k]);
-            }
-        }
+        fdot::matmul_rows_f32(w.ty, w.data, k, x, n, range, &mut block);
         block
     });
     scatter(parts, n, m, out);

@@ -3,6 +3,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod fdot;
 pub mod matmul;
 pub mod norm;
 pub mod parallel;

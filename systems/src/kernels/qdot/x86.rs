@@ -1,11 +1,15 @@
-//! x86-64 kernels: AVX2 + FMA + F16C.
+//! x86-64 kernels: AVX2 + FMA + F16C for every type, and the legacy formats once more with
+//! AVX-512 VNNI + VL (256-bit `vpdpbusd`).
 //!
 //! Every function here is a safe `#[target_feature]` function: calling one from code that
 //! has not established the features is `unsafe`, which only `mod.rs` does, after
-//! [`detected`]. Memory is only touched through the bounds-checked slice helpers below
-//! (`at`, `load16`, `load32`, `load8f`, `store32`), so the kernels themselves are safe code.
+//! [`detected`] / [`detected_vnni`]. Memory is only touched through the bounds-checked slice
+//! helpers below (`at`, `load16`, `load32`, `load8f`, `store32`), so the kernels themselves
+//! are safe code. Each kernel is compiled with exactly the features of its ISA so that every
+//! helper inlines into it (`#[inline(always)]` cannot be combined with `#[target_feature]`).
 //!
-//! Integer dots use `maddubs` (u8 × i8 → pairs of i16) then `madd` (pairs of i16 → i32).
+//! Integer dots use `maddubs` (u8 × i8 → pairs of i16) then `madd` (pairs of i16 → i32), or
+//! one `vpdpbusd` (u8 × i8, four products summed into i32, no saturation) with VNNI.
 //! `maddubs` saturates at ±32767; every caller keeps a pair's sum below that: 8-bit signed
 //! weights go through the sign trick (|w| ≤ 128, |a| ≤ 127 → 2·128·127 = 32512) and the
 //! unsigned K-quant fields are at most 63 (2·63·127 = 16002). Activations come from the
