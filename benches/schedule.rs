@@ -29,8 +29,17 @@ fn bench(c: &mut Criterion) {
     let weights = ModelWeights::from_gguf(Arc::new(file)).expect("weights");
     let (tx, rx) = unbounded();
     let mut world = World::new();
-    let settings = EngineSettings { n_ctx: 1 << 20, ..Default::default() };
-    init_world(&mut world, weights, Vocab::default(), settings, RequestQueue(rx));
+    let settings = EngineSettings {
+        n_ctx: 1 << 20,
+        ..Default::default()
+    };
+    init_world(
+        &mut world,
+        weights,
+        Vocab::default(),
+        settings,
+        RequestQueue(rx),
+    );
     let mut step = step_schedule();
     step.run(&mut world);
 
@@ -40,7 +49,9 @@ fn bench(c: &mut Criterion) {
         step.run(&mut world);
     }
     let empty = t.elapsed().as_secs_f64() / n as f64;
-    c.bench_function("empty_step (schedule overhead, 30 layers)", |b| b.iter(|| step.run(&mut world)));
+    c.bench_function("empty_step (schedule overhead, 30 layers)", |b| {
+        b.iter(|| step.run(&mut world))
+    });
 
     // One sequence decoding for ever (no EOS in a Vocab without flags, huge max_new_tokens).
     let (sink, events) = unbounded();
@@ -50,6 +61,7 @@ fn bench(c: &mut Criterion) {
         max_new_tokens: usize::MAX,
         stop_strings: vec![],
         score_all: false,
+        share_prefix: 0,
         sink,
     })
     .expect("queue");

@@ -11,6 +11,7 @@
 
 pub mod models;
 
+#[cfg(not(target_arch = "wasm32"))]
 use std::path::Path;
 use std::sync::Arc;
 
@@ -92,6 +93,9 @@ pub struct GenerateParams {
     pub add_special: bool,
     /// Recognise special tokens (`<|im_start|>` …) written in the prompt text.
     pub parse_special: bool,
+    /// Text the prompt starts with that many requests share (a persona or system prompt): its
+    /// K/V is computed once, cached, and copied into every later request that starts with it.
+    pub shared_prefix: Option<String>,
 }
 
 impl Default for GenerateParams {
@@ -102,6 +106,7 @@ impl Default for GenerateParams {
             stop: Vec::new(),
             add_special: true,
             parse_special: true,
+            shared_prefix: None,
         }
     }
 }
@@ -147,11 +152,14 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Memory-map and load a GGUF model with default options.
+    /// Memory-map and load a GGUF model with default options (not on wasm32: no files there;
+    /// use [`Engine::from_file`] with a streamed [`GgufFile`]).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn load(path: impl AsRef<Path>) -> Result<Engine, EngineError> {
         Self::load_with(path, EngineOptions::default())
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn load_with(path: impl AsRef<Path>, opts: EngineOptions) -> Result<Engine, EngineError> {
         let path = path.as_ref();
         let file = GgufFile::open(path).map_err(|source| EngineError::Open {
@@ -258,8 +266,16 @@ impl Engine {
         }
         params.sampling.validate(self.weights().config.n_vocab)?;
         self.check_prompt(&prompt, 0)?;
+        let share_prefix = match &params.shared_prefix {
+            Some(text) => {
+                let ids = self.tokenize(text, params.add_special, params.parse_special);
+                ids.iter().zip(&prompt).take_while(|(a, b)| a == b).count()
+            }
+            None => 0,
+        };
         let (tx, rx) = unbounded();
         let req = Request {
+            share_prefix,
             prompt,
             params: params.sampling.clone(),
             max_new_tokens: params.max_new_tokens,
@@ -386,6 +402,7 @@ impl Engine {
             max_new_tokens: 0,
             stop_strings: Vec::new(),
             score_all: true,
+            share_prefix: 0,
             sink: tx,
         };
         self.requests

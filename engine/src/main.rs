@@ -485,6 +485,7 @@ fn chat(common: ModelArgs, sampling: SamplingArgs, n: usize, system: Option<Stri
         stop: sampling.stop.clone(),
         add_special: false,
         parse_special: true,
+        shared_prefix: None,
     };
     eprintln!("chat: type a message, an empty line or Ctrl-D ends");
     let stdin = std::io::stdin();

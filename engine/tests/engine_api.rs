@@ -253,9 +253,13 @@ fn missing_and_invalid_model_files() {
 
 /// llama-perplexity's number for `model` at `n_ctx` must be matched within 1 %.
 fn check_perplexity(model_file: &str, fixture_model: &str, n_ctx: u64) {
-    let Some(path) = model(model_file) else { return };
-    let fx: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures_dir().join("perplexity.json")).unwrap()).unwrap();
+    let Some(path) = model(model_file) else {
+        return;
+    };
+    let fx: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures_dir().join("perplexity.json")).unwrap(),
+    )
+    .unwrap();
     let text = std::fs::read_to_string(fixtures_dir().join("ppl-public.txt")).unwrap();
     let r = fx["results"]
         .as_array()
@@ -263,9 +267,21 @@ fn check_perplexity(model_file: &str, fixture_model: &str, n_ctx: u64) {
         .iter()
         .find(|r| r["model"] == fixture_model && r["n_ctx"] == n_ctx)
         .expect("perplexity fixture");
-    let mut engine = Engine::load_with(path, EngineOptions { n_ctx: n_ctx as usize, ..Default::default() }).unwrap();
+    let mut engine = Engine::load_with(
+        path,
+        EngineOptions {
+            n_ctx: n_ctx as usize,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     // The text's token ids double as a long tokenizer test.
-    let want_tokens: Vec<u32> = r["tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let want_tokens: Vec<u32> = r["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
     assert_eq!(engine.tokenize(&text, true, false), want_tokens);
     let p = engine.perplexity(&text, n_ctx as usize).unwrap();
     let llama = r["ppl"].as_f64().unwrap();
@@ -277,18 +293,87 @@ fn check_perplexity(model_file: &str, fixture_model: &str, n_ctx: u64) {
         100.0 * (p.ppl / exact - 1.0)
     );
     assert_eq!(p.chunks.len() as u64, r["n_chunk"].as_u64().unwrap());
-    assert!((p.ppl / llama - 1.0).abs() < 0.01, "perplexity {} vs llama.cpp {llama}", p.ppl);
-    assert!((p.ppl / exact - 1.0).abs() < 0.002, "perplexity {} vs float64 {exact}", p.ppl);
+    assert!(
+        (p.ppl / llama - 1.0).abs() < 0.01,
+        "perplexity {} vs llama.cpp {llama}",
+        p.ppl
+    );
+    assert!(
+        (p.ppl / exact - 1.0).abs() < 0.002,
+        "perplexity {} vs float64 {exact}",
+        p.ppl
+    );
 }
 
 #[test]
 fn perplexity_smollm2_matches_llama_cpp() {
-    check_perplexity("SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct.Q4_1", 128);
-    check_perplexity("SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct.Q4_1", 512);
+    check_perplexity(
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "SmolLM2-135M-Instruct.Q4_1",
+        128,
+    );
+    check_perplexity(
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "SmolLM2-135M-Instruct.Q4_1",
+        512,
+    );
 }
 
 #[test]
 fn perplexity_qwen2_5_0_5b_matches_llama_cpp() {
-    check_perplexity("qwen2.5-coder-0.5b-instruct-awq-q4_k_m.gguf", "qwen2.5-coder-0.5b-instruct-awq-q4_k_m", 128);
-    check_perplexity("qwen2.5-coder-0.5b-instruct-awq-q4_k_m.gguf", "qwen2.5-coder-0.5b-instruct-awq-q4_k_m", 512);
+    check_perplexity(
+        "qwen2.5-coder-0.5b-instruct-awq-q4_k_m.gguf",
+        "qwen2.5-coder-0.5b-instruct-awq-q4_k_m",
+        128,
+    );
+    check_perplexity(
+        "qwen2.5-coder-0.5b-instruct-awq-q4_k_m.gguf",
+        "qwen2.5-coder-0.5b-instruct-awq-q4_k_m",
+        512,
+    );
+}
+
+#[test]
+fn shared_prefix_is_computed_once_and_changes_nothing() {
+    let Some(mut engine) = tiny() else { return };
+    let persona =
+        "<|im_start|>system\nYou are Brom, a grumpy blacksmith in a small village.<|im_end|>\n";
+    let questions = [
+        "Where is the inn?",
+        "Can you fix my sword?",
+        "What is your name?",
+    ];
+    let prompt =
+        |q: &str| format!("{persona}<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n");
+    let plain: Vec<_> = questions
+        .iter()
+        .map(|q| {
+            engine
+                .generate(&prompt(q), &GenerateParams::greedy(10))
+                .unwrap()
+        })
+        .collect();
+    let shared = GenerateParams {
+        shared_prefix: Some(persona.to_string()),
+        ..GenerateParams::greedy(10)
+    };
+    let first = engine.generate(&prompt(questions[0]), &shared).unwrap();
+    assert_eq!(
+        first.stats.n_prefix_reused, 0,
+        "the first request computes the prefix"
+    );
+    assert_eq!(first.ids, plain[0].ids);
+    let requests: Vec<_> = questions
+        .iter()
+        .map(|q| (prompt(q), shared.clone()))
+        .collect();
+    let outs = engine.generate_batch(&requests).unwrap();
+    let n_persona = engine.tokenize(persona, true, true).len();
+    for (o, p) in outs.iter().zip(&plain) {
+        assert_eq!(
+            o.ids, p.ids,
+            "greedy output must not change with a shared prefix"
+        );
+        assert_eq!(o.stats.n_prefix_reused, n_persona, "prefill tokens saved");
+    }
 }

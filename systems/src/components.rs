@@ -123,6 +123,8 @@ pub struct GenState {
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct SeqStats {
     pub n_prompt: usize,
+    /// Prompt tokens whose K/V came from the prefix cache (not evaluated again).
+    pub n_prefix_reused: usize,
     pub n_generated: usize,
     pub prefill_s: f64,
     pub decode_s: f64,
@@ -131,7 +133,7 @@ pub struct SeqStats {
 impl SeqStats {
     pub fn prefill_tok_s(&self) -> f64 {
         if self.prefill_s > 0.0 {
-            self.n_prompt as f64 / self.prefill_s
+            (self.n_prompt - self.n_prefix_reused) as f64 / self.prefill_s
         } else {
             0.0
         }

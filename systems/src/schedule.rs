@@ -119,5 +119,6 @@ pub fn init_world(
     world.insert_resource(queue);
     world.insert_resource(layers);
     world.init_resource::<StepBatch>();
+    world.init_resource::<crate::systems::PrefixCache>();
     world.init_resource::<CurrentLayer>();
 }

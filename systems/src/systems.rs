@@ -28,7 +28,86 @@ pub struct Request {
     pub stop_strings: Vec<String>,
     /// Teacher forcing: send logits of every position, generate nothing.
     pub score_all: bool,
+    /// The first `share_prefix` prompt tokens are a shared prefix (persona / system prompt):
+    /// their K/V are taken from [`PrefixCache`] when present, and stored there otherwise.
+    pub share_prefix: usize,
     pub sink: Sender<Event>,
+}
+
+/// K/V of shared prompt prefixes, computed once and copied into every later sequence that
+/// starts with the same tokens. Least recently used entries go first.
+#[derive(Resource, Debug)]
+pub struct PrefixCache {
+    pub entries: Vec<CachedPrefix>,
+    pub max_entries: usize,
+    clock: u64,
+}
+
+impl Default for PrefixCache {
+    fn default() -> Self {
+        PrefixCache {
+            entries: Vec::new(),
+            max_entries: 16,
+            clock: 0,
+        }
+    }
+}
+
+/// One cached prefix: its tokens and per-layer K/V rows.
+#[derive(Debug)]
+pub struct CachedPrefix {
+    pub tokens: Vec<u32>,
+    pub k: Vec<Vec<f32>>,
+    pub v: Vec<Vec<f32>>,
+    last_used: u64,
+}
+
+impl PrefixCache {
+    fn lookup(&mut self, tokens: &[u32]) -> Option<&CachedPrefix> {
+        self.clock += 1;
+        let clock = self.clock;
+        let e = self.entries.iter_mut().find(|e| e.tokens == tokens)?;
+        e.last_used = clock;
+        Some(e)
+    }
+
+    fn insert(&mut self, tokens: Vec<u32>, k: Vec<Vec<f32>>, v: Vec<Vec<f32>>) {
+        if self.entries.iter().any(|e| e.tokens == tokens) || self.max_entries == 0 {
+            return;
+        }
+        if self.entries.len() >= self.max_entries
+            && let Some(i) = self
+                .entries
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(i, _)| i)
+        {
+            self.entries.swap_remove(i);
+        }
+        self.clock += 1;
+        self.entries.push(CachedPrefix {
+            tokens,
+            k,
+            v,
+            last_used: self.clock,
+        });
+    }
+
+    /// Bytes held by all entries.
+    pub fn bytes(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|e| e.k.iter().chain(&e.v).map(|l| l.len() * 4).sum::<usize>())
+            .sum()
+    }
+}
+
+/// A sequence whose first `len` tokens are a shareable prefix; `stored` once the cache has it.
+#[derive(Component, Debug)]
+pub struct PrefixShare {
+    pub len: usize,
+    pub stored: bool,
 }
 
 /// Incoming requests.
@@ -81,16 +160,33 @@ pub fn admit_requests(
     queue: Res<RequestQueue>,
     weights: Res<ModelWeights>,
     settings: Res<EngineSettings>,
+    mut prefixes: ResMut<PrefixCache>,
 ) {
+    let c = &weights.config;
     for req in queue.0.try_iter() {
         let n_prompt = req.prompt.len();
-        commands.spawn((
+        let mut kv = KvCache::new(c.n_layer, settings.n_ctx);
+        let mut evaluated = Vec::with_capacity(n_prompt + req.max_new_tokens);
+        let mut pending = req.prompt;
+        // At least one prompt token is evaluated, so the last position has logits.
+        let share = req.share_prefix.min(n_prompt.saturating_sub(1));
+        let mut reused = 0;
+        if share > 0
+            && let Some(hit) = prefixes.lookup(&pending[..share])
+        {
+            kv.k.clone_from(&hit.k);
+            kv.v.clone_from(&hit.v);
+            kv.len = share;
+            evaluated.extend(pending.drain(..share));
+            reused = share;
+        }
+        let mut e = commands.spawn((
             Tokens {
-                evaluated: Vec::with_capacity(n_prompt + req.max_new_tokens),
-                pending: req.prompt,
+                evaluated,
+                pending,
                 n_prompt,
             },
-            KvCache::new(weights.config.n_layer, settings.n_ctx),
+            kv,
             SamplerState::new(req.params),
             GenState {
                 max_new_tokens: req.max_new_tokens,
@@ -101,6 +197,7 @@ pub fn admit_requests(
                 score_all: req.score_all,
                 stats: SeqStats {
                     n_prompt,
+                    n_prefix_reused: reused,
                     ..Default::default()
                 },
             },
@@ -111,6 +208,12 @@ pub fn admit_requests(
                 first_token: None,
             },
         ));
+        if share > 0 {
+            e.insert(PrefixShare {
+                len: share,
+                stored: reused > 0,
+            });
+        }
     }
 }
 
@@ -521,24 +624,38 @@ pub fn sample_tokens(
     mut commands: Commands,
     weights: Res<ModelWeights>,
     mut batch: ResMut<StepBatch>,
+    mut prefixes: ResMut<PrefixCache>,
     mut seqs: Query<(
         &mut Tokens,
         &mut KvCache,
         &mut SamplerState,
         &mut GenState,
         &OutputSink,
+        Option<&mut PrefixShare>,
     )>,
 ) {
     let b = &mut *batch;
-    let n_vocab = weights.config.n_vocab;
+    let c = &weights.config;
+    let n_vocab = c.n_vocab;
     for ch in &b.chunks {
-        let Ok((mut tokens, mut kv, mut sampler, mut gen_state, sink)) = seqs.get_mut(ch.entity)
+        let Ok((mut tokens, mut kv, mut sampler, mut gen_state, sink, share)) =
+            seqs.get_mut(ch.entity)
         else {
             continue;
         };
         let evaluated: Vec<u32> = tokens.pending.drain(..ch.n_rows).collect();
         tokens.evaluated.extend_from_slice(&evaluated);
         kv.len = ch.start_pos + ch.n_rows;
+        if let Some(mut share) = share
+            && !share.stored
+            && kv.len >= share.len
+        {
+            let (kd, vd, n) = (c.k_dim(), c.v_dim(), share.len);
+            let k = kv.k.iter().map(|l| l[..n * kd].to_vec()).collect();
+            let v = kv.v.iter().map(|l| l[..n * vd].to_vec()).collect();
+            prefixes.insert(tokens.evaluated[..n].to_vec(), k, v);
+            share.stored = true;
+        }
         let n_logits = ch.n_rows - ch.logits_from;
         if n_logits == 0 {
             continue;

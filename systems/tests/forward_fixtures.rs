@@ -64,6 +64,7 @@ impl Harness {
                 max_new_tokens: 0,
                 stop_strings: vec![],
                 score_all: true,
+                share_prefix: 0,
                 sink: tx,
             })
             .unwrap();

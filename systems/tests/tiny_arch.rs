@@ -155,6 +155,7 @@ fn ours(weights: ModelWeights, ids: &[u32], n_ctx: usize, n_batch: usize) -> Vec
             max_new_tokens: 0,
             stop_strings: vec![],
             score_all: true,
+            share_prefix: 0,
             sink: tx,
         })
         .unwrap();
