@@ -189,20 +189,3 @@ fn write_seed_corpus() {
     }
     println!("{n} seeds written to {}", dir.display());
 }
-
-#[test]
-fn tmp_time_corpus() {
-    let Some(dir) = std::env::var_os("TMP_TIME") else { return };
-    let mut by_mode = std::collections::BTreeMap::<u8, (u32, f64, f64)>::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let data = std::fs::read(e.unwrap().path()).unwrap();
-        let Some(&sel) = data.first() else { continue };
-        support::check(&data); // load
-        let t = std::time::Instant::now();
-        support::check(&data);
-        let dt = t.elapsed().as_secs_f64();
-        let m = by_mode.entry(sel & 7).or_default();
-        m.0 += 1; m.1 += dt; m.2 = m.2.max(dt);
-    }
-    for (k, (n, tot, max)) in by_mode { println!("mode {k}: n={n} avg={:.3}ms max={:.3}ms", tot / n as f64 * 1e3, max * 1e3); }
-}

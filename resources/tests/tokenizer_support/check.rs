@@ -12,7 +12,8 @@
 //!   `(add_special, parse_special)` combinations; every id must be in range and each id
 //!   list must decode the same through [`StreamDecoder`] (fed one id at a time) as through
 //!   `decode` / `detokenize`. For valid UTF-8 without special-token text, the llama.cpp
-//!   round trip of the vocabulary's kind is checked (see [`check_round_trip`]).
+//!   round trip of the vocabulary's kind is checked (see [`check_round_trip`]), and the
+//!   one with special tokens parsed and rendered (see [`check_special_round_trip`]).
 //! * `sel & 8` picks `special = true` for the decoders.
 //! * chat template: the payload (lossy UTF-8) is the template, rendered for a small
 //!   conversation; it must return `Ok` or `Err` (never panic, never run away: minijinja's
@@ -60,6 +61,9 @@ pub struct Loaded {
     /// texts of all tokens that are not plain `NORMAL` ones (control, user-defined,
     /// unknown, unused, byte tokens), to find in raw or model-side (escaped) text
     non_normal: Trie,
+    /// the same for `parse_special = true`: the tokens that are not split out of the text
+    /// cleanly (see [`splits_cleanly`]) and are not plain `NORMAL` ones
+    unsplittable: Trie,
     /// bytes that have no token of their own
     missing_bytes: [bool; 256],
 }
@@ -90,13 +94,21 @@ pub fn vocab(i: usize) -> Option<&'static Loaded> {
             let tok =
                 Tokenizer::from_gguf(&f).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             let mut non_normal = Trie::default();
+            let mut unsplittable = Trie::default();
             for id in 0..tok.n_vocab() as u32 {
                 let text = tok.token_text(id).expect("id in range");
                 let a = tok.token_attr(id);
-                if a != attr::NORMAL
-                    && !(a == attr::USER_DEFINED && harmless_user_defined(&tok, text))
-                {
+                if a == attr::NORMAL {
+                    continue;
+                }
+                let clean = splits_cleanly(&tok, text) && a & (attr::LSTRIP | attr::RSTRIP) == 0;
+                // split out with parse_special = false: user-defined tokens only
+                if !(clean && a == attr::USER_DEFINED) {
                     non_normal.insert(text);
+                }
+                // with parse_special = true: control, user-defined and unknown ones
+                if !(clean && a & (attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN) != 0) {
+                    unsplittable.insert(text);
                 }
             }
             // bytes without a token of their own (byte-level BPE: the byte's GPT-2
@@ -114,20 +126,22 @@ pub fn vocab(i: usize) -> Option<&'static Loaded> {
                 name: VOCABS[i],
                 tok,
                 non_normal,
+                unsplittable,
                 missing_bytes,
             })
         })
         .as_ref()
 }
 
-/// A user-defined token (no lstrip/rstrip) is split out of the raw text and its piece is
-/// its text, so it keeps the round trip, unless the vocabulary adds a space prefix after
-/// it or a merge on the model side can land on it (its text could occur there without
+/// Whether a special token (control, user-defined or unknown; split out of the raw text
+/// before the model runs, its piece is its text) keeps the round trip where it is split
+/// out, as far as its text goes: not when the vocabulary adds a space prefix after it, nor
+/// when a merge on the model side can land on it (its text could occur there without
 /// occurring in the raw text): SentencePiece text with `▁`, byte-level BPE text that is
-/// not plain ASCII.
-fn harmless_user_defined(tok: &Tokenizer, text: &[u8]) -> bool {
+/// not plain ASCII. (lstrip / rstrip attributes are checked by the caller.)
+fn splits_cleanly(tok: &Tokenizer, text: &[u8]) -> bool {
     match tok.model() {
-        "llama" => !tok.add_space_prefix() && !text.windows(3).any(|w| w == "\u{2581}".as_bytes()),
+        "llama" => !tok.add_space_prefix() && !contains(text, SPM_SPACE),
         "gpt2" => text.is_ascii(),
         _ => false,
     }
@@ -183,6 +197,7 @@ fn check_text(v: &Loaded, text: &[u8], special: bool) {
     }
     if let Ok(s) = std::str::from_utf8(text) {
         check_round_trip(v, s);
+        check_special_round_trip(v, s);
     }
 }
 
@@ -257,11 +272,11 @@ fn has_cleanup_pattern(t: &[u8]) -> bool {
 }
 
 /// The round trip that holds in llama.cpp for valid UTF-8 text in which no token other
-/// than a plain `NORMAL` one (or a harmless user-defined one, see
-/// [`harmless_user_defined`]) can be found (such tokens are split out, or a merge can land
-/// on them, and their pieces are not their text, or are nothing) and whose bytes all have
-/// a token of their own (llama.cpp drops a byte without one; SentencePiece only needs them
-/// for the byte fallback, but requiring them always is simpler):
+/// than a plain `NORMAL` one (or a user-defined one that [`splits_cleanly`]) can be found
+/// (such tokens are split out, or a merge can land on them, and their pieces are not
+/// their text, or are nothing) and whose bytes all have a token of their own (llama.cpp
+/// drops a byte without one; SentencePiece only needs them for the byte fallback, but
+/// requiring them always is simpler):
 /// * SentencePiece (`llama`): pieces concatenate to the text, after a space when the
 ///   vocabulary adds a space prefix (and the text is not empty); `detokenize` drops that
 ///   space again. Text containing `▁` is skipped (it is how spaces are escaped).
@@ -336,6 +351,12 @@ fn check_chat_template(sel: u8, payload: &[u8]) {
     let _ = render_chat_template(&template, &messages[..n], sel & 8 != 0, bos, eos);
 }
 
+const SPM_SPACE: &[u8] = "\u{2581}".as_bytes();
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
 /// GPT-2's byte-to-unicode map applied to UTF-8 bytes.
 fn gpt2_encode(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len() * 2);
@@ -404,5 +425,50 @@ impl Trie {
             }
             false
         })
+    }
+}
+
+/// With `parse_special = true` and `special = true` pieces, text with special-token texts
+/// in it round-trips too (in byte-level BPE vocabularies, and SentencePiece ones without
+/// a space prefix), as long as every token found in it is split out cleanly (see
+/// [`splits_cleanly`]) or a plain `NORMAL` one, and all its bytes have tokens.
+pub fn check_special_round_trip(v: &Loaded, text: &str) {
+    let tok = &v.tok;
+    let bytes = text.as_bytes();
+    let model_side: Vec<u8> = match tok.model() {
+        "llama" if !tok.add_space_prefix() => {
+            if text.contains('\u{2581}') {
+                return;
+            }
+            text.replace(' ', "\u{2581}").into_bytes()
+        }
+        "gpt2" => gpt2_encode(bytes),
+        _ => return,
+    };
+    if v.unsplittable.occurs_in(bytes)
+        || v.unsplittable.occurs_in(&model_side)
+        || bytes.iter().any(|&b| v.missing_bytes[b as usize])
+    {
+        return;
+    }
+    let ids = tok.encode(text, false, true);
+    let mut concat = Vec::new();
+    for &id in &ids {
+        concat.extend_from_slice(&tok.token_to_piece(id, true));
+    }
+    assert!(
+        concat == bytes,
+        "{}: pieces of encode({text:?}, parse_special) = {ids:?} give {:?}",
+        v.name,
+        String::from_utf8_lossy(&concat)
+    );
+    if tok.model() == "llama" || !has_cleanup_pattern(bytes) {
+        let detok = tok.detokenize(&ids, true);
+        assert!(
+            detok == bytes,
+            "{}: detokenize(encode({text:?}, parse_special), special) = {:?}",
+            v.name,
+            String::from_utf8_lossy(&detok)
+        );
     }
 }
