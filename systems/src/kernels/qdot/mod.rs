@@ -128,20 +128,25 @@ const fn activation_type(w_ty: GgmlType) -> Option<GgmlType> {
 
 /// The instruction sets this CPU can run, best first (always ends with [`Isa::Scalar`]).
 pub fn available_isas() -> Vec<Isa> {
-    let mut isas = Vec::new();
-    #[cfg(target_arch = "x86_64")]
-    {
-        if x86::detected_vnni() {
-            isas.push(Isa::Avx512Vnni);
-        }
-        if x86::detected() {
-            isas.push(Isa::Avx2);
-        }
+    [Isa::Avx512Vnni, Isa::Avx2, Isa::Simd128, Isa::Scalar]
+        .into_iter()
+        .filter(|&isa| supported(isa))
+        .collect()
+}
+
+/// Whether this CPU (x86: run-time detection) or build (wasm: `target_feature`) runs `isa`.
+fn supported(isa: Isa) -> bool {
+    match isa {
+        Isa::Scalar => true,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => x86::detected(),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => x86::detected_vnni(),
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        Isa::Simd128 => true,
+        #[allow(unreachable_patterns)]
+        _ => false,
     }
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    isas.push(Isa::Simd128);
-    isas.push(Isa::Scalar);
-    isas
 }
 
 /// The ISA the kernels run with on this CPU: detected once, then cached.
@@ -239,7 +244,7 @@ fn shape(w_ty: GgmlType, k: usize) -> Shape {
         .unwrap_or_else(|| panic!("qdot: no quantized-activation kernel for {w_ty}"));
     let bs = w_ty.block_size();
     assert!(
-        k % bs == 0,
+        k.is_multiple_of(bs),
         "qdot: k = {k} is not a multiple of the {w_ty} block size {bs}"
     );
     let nb = k / bs;
@@ -252,7 +257,7 @@ fn shape(w_ty: GgmlType, k: usize) -> Shape {
 }
 
 /// Blocks whose scales [`with_acts`] widens on the stack rather than in a `Vec`.
-const STACK_SCALES: usize = 256;
+const STACK_SCALES: usize = 128;
 
 /// Calls `f` with the first `n` activation rows of `act` (rows `s.act_row` apart) as
 /// [`Acts`], their f16 block scales widened to f32 first where the format has them.
@@ -340,7 +345,7 @@ pub fn quantize_activations(w_ty: GgmlType, x: &[f32], k: usize, out: &mut Vec<u
         return;
     }
     assert!(
-        x.len() % k == 0,
+        x.len().is_multiple_of(k),
         "qdot: {} activations are not whole rows of {k}",
         x.len()
     );

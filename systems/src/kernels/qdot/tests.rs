@@ -40,7 +40,7 @@ impl Rng {
         (0..n)
             .map(|_| {
                 let v = self.unit() * 2.0;
-                if self.next_u64() % 61 == 0 {
+                if self.next_u64().is_multiple_of(61) {
                     v * 40.0
                 } else {
                     v
@@ -157,6 +157,8 @@ fn this_cpu_uses_its_best_isa() {
         let avx2 = rows_for(Isa::Avx2, GgmlType::Q4K).unwrap();
         assert!(std::ptr::fn_addr_eq(k_kernels[0], avx2[0]));
     }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    assert_eq!(isas, [Isa::Simd128, Isa::Scalar]);
 }
 
 /// Quantize with `isa`'s quantizer, row by row.

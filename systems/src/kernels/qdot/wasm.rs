@@ -245,7 +245,7 @@ pub(super) fn quantize_row(act_ty: GgmlType, src: &[f32], dst: &mut [u8]) {
         GgmlType::Q8_0 | GgmlType::Q8_1 => {
             let ts = act_ty.type_size();
             assert!(
-                src.len() % 32 == 0 && dst.len() == src.len() / 32 * ts,
+                src.len().is_multiple_of(32) && dst.len() == src.len() / 32 * ts,
                 "qdot: quantize_row shapes"
             );
             for (x, y) in src.chunks_exact(32).zip(dst.chunks_exact_mut(ts)) {

@@ -831,7 +831,7 @@ fn quantize_q8_k_256(x: &[f32], y: &mut [u8; Q8K_BYTES]) {
 pub(super) fn quantize_row(act_ty: GgmlType, src: &[f32], dst: &mut [u8]) {
     let (bs, ts) = (act_ty.block_size(), act_ty.type_size());
     assert!(
-        src.len() % bs == 0 && dst.len() == src.len() / bs * ts,
+        src.len().is_multiple_of(bs) && dst.len() == src.len() / bs * ts,
         "qdot: quantize_row shapes"
     );
     match act_ty {
