@@ -327,10 +327,13 @@ fn project(
 ) {
     let n = x.len() / p.parts[0].cols;
     if p.parts.len() == outs.len() {
+        // Separate tensors: one dispatch for all of them.
         for (part, out) in p.parts.iter().zip(outs.iter_mut()) {
             resize(out, n * part.rows);
-            matmul::matmul(part.view(weights), x, out, prec);
         }
+        let views: Vec<_> = p.parts.iter().map(|t| t.view(weights)).collect();
+        let mut slices: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+        matmul::matmul_many(&views, x, &mut slices, prec);
     } else {
         // One fused tensor whose output is split column-wise among `outs`.
         let part = &p.parts[0];

@@ -53,32 +53,90 @@ impl WeightView<'_> {
 /// `out = x · wᵀ` (see module docs). `x.len() == n·cols`, `out.len() == n·rows`.
 /// F32/F16/BF16 weights always take the f32 path.
 pub fn matmul(w: WeightView<'_>, x: &[f32], out: &mut [f32], precision: ActivationPrecision) {
-    let (m, k) = (w.rows, w.cols);
+    matmul_many(&[w], x, &mut [out], precision);
+}
+
+/// Several products of the same activations in one parallel dispatch (Q, K and V; gate and
+/// up): `outs[i] = x · ws[i]ᵀ`. The weight rows of all matrices are split across threads as
+/// one range, and activations are quantized once per activation format.
+pub fn matmul_many(
+    ws: &[WeightView<'_>],
+    x: &[f32],
+    outs: &mut [&mut [f32]],
+    precision: ActivationPrecision,
+) {
+    let Some(k) = ws.first().map(|w| w.cols) else {
+        return;
+    };
     let n = x.len() / k;
     debug_assert_eq!(x.len(), n * k);
-    debug_assert_eq!(out.len(), n * m);
+    debug_assert!(ws.iter().all(|w| w.cols == k));
+    debug_assert!(
+        ws.iter()
+            .zip(outs.iter())
+            .all(|(w, o)| o.len() == n * w.rows)
+    );
     if n == 0 {
         return;
     }
-    if precision == ActivationPrecision::Q8 && qdot::vec_dot_fn(w.ty).is_some() {
-        let mut act = Vec::new();
-        qdot::quantize_activations(w.ty, x, k, &mut act);
-        let parts = parallel::map_ranges(m, k * n, |range| {
-            let mut block = vec![0.0f32; n * range.len()];
-            qdot::matmul_rows(w.ty, w.data, m, k, &act, n, range, &mut block);
-            block
-        });
-        scatter(parts, n, m, out);
-        return;
+    // Quantized activations, one buffer per activation format in use.
+    let mut acts: Vec<(GgmlType, Vec<u8>)> = Vec::new();
+    let act_of: Vec<Option<usize>> = ws
+        .iter()
+        .map(|w| {
+            if precision != ActivationPrecision::Q8 || qdot::vec_dot_fn(w.ty).is_none() {
+                return None;
+            }
+            let at = quant::activation_type(w.ty);
+            Some(match acts.iter().position(|(t, _)| *t == at) {
+                Some(i) => i,
+                None => {
+                    let mut buf = Vec::new();
+                    qdot::quantize_activations(w.ty, x, k, &mut buf);
+                    acts.push((at, buf));
+                    acts.len() - 1
+                }
+            })
+        })
+        .collect();
+    let mut offsets = Vec::with_capacity(ws.len() + 1);
+    offsets.push(0usize);
+    for w in ws {
+        offsets.push(offsets[offsets.len() - 1] + w.rows);
     }
-    // Each part owns a contiguous range of weight rows and returns its [n × len] block,
-    // computed by the fused decode-and-multiply f32 kernels.
-    let parts = parallel::map_ranges(m, k * n, |range| {
-        let mut block = vec![0.0f32; n * range.len()];
-        fdot::matmul_rows_f32(w.ty, w.data, k, x, n, range, &mut block);
-        block
+    let total = offsets[ws.len()];
+    let acts = &acts;
+    let parts = parallel::map_ranges(total, k * n, |range| {
+        let mut blocks = Vec::new();
+        for (pi, w) in ws.iter().enumerate() {
+            let (lo, hi) = (range.start.max(offsets[pi]), range.end.min(offsets[pi + 1]));
+            if lo >= hi {
+                continue;
+            }
+            let rows = lo - offsets[pi]..hi - offsets[pi];
+            let mut block = vec![0.0f32; n * rows.len()];
+            match act_of[pi] {
+                Some(ai) => qdot::matmul_rows(
+                    w.ty,
+                    w.data,
+                    w.rows,
+                    k,
+                    &acts[ai].1,
+                    n,
+                    rows.clone(),
+                    &mut block,
+                ),
+                None => fdot::matmul_rows_f32(w.ty, w.data, k, x, n, rows.clone(), &mut block),
+            }
+            blocks.push((pi, rows, block));
+        }
+        blocks
     });
-    scatter(parts, n, m, out);
+    for (_, blocks) in parts {
+        for (pi, rows, block) in blocks {
+            scatter(vec![(rows, block)], n, ws[pi].rows, outs[pi]);
+        }
+    }
 }
 
 /// Copy per-range `[n × len]` blocks into their columns of `out` `[n × m]`.
