@@ -13,7 +13,7 @@
 //! | ISA | file | types |
 //! |---|---|---|
 //! | x86-64 AVX2 + FMA + F16C (run-time detected) | `x86.rs` | F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K |
-//! | wasm32 simd128 (compile-time `target_feature`) | `wasm.rs` | Q4_0 Q4_1 Q5_0 Q8_0 |
+//! | wasm32 simd128 (compile-time `target_feature`) | `wasm.rs` | Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 |
 //! | portable: `quant::dequantize` into a stack buffer + [`super::dot`] | here | every type |
 //!
 //! A type (or a row length) a SIMD kernel does not cover takes the portable path.
@@ -51,15 +51,17 @@ pub enum Isa {
 
 /// The instruction sets this CPU can run, best first (always ends with [`Isa::Scalar`]).
 pub fn available_isas() -> Vec<Isa> {
-    let mut isas = Vec::new();
-    #[cfg(target_arch = "x86_64")]
-    if x86::detected() {
-        isas.push(Isa::Avx2);
-    }
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    isas.push(Isa::Simd128);
-    isas.push(Isa::Scalar);
-    isas
+    let simd: &[Option<Isa>] = &[
+        #[cfg(target_arch = "x86_64")]
+        x86::detected().then_some(Isa::Avx2),
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        Some(Isa::Simd128),
+    ];
+    simd.iter()
+        .flatten()
+        .copied()
+        .chain([Isa::Scalar])
+        .collect()
 }
 
 /// The ISA the kernels run with on this CPU: detected once, then cached.
@@ -122,7 +124,10 @@ fn matmul_rows_with(
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 if simd_ok && x86::supports(ty) => {
-            assert!(x86::detected(), "fdot: AVX2 kernels on a CPU without AVX2/FMA/F16C");
+            assert!(
+                x86::detected(),
+                "fdot: AVX2 kernels on a CPU without AVX2/FMA/F16C"
+            );
             // SAFETY: AVX2, FMA and F16C were just checked; `check` validated every length.
             unsafe { x86::matmul_rows(ty, w, s.row_bytes, k, x, n, rows, out_block) }
         }
@@ -131,6 +136,69 @@ fn matmul_rows_with(
             wasm::matmul_rows(ty, w, s.row_bytes, k, x, n, rows, out_block)
         }
         _ => matmul_rows_portable(s, w, x, n, rows, out_block),
+    }
+}
+
+/// The layout of the 32-element formats: `d: f16`, `m: f16` (if `MIN`), `qh: [u8; 4]` (if
+/// `BITS == 5`), then the quants (`BITS == 8`: 32 i8; else 16 bytes of nibbles, element `j`
+/// in the low nibble of byte `j`, element `j + 16` in the high one). Q4_0 = `<4, false>`,
+/// Q4_1 = `<4, true>`, Q5_0 = `<5, false>`, Q5_1 = `<5, true>`, Q8_0 = `<8, false>`. The
+/// SIMD files implement their decoders on it.
+struct Legacy<const BITS: u8, const MIN: bool>;
+
+impl<const BITS: u8, const MIN: bool> Legacy<BITS, MIN> {
+    /// Offset of `qh`.
+    const QH: usize = if MIN { 4 } else { 2 };
+    /// Offset of the quants.
+    const QS: usize = Self::QH + if BITS == 5 { 4 } else { 0 };
+    /// Block size in bytes.
+    const BLOCK_BYTES: usize = Self::QS + if BITS == 8 { 32 } else { 16 };
+    /// What the formats without a min subtract from the unsigned 4- and 5-bit quants.
+    const BIAS: i8 = if MIN || BITS == 8 { 0 } else { 1 << (BITS - 1) };
+}
+
+/// Weight bytes one tile of rows may span, so that a tile and [`MAX_ROWS`] activation rows
+/// stay in L1 while each of the tile's rows goes over each group of activation rows.
+const TILE_BYTES: usize = 8 * 1024;
+
+/// The loop the SIMD kernels share: `out[r·len + j − rows.start] = w_j · x_r`, with
+/// `dot(w_j, xs)` returning `w_j · xs[i]` in its first `xs.len()` (1..=[`MAX_ROWS`]) entries.
+/// Weight rows go in tiles of [`TILE_BYTES`]; each tile meets every group of up to
+/// `MAX_ROWS` activation rows before the next tile.
+///
+/// Inlined into each ISA's entry point, so that `dot` is compiled (and inlined) with its
+/// target features.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn tiled_rows(
+    w: &[u8],
+    row_bytes: usize,
+    k: usize,
+    x: &[f32],
+    n: usize,
+    rows: Range<usize>,
+    out: &mut [f32],
+    mut dot: impl FnMut(&[u8], &[&[f32]]) -> [f32; MAX_ROWS],
+) {
+    let len = rows.len();
+    let tile = (TILE_BYTES / row_bytes.max(1)).max(1);
+    let mut j0 = rows.start;
+    while j0 < rows.end {
+        let tile_rows = j0..(j0 + tile).min(rows.end);
+        let mut r0 = 0;
+        while r0 < n {
+            let rn = (n - r0).min(MAX_ROWS);
+            let xs: [&[f32]; MAX_ROWS] =
+                std::array::from_fn(|r| x.get((r0 + r) * k..(r0 + r + 1) * k).unwrap_or(&[]));
+            for j in tile_rows.clone() {
+                let res = dot(&w[j * row_bytes..(j + 1) * row_bytes], &xs[..rn]);
+                for (r, v) in res[..rn].iter().enumerate() {
+                    out[(r0 + r) * len + (j - rows.start)] = *v;
+                }
+            }
+            r0 += rn;
+        }
+        j0 = tile_rows.end;
     }
 }
 

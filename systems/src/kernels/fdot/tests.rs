@@ -34,7 +34,7 @@ impl Rng {
         (0..n)
             .map(|_| {
                 let v = self.unit() * 2.0;
-                if self.next_u64() % 61 == 0 {
+                if self.next_u64().is_multiple_of(61) {
                     v * 40.0
                 } else {
                     v
@@ -122,7 +122,10 @@ fn check_case(
         }
     }
     // Past `n × rows.len()` nothing is written.
-    assert!(out[n * len..].iter().all(|v| v.is_nan()), "{isa:?} {ty}: wrote past the block");
+    assert!(
+        out[n * len..].iter().all(|v| v.is_nan()),
+        "{isa:?} {ty}: wrote past the block"
+    );
 }
 
 #[test]
@@ -178,7 +181,15 @@ fn special_weight_values_follow_the_reference() {
         .take(64)
         .copied()
         .collect();
-    let x: Vec<f32> = (0..64).map(|i| if i % 8 == 7 { 0.0 } else { 1.0 - i as f32 / 64.0 }).collect();
+    let x: Vec<f32> = (0..64)
+        .map(|i| {
+            if i % 8 == 7 {
+                0.0
+            } else {
+                1.0 - i as f32 / 64.0
+            }
+        })
+        .collect();
     for isa in available_isas() {
         for ty in [GgmlType::F16, GgmlType::BF16, GgmlType::F32] {
             let vals: Vec<f32> = if ty == GgmlType::F16 {
@@ -216,10 +227,23 @@ fn public_entry_uses_the_detected_isa() {
 }
 
 #[test]
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+fn simd128_kernels_are_available() {
+    use GgmlType::*;
+    assert_eq!(available_isas(), [Isa::Simd128, Isa::Scalar]);
+    for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0] {
+        assert!(wasm::supports(ty), "{ty}");
+    }
+    assert!(!wasm::supports(Q4K) && !wasm::supports(F16));
+}
+
+#[test]
 #[cfg(target_arch = "x86_64")]
 fn x86_kernels_cover_the_weight_types() {
     use GgmlType::*;
-    for ty in [F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2K, Q3K, Q4K, Q5K, Q6K] {
+    for ty in [
+        F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2K, Q3K, Q4K, Q5K, Q6K,
+    ] {
         assert!(x86::supports(ty), "{ty}");
     }
     assert!(!x86::supports(Q8_1) && !x86::supports(Q8K));
@@ -264,16 +288,31 @@ fn rejects_short_output() {
 #[ignore = "benchmark"]
 fn throughput() {
     use std::time::Instant;
-    let (m, k) = (2048, 2048);
+    // FDOT_BENCH_MK=1536x576 sets the matrix (rows × columns); 2048 × 2048 by default.
+    let (m, k) = std::env::var("FDOT_BENCH_MK")
+        .ok()
+        .and_then(|v| {
+            let (m, k) = v.split_once('x')?;
+            Some((m.parse().ok()?, k.parse().ok()?))
+        })
+        .unwrap_or((2048, 2048));
     let mut rng = Rng(3);
+    // FDOT_BENCH_TYPES=q4_1,q8_0 limits the run to those types; FDOT_BENCH_FAST=1 to the
+    // detected ISA (for profiling).
+    let only = std::env::var("FDOT_BENCH_TYPES").unwrap_or_default();
+    let fast = std::env::var_os("FDOT_BENCH_FAST").is_some();
+    let isas = if fast { vec![isa()] } else { available_isas() };
     for ty in GgmlType::ALL {
+        if !only.is_empty() && !only.split(',').any(|t| t == ty.name()) {
+            continue;
+        }
         let w = weights(&mut rng, ty, m, k);
         for n in [1, 4] {
             let x = rng.activations(n * k);
             let mut out = vec![0.0f32; n * m];
             let time = |f: &mut dyn FnMut()| {
                 let mut best = f64::INFINITY;
-                for _ in 0..5 {
+                for _ in 0..if fast { 40 } else { 5 } {
                     let t = Instant::now();
                     f();
                     best = best.min(t.elapsed().as_secs_f64());
@@ -281,9 +320,13 @@ fn throughput() {
                 w.len() as f64 / best / 1e9
             };
             let mut line = format!("{:5} n={n}", ty.name());
-            for isa in available_isas() {
+            for &isa in &isas {
                 let gbs = time(&mut || matmul_rows_with(isa, ty, &w, k, &x, n, 0..m, &mut out));
                 line += &format!("  {isa:?} {gbs:6.2} GB/s");
+            }
+            if fast {
+                println!("{line}");
+                continue;
             }
             let rb = w.len() / m;
             let mut buf = vec![0.0f32; k];

@@ -1,23 +1,28 @@
 //! x86-64 kernels: AVX2 + FMA + F16C.
 //!
 //! Every format implements [`Format`]: a block is `RUNS` runs of 32 elements, and a run
-//! decodes to four `__m256` of weights. Quantized formats produce a run as 32 signed byte
-//! quants plus a scale and offset per 16-element half ([`Quants`]), which one shared helper
-//! ([`widen`]) turns into `q·d + m`; F32/F16/BF16 just load and convert. One generic kernel
+//! decodes to four `__m256` of weights. Quantized formats produce a run as 32 byte quants
+//! plus a scale and offset per 16-element half ([`Quants`]), which one shared helper
+//! ([`widen`]) turns into `q·d + m`; the centred formats (Q4_0, Q5_0, Q3_K, Q6_K) fold their
+//! centring into `m`, exactly. F32/F16/BF16 just load and convert. One generic kernel
 //! ([`dot_rows`]) multiplies the decoded runs into f32 accumulators for 1–4 activation rows.
 //!
-//! Every function here is a `#[target_feature]` function: only `mod.rs` calls into this file,
-//! after [`detected`]. Memory is touched only through the bounds-checked slice helpers below
-//! (`at`, `load16`, `load8f`, `load8f_bytes`), whose `unsafe` blocks each read exactly the
-//! array they are given.
+//! Every function here is a `#[target_feature]` function (the [`Format`] methods are
+//! `unsafe fn`s, as trait methods with target features must be): only `mod.rs` calls into
+//! this file, after [`detected`]. Memory is touched only through the bounds-checked slice
+//! helpers below (`at`, `load16`, `load8f`, `load8f_bytes`, `store8f`), whose `unsafe` blocks
+//! each access exactly the array they are given.
+//!
+//! Hot code calls closures only directly, never through `array::map` / `from_fn`: those std
+//! adapters have no target features, so a closure with intrinsics is not inlined into them
+//! and every call would cross a function boundary (spilling the vector registers).
 
 use std::arch::x86_64::*;
 use std::ops::Range;
 
 use chord_resources::GgmlType;
-use chord_resources::quant::get_scale_min_k4;
 
-use super::{MAX_ROWS, RUN};
+use super::{Legacy, MAX_ROWS, RUN, tiled_rows};
 
 /// Whether this CPU runs the kernels of this file.
 pub(super) fn detected() -> bool {
@@ -50,27 +55,21 @@ pub(super) fn matmul_rows(
     rows: Range<usize>,
     out: &mut [f32],
 ) {
-    let g = Gemm {
-        w,
-        row_bytes,
-        k,
-        x,
-        n,
-    };
+    let (r, o) = (rows, out);
     match ty {
-        GgmlType::F32 => g.run::<F32>(rows, out),
-        GgmlType::F16 => g.run::<F16>(rows, out),
-        GgmlType::BF16 => g.run::<Bf16>(rows, out),
-        GgmlType::Q4_0 => g.run::<Legacy<4, false>>(rows, out),
-        GgmlType::Q4_1 => g.run::<Legacy<4, true>>(rows, out),
-        GgmlType::Q5_0 => g.run::<Legacy<5, false>>(rows, out),
-        GgmlType::Q5_1 => g.run::<Legacy<5, true>>(rows, out),
-        GgmlType::Q8_0 => g.run::<Legacy<8, false>>(rows, out),
-        GgmlType::Q2K => g.run::<Q2K>(rows, out),
-        GgmlType::Q3K => g.run::<Q3K>(rows, out),
-        GgmlType::Q4K => g.run::<Q4K>(rows, out),
-        GgmlType::Q5K => g.run::<Q5K>(rows, out),
-        GgmlType::Q6K => g.run::<Q6K>(rows, out),
+        GgmlType::F32 => gemm::<F32>(w, row_bytes, k, x, n, r, o),
+        GgmlType::F16 => gemm::<F16>(w, row_bytes, k, x, n, r, o),
+        GgmlType::BF16 => gemm::<Bf16>(w, row_bytes, k, x, n, r, o),
+        GgmlType::Q4_0 => gemm::<Legacy<4, false>>(w, row_bytes, k, x, n, r, o),
+        GgmlType::Q4_1 => gemm::<Legacy<4, true>>(w, row_bytes, k, x, n, r, o),
+        GgmlType::Q5_0 => gemm::<Legacy<5, false>>(w, row_bytes, k, x, n, r, o),
+        GgmlType::Q5_1 => gemm::<Legacy<5, true>>(w, row_bytes, k, x, n, r, o),
+        GgmlType::Q8_0 => gemm::<Legacy<8, false>>(w, row_bytes, k, x, n, r, o),
+        GgmlType::Q2K => gemm::<Q2K>(w, row_bytes, k, x, n, r, o),
+        GgmlType::Q3K => gemm::<Q3K>(w, row_bytes, k, x, n, r, o),
+        GgmlType::Q4K => gemm::<Q4K>(w, row_bytes, k, x, n, r, o),
+        GgmlType::Q5K => gemm::<Q5K>(w, row_bytes, k, x, n, r, o),
+        GgmlType::Q6K => gemm::<Q6K>(w, row_bytes, k, x, n, r, o),
         other => panic!("fdot x86: no kernel for {other}"),
     }
 }
@@ -111,6 +110,13 @@ fn load8f_bytes(b: &[u8; 32]) -> __m256 {
     unsafe { _mm256_loadu_ps(b.as_ptr().cast()) }
 }
 
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn store8f(dst: &mut [f32; 8], v: __m256) {
+    // SAFETY: `dst` is 8 writable f32; `storeu` has no alignment requirement.
+    unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), v) }
+}
+
 /// The f16 in `b` widened (exact) into all eight lanes. Broadcasting the 16 bits before the
 /// conversion keeps it a pure vector sequence (no partial-register merge into an
 /// accumulator).
@@ -137,6 +143,27 @@ fn f16_to_f32(b: &[u8; 2]) -> f32 {
 fn field(v: __m128i, shift: usize, mask: u8) -> __m128i {
     let count = _mm_cvtsi32_si128(shift as i32);
     _mm_and_si128(_mm_srl_epi16(v, count), _mm_set1_epi8(mask as i8))
+}
+
+/// [`field`] of the 16 bytes at `off` and of those at `off + 16` of `s` (the two halves of a
+/// run).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn field_pair(s: &[u8], off: usize, shift: usize, mask: u8) -> [__m128i; 2] {
+    [
+        field(load16(at(s, off)), shift, mask),
+        field(load16(at(s, off + 16)), shift, mask),
+    ]
+}
+
+/// [`test_bit`] of the 16 bytes at `off` and of those at `off + 16` of `s`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn test_bit_pair(s: &[u8], off: usize, bit: usize) -> [__m128i; 2] {
+    [
+        test_bit(load16(at(s, off)), bit),
+        test_bit(load16(at(s, off + 16)), bit),
+    ]
 }
 
 /// 0xFF in each byte of `v` that has bit `bit` set, else 0.
@@ -249,7 +276,8 @@ impl Format for F32 {
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn run(b: &[u8], _: &(), _: usize) -> [__m256; 4] {
-        std::array::from_fn(|c| load8f_bytes(at(b, 32 * c)))
+        let f = |off| load8f_bytes(at(b, off));
+        [f(0), f(32), f(64), f(96)]
     }
 }
 
@@ -268,7 +296,8 @@ impl Format for F16 {
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn run(b: &[u8], _: &(), _: usize) -> [__m256; 4] {
-        std::array::from_fn(|c| _mm256_cvtph_ps(load16(at(b, 16 * c))))
+        let f = |off| _mm256_cvtph_ps(load16(at(b, off)));
+        [f(0), f(16), f(32), f(48)]
     }
 }
 
@@ -287,47 +316,39 @@ impl Format for Bf16 {
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn run(b: &[u8], _: &(), _: usize) -> [__m256; 4] {
-        std::array::from_fn(|c| {
-            let wide = _mm256_cvtepu16_epi32(load16(at(b, 16 * c)));
+        let f = |off| {
+            let wide = _mm256_cvtepu16_epi32(load16(at(b, off)));
             _mm256_castsi256_ps(_mm256_slli_epi32::<16>(wide))
-        })
+        };
+        [f(0), f(16), f(32), f(48)]
     }
 }
 
-/// The 32-element formats, laid out as `d: f16`, `m: f16` (if `MIN`), `qh: [u8; 4]` (if
-/// `BITS == 5`), then the quants (`BITS == 8`: 32 i8; else 16 bytes of nibbles). Q4_0 =
-/// `<4, false>`, Q4_1 = `<4, true>`, Q5_0 = `<5, false>`, Q5_1 = `<5, true>`, Q8_0 =
-/// `<8, false>`; the formats without a min are centred (`q − 8`, `q − 16`).
-struct Legacy<const BITS: u8, const MIN: bool>;
-
-impl<const BITS: u8, const MIN: bool> Legacy<BITS, MIN> {
-    const QH: usize = if MIN { 4 } else { 2 };
-    const QS: usize = Self::QH + if BITS == 5 { 4 } else { 0 };
-    const BIAS: i8 = if MIN || BITS == 8 { 0 } else { 1 << (BITS - 1) };
-}
-
-/// A block's `d` and `m` (zero without a min), in every lane.
+/// A block's `d` and `m`, in every lane.
 struct Scale {
     d: __m256,
     m: __m256,
 }
 
+/// The 32-element formats (see [`Legacy`] for the layout).
 impl<const BITS: u8, const MIN: bool> Format for Legacy<BITS, MIN> {
-    const BYTES: usize = Self::QS + if BITS == 8 { 32 } else { 16 };
+    const BYTES: usize = Self::BLOCK_BYTES;
     const RUNS: usize = 1;
     type Header = Scale;
 
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn header(b: &[u8]) -> Scale {
-        Scale {
-            d: f16x8(at(b, 0)),
-            m: if MIN {
-                f16x8(at(b, 2))
-            } else {
-                _mm256_setzero_ps()
-            },
-        }
+        let d = f16x8(at(b, 0));
+        // The centred formats' `(q − BIAS)·d` is `q·d + m` with `m = −BIAS·d`, exact (a power
+        // of two times d), so one fused multiply-add rounds it as the reference rounds
+        // `(q − BIAS)·d`, and the quants stay unsigned.
+        let m = if MIN {
+            f16x8(at(b, 2))
+        } else {
+            _mm256_mul_ps(d, _mm256_set1_ps(-f32::from(Self::BIAS)))
+        };
+        Scale { d, m }
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -342,10 +363,6 @@ impl<const BITS: u8, const MIN: bool> Format for Legacy<BITS, MIN> {
             let high = expand_bits(at(b, Self::QH));
             q = [fifth_bit(q[0], high[0]), fifth_bit(q[1], high[1])];
         }
-        if Self::BIAS != 0 {
-            let bias = _mm_set1_epi8(Self::BIAS);
-            q = q.map(|v| _mm_sub_epi8(v, bias));
-        }
         widen(Quants {
             q,
             d: [h.d; 2],
@@ -355,34 +372,79 @@ impl<const BITS: u8, const MIN: bool> Format for Legacy<BITS, MIN> {
 }
 
 /// A K-quant super-block's scales per 16-element group `g`: `value = q·d[g] + m[g]`
-/// (`d[g] = d·scale[g]`, `m[g] = −dmin·min[g]`, 0 without mins).
+/// (`d[g] = d·scale[g]`; `m[g]` see [`Offset`]).
 struct KScales {
     d: [f32; 16],
     m: [f32; 16],
 }
 
+/// Where a K-quant's offsets `m[g]` come from.
+enum Offset {
+    /// `−dmin·mins[g]`, the mins as 16 bytes (Q2_K, Q4_K, Q5_K).
+    Mins(f32, __m128i),
+    /// `−bias·d[g]`: Q3_K's and Q6_K's centring of their quants. `bias` is a power of two,
+    /// so `m[g]` is exact and one fused multiply-add of the unsigned quant rounds
+    /// `(q − bias)·d[g]` exactly as the reference does.
+    Bias(f32),
+}
+
 impl KScales {
-    /// `d·scales[g]` and `−dmin·mins[g]`.
-    #[inline(always)]
-    fn new(d: f32, scales: [i8; 16], mins: Option<(f32, [u8; 16])>) -> Self {
-        let (dmin, mins) = mins.unwrap_or((0.0, [0; 16]));
-        Self {
-            d: scales.map(|s| d * f32::from(s)),
-            m: mins.map(|v| -(dmin * f32::from(v))),
+    /// From the 16 group scales as signed bytes (every K-quant scale and min fits in i8).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    fn new(d: f32, scales: __m128i, offset: Offset) -> Self {
+        let mut out = Self {
+            d: [0.0; 16],
+            m: [0.0; 16],
+        };
+        let dv = bytes_times(scales, _mm256_set1_ps(d));
+        let mv = match offset {
+            Offset::Mins(dmin, mins) => bytes_times(mins, _mm256_set1_ps(-dmin)),
+            Offset::Bias(bias) => {
+                let f = _mm256_set1_ps(-bias);
+                [_mm256_mul_ps(dv[0], f), _mm256_mul_ps(dv[1], f)]
+            }
+        };
+        let (d8, _) = out.d.as_chunks_mut::<8>();
+        let (m8, _) = out.m.as_chunks_mut::<8>();
+        for i in 0..2 {
+            store8f(&mut d8[i], dv[i]);
+            store8f(&mut m8[i], mv[i]);
         }
+        out
     }
 
-    /// Q4_K / Q5_K: eight 6-bit (scale, min) pairs, one per 32 elements.
-    #[inline(always)]
+    /// Q4_K / Q5_K: eight 6-bit (scale, min) pairs, one per 32 elements, in the 12 bytes at
+    /// offset 4 (ggml's `get_scale_min_k4`, unpacked with its `kmask` word shuffle).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
     fn k4(b: &[u8], d: f32, dmin: f32) -> Self {
         let packed: &[u8; 12] = at(b, 4);
-        let pairs: [(u8, u8); 8] = std::array::from_fn(|j| get_scale_min_k4(j, packed));
-        Self::new(
-            d,
-            std::array::from_fn(|g| pairs[g / 2].0 as i8),
-            Some((dmin, std::array::from_fn(|g| pairs[g / 2].1))),
-        )
+        let u = |i: usize| u32::from_le_bytes(*at::<4>(packed, 4 * i));
+        let (u0, u1, u2) = (u(0), u(1), u(2));
+        const LOW6: u32 = 0x3f3f_3f3f;
+        const LOW4: u32 = 0x0f0f_0f0f;
+        const LOW2: u32 = 0x0303_0303;
+        // Scales 0..4 and mins 0..4 are the low 6 bits of bytes 0..4 and 4..8; pair j ≥ 4
+        // takes its low 4 bits from byte j + 4 and its top two from the top bits of bytes
+        // j − 4 (scale) and j (min).
+        let scales = [u0 & LOW6, (u2 & LOW4) | (((u0 >> 6) & LOW2) << 4)];
+        let mins = [u1 & LOW6, ((u2 >> 4) & LOW4) | (((u1 >> 6) & LOW2) << 4)];
+        // One value per 32 elements → one per 16-element group: each byte twice.
+        let per_group = |w: [u32; 2]| {
+            let v = _mm_cvtsi64_si128((u64::from(w[1]) << 32 | u64::from(w[0])) as i64);
+            _mm_unpacklo_epi8(v, v)
+        };
+        Self::new(d, per_group(scales), Offset::Mins(dmin, per_group(mins)))
     }
+}
+
+/// 16 signed bytes times `f`, as two vectors of 8 f32.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn bytes_times(v: __m128i, f: __m256) -> [__m256; 2] {
+    let times = |h| _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(h)), f);
+    [times(v), times(_mm_unpackhi_epi64(v, v))]
 }
 
 /// Run `r` of a K-quant block: quants `q` (element order), scales of groups `2r`, `2r + 1`.
@@ -402,8 +464,7 @@ fn k_run(q: [__m128i; 2], h: &KScales, r: usize) -> [__m256; 4] {
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn crumbs(qs: &[u8], r: usize) -> [__m128i; 2] {
-    let base = 32 * (r / 4);
-    [0, 16].map(|h| field(load16(at(qs, base + h)), 2 * (r % 4), 3))
+    field_pair(qs, 32 * (r / 4), 2 * (r % 4), 3)
 }
 
 /// Q2_K: `scales[16]` (low nibble scale, high nibble min), `qs[64]`, `d`, `dmin`.
@@ -417,11 +478,11 @@ impl Format for Q2K {
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn header(b: &[u8]) -> KScales {
-        let sc: &[u8; 16] = at(b, 0);
+        let sc = load16(at(b, 0));
         KScales::new(
             f16_to_f32(at(b, 80)),
-            sc.map(|s| (s & 0xF) as i8),
-            Some((f16_to_f32(at(b, 82)), sc.map(|s| s >> 4))),
+            field(sc, 0, 0x0F),
+            Offset::Mins(f16_to_f32(at(b, 82)), field(sc, 4, 0x0F)),
         )
     }
 
@@ -445,26 +506,35 @@ impl Format for Q3K {
     #[inline]
     unsafe fn header(b: &[u8]) -> KScales {
         let s: &[u8; 12] = at(b, 96);
-        // Scale i: low nibble of s[i % 8] (high half for i ≥ 8), high two bits from
-        // s[8 + i % 4] >> 2·(i / 4).
-        let scales = std::array::from_fn(|i| {
-            let low = if i < 8 { s[i] & 0xF } else { s[i - 8] >> 4 };
-            let high = (s[8 + i % 4] >> (2 * (i / 4))) & 3;
-            (low | (high << 4)) as i8 - 32
-        });
-        KScales::new(f16_to_f32(at(b, 108)), scales, None)
+        let u = |i: usize| u32::from_le_bytes(*at::<4>(s, 4 * i));
+        let (u0, u1, high) = (u(0), u(1), u(2));
+        const LOW4: u32 = 0x0f0f_0f0f;
+        const LOW2: u32 = 0x0303_0303;
+        // Scale i: low nibble of byte i % 8 (its high nibble for i ≥ 8), high two bits
+        // `s[8 + i % 4] >> 2·(i / 4)` (ggml's `kmask` word shuffle), minus 32.
+        let words = [
+            (u0 & LOW4) | ((high & LOW2) << 4),
+            (u1 & LOW4) | (((high >> 2) & LOW2) << 4),
+            ((u0 >> 4) & LOW4) | (((high >> 4) & LOW2) << 4),
+            ((u1 >> 4) & LOW4) | (((high >> 6) & LOW2) << 4),
+        ]
+        .map(|w| w as i32);
+        let scales = _mm_sub_epi8(
+            _mm_setr_epi32(words[0], words[1], words[2], words[3]),
+            _mm_set1_epi8(32),
+        );
+        KScales::new(f16_to_f32(at(b, 108)), scales, Offset::Bias(4.0))
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn run(b: &[u8], h: &KScales, r: usize) -> [__m256; 4] {
         let low = crumbs(at::<64>(b, 32), r);
+        // A set high bit adds 4 (and the offset subtracts 4 from every quant).
+        let set = test_bit_pair(b, 0, r);
         let four = _mm_set1_epi8(4);
-        let q = [0, 1].map(|i| {
-            let set = test_bit(load16(at(b, 16 * i)), r);
-            _mm_sub_epi8(low[i], _mm_andnot_si128(set, four))
-        });
-        k_run(q, h, r)
+        let q3 = |i: usize| _mm_or_si128(low[i], _mm_and_si128(set[i], four));
+        k_run([q3(0), q3(1)], h, r)
     }
 }
 
@@ -476,8 +546,7 @@ struct Q4K;
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn k4_nibbles(qs: &[u8; 128], r: usize) -> [__m128i; 2] {
-    let base = 32 * (r / 2);
-    [0, 16].map(|h| field(load16(at(qs, base + h)), 4 * (r % 2), 0x0F))
+    field_pair(qs, 32 * (r / 2), 4 * (r % 2), 0x0F)
 }
 
 impl Format for Q4K {
@@ -517,8 +586,8 @@ impl Format for Q5K {
     #[inline]
     unsafe fn run(b: &[u8], h: &KScales, r: usize) -> [__m256; 4] {
         let low = k4_nibbles(at(b, 48), r);
-        let q = [0, 1].map(|i| fifth_bit(low[i], test_bit(load16(at(b, 16 + 16 * i)), r)));
-        k_run(q, h, r)
+        let set = test_bit_pair(b, 16, r);
+        k_run([fifth_bit(low[0], set[0]), fifth_bit(low[1], set[1])], h, r)
     }
 }
 
@@ -535,21 +604,21 @@ impl Format for Q6K {
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn header(b: &[u8]) -> KScales {
-        let sc: &[u8; 16] = at(b, 192);
-        KScales::new(f16_to_f32(at(b, 208)), sc.map(|s| s as i8), None)
+        KScales::new(
+            f16_to_f32(at(b, 208)),
+            load16(at(b, 192)),
+            Offset::Bias(32.0),
+        )
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn run(b: &[u8], h: &KScales, r: usize) -> [__m256; 4] {
         let (hh, rr) = (r / 4, r % 4);
-        let bias = _mm_set1_epi8(32);
-        let q = [0, 16].map(|l| {
-            let low = field(load16(at(b, 64 * hh + 32 * (rr % 2) + l)), 4 * (rr / 2), 0x0F);
-            let high = field(load16(at(b, 128 + 32 * hh + l)), 2 * rr, 3);
-            _mm_sub_epi8(_mm_or_si128(low, _mm_slli_epi16::<4>(high)), bias)
-        });
-        k_run(q, h, r)
+        let low = field_pair(b, 64 * hh + 32 * (rr % 2), 4 * (rr / 2), 0x0F);
+        let high = field_pair(b, 128 + 32 * hh, 2 * rr, 3);
+        let q6 = |i: usize| _mm_or_si128(low[i], _mm_slli_epi16::<4>(high[i]));
+        k_run([q6(0), q6(1)], h, r)
     }
 }
 
@@ -582,60 +651,41 @@ fn dot_rows<F: Format, const R: usize>(w_row: &[u8], xs: [&[f32]; R]) -> [f32; R
             }
         }
     }
-    acc.map(|a| {
+    let mut out = [0.0f32; R];
+    for (o, a) in out.iter_mut().zip(&acc) {
         let mut s = a[0];
         for v in &a[1..lanes] {
             s = _mm256_add_ps(s, *v);
         }
-        hsum(s)
-    })
+        *o = hsum(s);
+    }
+    out
 }
 
-/// One matmul's operands: `w` rows of `row_bytes`, `x` `[n × k]`.
-struct Gemm<'a> {
-    w: &'a [u8],
+/// `out[r·len + j − rows.start] = w_j · x_r` for `F` weights (see
+/// [`super::matmul_rows_f32`]).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+fn gemm<F: Format>(
+    w: &[u8],
     row_bytes: usize,
     k: usize,
-    x: &'a [f32],
+    x: &[f32],
     n: usize,
-}
-
-/// Weight bytes a tile of rows may span, so that a tile and four activation rows stay in L1
-/// while the tile's rows go over each group of four activation rows.
-const TILE_BYTES: usize = 8 * 1024;
-
-impl Gemm<'_> {
-    /// `out[r·len + j − rows.start] = w_j · x_r` (see [`super::matmul_rows_f32`]).
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn run<F: Format>(&self, rows: Range<usize>, out: &mut [f32]) {
-        debug_assert!(self.k.is_multiple_of(F::RUNS * RUN));
-        debug_assert_eq!(self.row_bytes, self.k / (F::RUNS * RUN) * F::BYTES);
-        let len = rows.len();
-        let tile = (TILE_BYTES / self.row_bytes.max(1)).max(1);
-        let mut j0 = rows.start;
-        while j0 < rows.end {
-            let tile_rows = j0..(j0 + tile).min(rows.end);
-            let mut r0 = 0;
-            while r0 < self.n {
-                let rn = (self.n - r0).min(MAX_ROWS);
-                for j in tile_rows.clone() {
-                    let w_row = &self.w[j * self.row_bytes..(j + 1) * self.row_bytes];
-                    let x = |r: usize| &self.x[(r0 + r) * self.k..(r0 + r + 1) * self.k];
-                    let mut res = [0.0f32; MAX_ROWS];
-                    match rn {
-                        1 => res[..1].copy_from_slice(&dot_rows::<F, 1>(w_row, [x(0)])),
-                        2 => res[..2].copy_from_slice(&dot_rows::<F, 2>(w_row, [x(0), x(1)])),
-                        3 => res[..3]
-                            .copy_from_slice(&dot_rows::<F, 3>(w_row, [x(0), x(1), x(2)])),
-                        _ => res = dot_rows::<F, 4>(w_row, [x(0), x(1), x(2), x(3)]),
-                    }
-                    for (r, v) in res[..rn].iter().enumerate() {
-                        out[(r0 + r) * len + (j - rows.start)] = *v;
-                    }
-                }
-                r0 += rn;
-            }
-            j0 = tile_rows.end;
+    rows: Range<usize>,
+    out: &mut [f32],
+) {
+    debug_assert!(k.is_multiple_of(F::RUNS * RUN));
+    debug_assert_eq!(row_bytes, k / (F::RUNS * RUN) * F::BYTES);
+    tiled_rows(w, row_bytes, k, x, n, rows, out, |w_row, xs| {
+        let mut res = [0.0f32; MAX_ROWS];
+        match *xs {
+            [a] => res[..1].copy_from_slice(&dot_rows::<F, 1>(w_row, [a])),
+            [a, b] => res[..2].copy_from_slice(&dot_rows::<F, 2>(w_row, [a, b])),
+            [a, b, c] => res[..3].copy_from_slice(&dot_rows::<F, 3>(w_row, [a, b, c])),
+            [a, b, c, d] => res = dot_rows::<F, 4>(w_row, [a, b, c, d]),
+            _ => unreachable!("tiled_rows passes 1..=MAX_ROWS activation rows"),
         }
-    }
+        res
+    });
 }
