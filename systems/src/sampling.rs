@@ -331,7 +331,7 @@ mod tests {
         };
         // Token 1 has probability e^-3 relative to token 0: below min_p, never drawn.
         for _ in 0..200 {
-            assert_eq!(sample(&mut vec![3.0, 0.0], &[], &p, &mut rng), 0);
+            assert_eq!(sample(&mut [3.0, 0.0], &[], &p, &mut rng), 0);
         }
         let p = SamplingParams {
             temperature: 1.0,
@@ -341,7 +341,7 @@ mod tests {
             ..Default::default()
         };
         for _ in 0..200 {
-            assert_eq!(sample(&mut vec![0.0, 3.0, 0.0], &[], &p, &mut rng), 1);
+            assert_eq!(sample(&mut [0.0, 3.0, 0.0], &[], &p, &mut rng), 1);
         }
     }
 

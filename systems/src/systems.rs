@@ -622,6 +622,7 @@ pub fn compute_logits(
     }
 }
 
+#[allow(clippy::type_complexity)]
 /// Move evaluated rows into the caches' bookkeeping, then sample (or forward logits when scoring).
 pub fn sample_tokens(
     mut commands: Commands,

@@ -145,3 +145,23 @@ where
         }
     })
 }
+
+#[cfg(test)]
+mod overhead {
+    #[test]
+    #[ignore]
+    fn scope_overhead() {
+        super::init_compute_pool(2);
+        let n = 20000;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            super::for_ranges(2, 1 << 30, |r| {
+                std::hint::black_box(r);
+            });
+        }
+        eprintln!(
+            "scope round trip: {:.2} µs",
+            t.elapsed().as_secs_f64() * 1e6 / n as f64
+        );
+    }
+}
