@@ -5,7 +5,7 @@
 #   benches/compare-llama-cpp.sh [-t THREADS] [-p PP] [-n TG] [-r REPS] [MODEL...]
 #
 # Models default to the SmolLM2 / qwen / gemma files of the reference kit that are present in
-# $CHORD_MODELS. Needs `cargo build --release` and the kit's llama-ref (`$CHORD_REF/bin/ref`).
+# $CHORD_MODELS. Extra `chord bench` flags go in $CHORD_ARGS (e.g. "--precision q8"). Needs `cargo build --release` and the kit's llama-ref (`$CHORD_REF/bin/ref`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS=2 PP=128 TG=64 REPS=3
@@ -26,7 +26,7 @@ if [ $# -eq 0 ]; then
         "$M/derived/smollm2-135m-instruct-from-q4_1.q4_0.gguf" "$M/qwen2.5-coder-0.5b-instruct-awq-q4_k_m.gguf" \
         "$M/gemma-3-270m-q4_k_m.gguf" "$M/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
 fi
-echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), threads=$THREADS pp=$PP tg=$TG reps=$REPS"
+echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), threads=$THREADS pp=$PP tg=$TG reps=$REPS chord_args=${CHORD_ARGS:-}"
 printf "%-48s %12s %12s %7s %12s %12s %7s\n" model llama_pp chord_pp ratio llama_tg chord_tg ratio
 for model in "$@"; do
     [ -f "$model" ] || { echo "skip $model (absent)" >&2; continue; }
@@ -35,7 +35,7 @@ for model in "$@"; do
         r=$("$REF" bench "$model" "$THREADS" "$PP" "$TG" 1 2>/dev/null)
         lp+=("$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["runs"][0]["pp_tok_s"])' "$r")")
         lt+=("$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["runs"][0]["tg_tok_s"])' "$r")")
-        c=$("$CHORD" bench --model "$model" -t "$THREADS" -p "$PP" -n "$TG" --json 2>/dev/null)
+        c=$("$CHORD" bench --model "$model" -t "$THREADS" -p "$PP" -n "$TG" ${CHORD_ARGS:-} --json 2>/dev/null)
         cp+=("$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["prefill_tok_s"])' "$c")")
         ct+=("$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["decode_tok_s"])' "$c")")
     done
