@@ -294,6 +294,17 @@ impl Engine {
         !self.requests.is_empty() || self.active.iter(&self.world).next().is_some()
     }
 
+    /// Sequences admitted and not finished yet (each is an entity holding its KV cache).
+    pub fn active_sequences(&mut self) -> usize {
+        self.active.iter(&self.world).count()
+    }
+
+    /// Entities in the engine's world. Every request is one until it finishes or is cancelled,
+    /// so once idle this is back to its value after loading (a diagnostic for leaks).
+    pub fn entity_count(&self) -> u32 {
+        self.world.entity_count()
+    }
+
     /// Run one step of every active sequence.
     pub fn step(&mut self) {
         self.step.run(&mut self.world);

@@ -1,0 +1,457 @@
+//! The browser-independent part of the shell: streamed loading and a step-at-a-time generation
+//! that a Web Worker can interleave with its message loop (so a stop message gets through).
+//! Plain Rust, so it is unit-tested natively as well as in Chromium.
+
+use std::sync::Arc;
+
+use chord_engine::{
+    Engine, EngineError, EngineOptions, Event, FinishReason, GenerateParams, SamplingParams,
+};
+use chord_resources::gguf::{GgufError, GgufStreamLoader};
+use chord_resources::tokenizer::ChatMessage;
+use crossbeam_channel::Receiver;
+use web_time::Instant;
+
+/// Everything the shell can fail with; the bindings turn it into a JS `Error`.
+#[derive(Debug, thiserror::Error)]
+pub enum ShellError {
+    #[error("invalid model: {0}")]
+    Gguf(#[from] GgufError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("the loader has already built its engine")]
+    LoaderSpent,
+    #[error("a generation is already running (stop it first)")]
+    Busy,
+    #[error("the generation ended without a result")]
+    Disconnected,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Assembles a model from byte chunks as they arrive (download, OPFS, `File.stream()`), holding
+/// it exactly once: one buffer of the final size, filled in place.
+#[derive(Debug)]
+pub struct Loader {
+    inner: Option<GgufStreamLoader>,
+}
+
+impl Loader {
+    /// `expected_len`: the file's size when known (`Content-Length`, `File.size`); the buffer is
+    /// then sized by it and a header that does not fit fails at once.
+    pub fn new(expected_len: Option<u64>) -> Loader {
+        let mut l = GgufStreamLoader::new();
+        if let Some(n) = expected_len {
+            l = l.with_expected_len(n);
+        }
+        Loader { inner: Some(l) }
+    }
+
+    pub fn push(&mut self, chunk: &[u8]) -> Result<(), ShellError> {
+        self.inner
+            .as_mut()
+            .ok_or(ShellError::LoaderSpent)?
+            .push(chunk)?;
+        Ok(())
+    }
+
+    pub fn bytes_received(&self) -> u64 {
+        self.inner.as_ref().map_or(0, |l| l.bytes_received())
+    }
+
+    /// The final size, once known (announced, or read from the header).
+    pub fn total_len(&self) -> Option<u64> {
+        self.inner.as_ref().and_then(|l| l.total_len())
+    }
+
+    pub fn header_parsed(&self) -> bool {
+        self.inner.as_ref().is_some_and(|l| l.header_parsed())
+    }
+
+    /// Check the file is complete and build the engine around it (no copy).
+    pub fn finish(&mut self, opts: EngineOptions) -> Result<Session, ShellError> {
+        let loader = self.inner.take().ok_or(ShellError::LoaderSpent)?;
+        let file = loader.finish()?;
+        let t = Instant::now();
+        let engine = Engine::from_file(Arc::new(file), opts)?;
+        Ok(Session::new(engine, t.elapsed().as_secs_f64()))
+    }
+}
+
+/// What to generate.
+#[derive(Clone, Debug)]
+pub struct GenConfig {
+    pub max_new_tokens: usize,
+    pub sampling: SamplingParams,
+    pub stop: Vec<String>,
+}
+
+impl Default for GenConfig {
+    fn default() -> Self {
+        let p = GenerateParams::default();
+        GenConfig {
+            max_new_tokens: p.max_new_tokens,
+            sampling: p.sampling,
+            stop: p.stop,
+        }
+    }
+}
+
+/// The prompt of a generation.
+#[derive(Clone, Debug)]
+pub enum Prompt<'a> {
+    /// Raw text completion, tokenized as `chord generate` does (BOS as the model asks, special
+    /// tokens recognised).
+    Text(&'a str),
+    /// A conversation rendered with the model's chat template (generation prompt appended).
+    Chat(&'a [ChatMessage]),
+}
+
+/// The figures of one finished (or stopped) generation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    pub prompt_ids: Vec<u32>,
+    pub ids: Vec<u32>,
+    pub text: String,
+    pub finish: FinishReason,
+    /// Prompt evaluation time, from admission to the first token (engine clock).
+    pub prefill_s: f64,
+    /// From the first token to the end.
+    pub decode_s: f64,
+    pub prefill_tok_s: f64,
+    /// Tokens after the first per second of decoding (as `chord generate --json`).
+    pub decode_tok_s: f64,
+    /// From [`Session::start`] to the first token (tokenization included).
+    pub first_token_s: Option<f64>,
+    pub total_s: f64,
+}
+
+struct Active {
+    rx: Receiver<Event>,
+    run: Run,
+}
+
+/// What a running generation has produced so far.
+struct Run {
+    prompt_ids: Vec<u32>,
+    ids: Vec<u32>,
+    text: String,
+    started: Instant,
+    first_token: Option<Instant>,
+}
+
+impl Run {
+    fn report(
+        self,
+        finish: FinishReason,
+        stats: Option<chord_engine::SeqStats>,
+        now: Instant,
+    ) -> Report {
+        let first_token_s = self
+            .first_token
+            .map(|t| t.duration_since(self.started).as_secs_f64());
+        let (prefill_s, decode_s, prefill_tok_s, decode_tok_s) = match stats {
+            Some(s) => (s.prefill_s, s.decode_s, s.prefill_tok_s(), s.decode_tok_s()),
+            None => {
+                // Stopped: the engine's figures went to the dropped channel; use ours.
+                let prefill = first_token_s.unwrap_or(0.0);
+                let decode = self
+                    .first_token
+                    .map_or(0.0, |t| now.duration_since(t).as_secs_f64());
+                let n_prompt = self.prompt_ids.len() as f64;
+                let n_dec = self.ids.len().saturating_sub(1) as f64;
+                (
+                    prefill,
+                    decode,
+                    if prefill > 0.0 {
+                        n_prompt / prefill
+                    } else {
+                        0.0
+                    },
+                    if decode > 0.0 { n_dec / decode } else { 0.0 },
+                )
+            }
+        };
+        Report {
+            prompt_ids: self.prompt_ids,
+            ids: self.ids,
+            text: self.text,
+            finish,
+            prefill_s,
+            decode_s,
+            prefill_tok_s,
+            decode_tok_s,
+            first_token_s,
+            total_s: now.duration_since(self.started).as_secs_f64(),
+        }
+    }
+}
+
+/// A loaded engine and at most one running generation, advanced one engine step per
+/// [`Session::step`].
+pub struct Session {
+    engine: Engine,
+    active: Option<Active>,
+    last: Option<Report>,
+    build_s: f64,
+}
+
+impl Session {
+    pub fn new(engine: Engine, build_s: f64) -> Session {
+        Session {
+            engine,
+            active: None,
+            last: None,
+            build_s,
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Seconds `Engine::from_file` took (weights and tokenizer set up; the bytes were in).
+    pub fn build_s(&self) -> f64 {
+        self.build_s
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.active.is_some()
+    }
+
+    /// The last finished or stopped generation.
+    pub fn last_report(&self) -> Option<&Report> {
+        self.last.as_ref()
+    }
+
+    /// Queue a generation; tokens come out of [`Session::step`].
+    pub fn start(&mut self, prompt: Prompt<'_>, cfg: &GenConfig) -> Result<(), ShellError> {
+        if self.active.is_some() {
+            return Err(ShellError::Busy);
+        }
+        let started = Instant::now();
+        let (text, add_special) = match prompt {
+            Prompt::Text(t) => (t.to_string(), true),
+            Prompt::Chat(messages) => (self.engine.render_chat(messages)?, false),
+        };
+        let params = GenerateParams {
+            max_new_tokens: cfg.max_new_tokens,
+            sampling: cfg.sampling.clone(),
+            stop: cfg.stop.clone(),
+            add_special,
+            parse_special: true,
+            ..Default::default()
+        };
+        let prompt_ids = self.engine.tokenize(&text, add_special, true);
+        let rx = self.engine.submit(prompt_ids.clone(), &params)?;
+        self.active = Some(Active {
+            rx,
+            run: Run {
+                prompt_ids,
+                ids: Vec::new(),
+                text: String::new(),
+                started,
+                first_token: None,
+            },
+        });
+        Ok(())
+    }
+
+    /// Run one engine step (the whole prompt, or one new token) and hand each new token to
+    /// `on_token(id, text)`; `on_token` returning `false` stops the generation. Returns `true`
+    /// once the generation is over (also when none was running).
+    pub fn step(
+        &mut self,
+        mut on_token: impl FnMut(u32, &str) -> bool,
+    ) -> Result<bool, ShellError> {
+        let Some(active) = self.active.as_mut() else {
+            return Ok(true);
+        };
+        if self.engine.has_work() {
+            self.engine.step();
+        }
+        let mut done = None;
+        let mut keep_going = true;
+        for ev in active.rx.try_iter() {
+            match ev {
+                Event::Token { id, text } => {
+                    let run = &mut active.run;
+                    if run.first_token.is_none() {
+                        run.first_token = Some(Instant::now());
+                    }
+                    run.ids.push(id);
+                    run.text.push_str(&text);
+                    if !on_token(id, &text) {
+                        keep_going = false;
+                        break;
+                    }
+                }
+                Event::Done { reason, stats } => done = Some((reason, stats)),
+                Event::Logits { .. } => {}
+            }
+        }
+        if let Some((reason, stats)) = done {
+            if let Some(a) = self.active.take() {
+                self.last = Some(a.run.report(reason, Some(stats), Instant::now()));
+            }
+            return Ok(true);
+        }
+        if !keep_going {
+            self.stop();
+            return Ok(true);
+        }
+        if !self.engine.has_work() {
+            self.active = None;
+            return Err(ShellError::Disconnected);
+        }
+        Ok(false)
+    }
+
+    /// Stop the running generation (if any): its request is cancelled and the engine stepped
+    /// until idle (at most the rest of a prompt chunk). The report keeps what was generated.
+    pub fn stop(&mut self) {
+        let Some(active) = self.active.take() else {
+            return;
+        };
+        let now = Instant::now();
+        // Dropping the receiver makes the engine cancel the sequence at its next token.
+        drop(active.rx);
+        while self.engine.has_work() {
+            self.engine.step();
+        }
+        self.last = Some(active.run.report(FinishReason::Cancelled, None, now));
+    }
+
+    /// Run a generation to its end (tests, scripts): `start`, then `step` until done.
+    pub fn generate(
+        &mut self,
+        prompt: Prompt<'_>,
+        cfg: &GenConfig,
+        mut on_token: impl FnMut(u32, &str) -> bool,
+    ) -> Result<Report, ShellError> {
+        self.start(prompt, cfg)?;
+        while !self.step(&mut on_token)? {}
+        self.last.clone().ok_or(ShellError::Disconnected)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::tiny_model;
+
+    fn session() -> Session {
+        let bytes = tiny_model();
+        let mut l = Loader::new(Some(bytes.len() as u64));
+        for c in bytes.chunks(777) {
+            l.push(c).unwrap();
+        }
+        l.finish(EngineOptions {
+            n_ctx: 64,
+            threads: 1,
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    fn greedy(n: usize) -> GenConfig {
+        GenConfig {
+            max_new_tokens: n,
+            sampling: SamplingParams::greedy(),
+            stop: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn stepping_matches_blocking_generate() {
+        let mut s = session();
+        let mut seen = Vec::new();
+        let r = s
+            .generate(Prompt::Text("hello world"), &greedy(8), |id, _| {
+                seen.push(id);
+                true
+            })
+            .unwrap();
+        assert_eq!(r.ids, seen);
+        assert_eq!(r.ids.len(), 8);
+        assert_eq!(r.finish, FinishReason::Length);
+        let direct = Engine::from_bytes(
+            tiny_model(),
+            EngineOptions {
+                n_ctx: 64,
+                threads: 1,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .generate("hello world", &GenerateParams::greedy(8))
+        .unwrap();
+        assert_eq!(r.ids, direct.ids);
+        assert_eq!(r.prompt_ids, direct.prompt_ids);
+        assert!(r.first_token_s.is_some());
+    }
+
+    #[test]
+    fn stop_from_the_callback_and_from_outside() {
+        let mut s = session();
+        let r = s
+            .generate(Prompt::Text("abc"), &greedy(20), |_, _| false)
+            .unwrap();
+        assert_eq!(r.finish, FinishReason::Cancelled);
+        assert_eq!(r.ids.len(), 1);
+        assert!(!s.is_running());
+        s.start(Prompt::Text("abc"), &greedy(20)).unwrap();
+        assert!(matches!(
+            s.start(Prompt::Text("x"), &greedy(2)),
+            Err(ShellError::Busy)
+        ));
+        assert!(!s.step(|_, _| true).unwrap());
+        assert!(!s.step(|_, _| true).unwrap());
+        s.stop();
+        let r = s.last_report().unwrap();
+        assert_eq!(r.finish, FinishReason::Cancelled);
+        assert_eq!(r.ids.len(), 2);
+        // The engine is idle and usable again.
+        let again = s.generate(Prompt::Text("abc"), &greedy(3), |_, _| true);
+        assert_eq!(again.unwrap().ids.len(), 3);
+        // Stepping or stopping with nothing running is harmless.
+        assert!(s.step(|_, _| true).unwrap());
+        s.stop();
+    }
+
+    #[test]
+    fn chat_prompt_uses_the_template() {
+        let mut s = session();
+        let msgs = [ChatMessage::new("user", "hi")];
+        let r = s
+            .generate(Prompt::Chat(&msgs), &greedy(2), |_, _| true)
+            .unwrap();
+        let rendered = s.engine().render_chat(&msgs).unwrap();
+        assert_eq!(r.prompt_ids, s.engine().tokenize(&rendered, false, true));
+    }
+
+    #[test]
+    fn loader_errors_are_values() {
+        let mut l = Loader::new(None);
+        assert!(l.push(b"not a gguf file at all, definitely not").is_err());
+        let mut l = Loader::new(None);
+        assert!(matches!(
+            l.finish(EngineOptions::default()),
+            Err(ShellError::Gguf(_))
+        ));
+        assert!(matches!(l.push(b"x"), Err(ShellError::LoaderSpent)));
+        // Truncated: the header is fine but the data never arrives.
+        let bytes = tiny_model();
+        let mut l = Loader::new(Some(bytes.len() as u64));
+        l.push(&bytes[..bytes.len() / 2]).unwrap();
+        assert!(l.header_parsed());
+        assert_eq!(l.total_len(), Some(bytes.len() as u64));
+        assert!(l.finish(EngineOptions::default()).is_err());
+        // Invalid sampling parameters are refused before anything runs.
+        let mut s = session();
+        let mut cfg = greedy(2);
+        cfg.sampling.top_p = 2.0;
+        assert!(s.start(Prompt::Text("a"), &cfg).is_err());
+        assert!(!s.is_running());
+    }
+}
