@@ -180,7 +180,9 @@ fn run_fixture(name: &str, precision: ActivationPrecision) -> Option<Figures> {
 /// it is not the default.
 fn check_quantized(name: &str) {
     for precision in [ActivationPrecision::F32, ActivationPrecision::Q8] {
-        let Some(f) = run_fixture(name, precision) else { return };
+        let Some(f) = run_fixture(name, precision) else {
+            return;
+        };
         let rate = f.agree_llamacpp as f64 / f.positions as f64;
         let exact = f.exact_math_agree_llamacpp as f64 / f.positions as f64;
         let vs_numpy = f.agree_numpy as f64 / f.positions as f64;
@@ -190,12 +192,26 @@ fn check_quantized(name: &str) {
                     rate >= 0.95f64.min(exact),
                     "{name}: top-1 agreement with llama.cpp {rate:.3} below both 0.95 and exact math's {exact:.3}"
                 );
-                assert!(f.max_abs_numpy <= 2e-3, "{name}: logits off float64 by {}", f.max_abs_numpy);
+                assert!(
+                    f.max_abs_numpy <= 2e-3,
+                    "{name}: logits off float64 by {}",
+                    f.max_abs_numpy
+                );
             }
             ActivationPrecision::Q8 => {
-                assert!(rate >= 0.90, "{name} q8: top-1 agreement with llama.cpp {rate:.3}");
-                assert!(vs_numpy >= 0.85, "{name} q8: top-1 agreement with float64 {vs_numpy:.3}");
-                assert!(f.max_abs_numpy <= 4.0, "{name} q8: logits off float64 by {}", f.max_abs_numpy);
+                assert!(
+                    rate >= 0.90,
+                    "{name} q8: top-1 agreement with llama.cpp {rate:.3}"
+                );
+                assert!(
+                    vs_numpy >= 0.85,
+                    "{name} q8: top-1 agreement with float64 {vs_numpy:.3}"
+                );
+                assert!(
+                    f.max_abs_numpy <= 4.0,
+                    "{name} q8: logits off float64 by {}",
+                    f.max_abs_numpy
+                );
             }
         }
     }
