@@ -5,6 +5,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 kit=${CHORD_REFERENCE_KIT:-$here/../shared/reference}
+[ -d "$kit" ] || [ ! -d "$here/shared/reference" ] || kit=$here/shared/reference
 if [ ! -d "$kit" ]; then
     echo "reference kit not found at $kit (set CHORD_REFERENCE_KIT)" >&2
     exit 1

@@ -25,7 +25,7 @@ use chord_systems::schedule::{init_world, step_schedule};
 use chord_systems::systems::{EngineSettings, Request, RequestQueue, Vocab};
 use chord_systems::weights::{ModelWeights, WeightsError};
 
-pub use chord_systems::components::{Event, FinishReason, SeqStats};
+pub use chord_systems::components::{Event, FinishReason, KvPrecision, SeqStats};
 pub use chord_systems::kernels::matmul::ActivationPrecision;
 pub use chord_systems::sampling::{InvalidParam, SamplingParams};
 
@@ -69,6 +69,8 @@ pub struct EngineOptions {
     pub threads: usize,
     /// Quantized activations (fast, ggml's arithmetic) or f32 activations (exact math).
     pub precision: ActivationPrecision,
+    /// K/V cache element type (f32 exact, f16 half the memory).
+    pub kv_precision: KvPrecision,
 }
 
 impl Default for EngineOptions {
@@ -78,6 +80,7 @@ impl Default for EngineOptions {
             n_batch: 512,
             threads: 0,
             precision: ActivationPrecision::F32,
+            kv_precision: KvPrecision::F32,
         }
     }
 }
@@ -206,6 +209,7 @@ impl Engine {
                 n_batch: opts.n_batch,
                 n_ctx,
                 precision: opts.precision,
+                kv_precision: opts.kv_precision,
             },
             RequestQueue(rx),
         );

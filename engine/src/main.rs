@@ -10,8 +10,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use chord_engine::{
-    ActivationPrecision, Engine, EngineError, EngineOptions, Event, GenerateParams, SamplingParams,
-    models,
+    ActivationPrecision, Engine, EngineError, EngineOptions, Event, GenerateParams, KvPrecision,
+    SamplingParams, models,
 };
 use chord_resources::config::ModelConfig;
 use chord_resources::gguf::{GgufFile, Value};
@@ -112,6 +112,17 @@ struct ModelArgs {
     /// Activations in matrix products: f32 (exact math, default) or q8 (ggml's int8 arithmetic, faster).
     #[arg(long, default_value = "f32", value_parser = parse_precision)]
     precision: ActivationPrecision,
+    /// K/V cache type: f32 (default) or f16 (half the memory).
+    #[arg(long = "kv", default_value = "f32", value_parser = parse_kv)]
+    kv: KvPrecision,
+}
+
+fn parse_kv(s: &str) -> Result<KvPrecision, String> {
+    match s {
+        "f32" => Ok(KvPrecision::F32),
+        "f16" => Ok(KvPrecision::F16),
+        _ => Err(format!("unknown K/V cache type {s:?} (f32 or f16)")),
+    }
 }
 
 fn parse_precision(s: &str) -> Result<ActivationPrecision, String> {
@@ -262,6 +273,7 @@ fn load(common: &ModelArgs) -> Result<Engine, Box<dyn std::error::Error>> {
             n_ctx: common.ctx_size,
             threads: common.threads,
             precision: common.precision,
+            kv_precision: common.kv,
             ..Default::default()
         },
     );

@@ -377,3 +377,30 @@ fn shared_prefix_is_computed_once_and_changes_nothing() {
         assert_eq!(o.stats.n_prefix_reused, n_persona, "prefill tokens saved");
     }
 }
+
+#[test]
+fn f16_kv_cache_halves_memory_and_keeps_greedy_output() {
+    let Some(path) = model("derived/tiny-smollm2-4L-q8_0.gguf") else {
+        return;
+    };
+    let mut a = Engine::load(&path).unwrap();
+    let opts = EngineOptions {
+        kv_precision: chord_engine::KvPrecision::F16,
+        ..Default::default()
+    };
+    let mut b = Engine::load_with(&path, opts).unwrap();
+    let mut same = 0;
+    for p in PROMPTS {
+        let (x, y) = (
+            a.generate(p, &GenerateParams::greedy(8)).unwrap(),
+            b.generate(p, &GenerateParams::greedy(8)).unwrap(),
+        );
+        same += (x.ids == y.ids) as usize;
+    }
+    // Rounding K/V to f16 may flip a near-tie late in a continuation, but rarely.
+    assert!(
+        same >= PROMPTS.len() - 2,
+        "only {same} of {} greedy continuations agree",
+        PROMPTS.len()
+    );
+}

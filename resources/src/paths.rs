@@ -29,12 +29,19 @@ fn cache_root() -> PathBuf {
     base.join("wasm-chord")
 }
 
-/// The shared reference kit (`../shared/reference` next to the workspace), or `$CHORD_REFERENCE_KIT`.
+/// The shared reference kit: `$CHORD_REFERENCE_KIT`, else `../shared/reference` next to the
+/// workspace, else `shared/reference` inside it.
 pub fn reference_kit_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CHORD_REFERENCE_KIT") {
         return PathBuf::from(dir);
     }
-    workspace_root().join("../shared/reference")
+    let beside = workspace_root().join("../shared/reference");
+    let inside = workspace_root().join("shared/reference");
+    if !beside.is_dir() && inside.is_dir() {
+        inside
+    } else {
+        beside
+    }
 }
 
 /// `fixtures/` of the reference kit.

@@ -6,6 +6,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 
 use chord_resources::tokenizer::StreamDecoder;
+use half::f16;
 
 use crate::sampling::SamplingParams;
 
@@ -21,13 +22,96 @@ pub struct Tokens {
     pub n_prompt: usize,
 }
 
+/// Element type of the K/V cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KvPrecision {
+    /// Exact; 4 bytes per value.
+    #[default]
+    F32,
+    /// Half the memory (as llama.cpp's default `-ctk f16 -ctv f16`); values rounded to f16.
+    F16,
+}
+
+/// One layer's keys or values, `[n_pos × width]`, in the cache's precision.
+#[derive(Clone, Debug)]
+pub enum KvBuf {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+}
+
+/// A borrowed [`KvBuf`].
+#[derive(Clone, Copy, Debug)]
+pub enum KvView<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+}
+
+impl KvBuf {
+    pub fn new(p: KvPrecision) -> Self {
+        match p {
+            KvPrecision::F32 => KvBuf::F32(Vec::new()),
+            KvPrecision::F16 => KvBuf::F16(Vec::new()),
+        }
+    }
+
+    /// Values stored.
+    pub fn len(&self) -> usize {
+        match self {
+            KvBuf::F32(v) => v.len(),
+            KvBuf::F16(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn truncate(&mut self, n: usize) {
+        match self {
+            KvBuf::F32(v) => v.truncate(n),
+            KvBuf::F16(v) => v.truncate(n),
+        }
+    }
+
+    /// Append f32 values, converting to the cache's precision.
+    pub fn extend_from_f32(&mut self, x: &[f32]) {
+        match self {
+            KvBuf::F32(v) => v.extend_from_slice(x),
+            KvBuf::F16(v) => v.extend(x.iter().map(|&a| f16::from_f32(a))),
+        }
+    }
+
+    /// A copy of the first `n` values.
+    pub fn prefix(&self, n: usize) -> KvBuf {
+        match self {
+            KvBuf::F32(v) => KvBuf::F32(v[..n].to_vec()),
+            KvBuf::F16(v) => KvBuf::F16(v[..n].to_vec()),
+        }
+    }
+
+    pub fn view(&self) -> KvView<'_> {
+        match self {
+            KvBuf::F32(v) => KvView::F32(v),
+            KvBuf::F16(v) => KvView::F16(v),
+        }
+    }
+
+    /// Bytes reserved.
+    pub fn capacity_bytes(&self) -> usize {
+        match self {
+            KvBuf::F32(v) => v.capacity() * 4,
+            KvBuf::F16(v) => v.capacity() * 2,
+        }
+    }
+}
+
 /// Per-layer K/V of one sequence, grown in place as positions are added.
 ///
 /// Layout per layer: K `[n_pos × n_head_kv × head_dim_k]`, V `[n_pos × n_head_kv × head_dim_v]`.
 #[derive(Component, Debug)]
 pub struct KvCache {
-    pub k: Vec<Vec<f32>>,
-    pub v: Vec<Vec<f32>>,
+    pub k: Vec<KvBuf>,
+    pub v: Vec<KvBuf>,
     /// Positions stored (the same in every layer once a step has finished).
     pub len: usize,
     /// Refuse to grow beyond this many positions.
@@ -35,10 +119,10 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    pub fn new(n_layer: usize, max_len: usize) -> Self {
+    pub fn new(n_layer: usize, max_len: usize, precision: KvPrecision) -> Self {
         KvCache {
-            k: vec![Vec::new(); n_layer],
-            v: vec![Vec::new(); n_layer],
+            k: vec![KvBuf::new(precision); n_layer],
+            v: vec![KvBuf::new(precision); n_layer],
             len: 0,
             max_len,
         }
@@ -46,7 +130,11 @@ impl KvCache {
 
     /// Bytes held (capacity, not just length).
     pub fn bytes(&self) -> usize {
-        self.k.iter().chain(&self.v).map(|l| l.capacity() * 4).sum()
+        self.k
+            .iter()
+            .chain(&self.v)
+            .map(KvBuf::capacity_bytes)
+            .sum()
     }
 
     /// Forget everything after position `len` (speculative rollback, prefix reuse).
@@ -183,10 +271,10 @@ mod tests {
 
     #[test]
     fn kv_truncate_drops_positions() {
-        let mut kv = KvCache::new(2, 16);
+        let mut kv = KvCache::new(2, 16, KvPrecision::F16);
         for l in 0..2 {
-            kv.k[l].extend_from_slice(&[1.0; 12]);
-            kv.v[l].extend_from_slice(&[2.0; 12]);
+            kv.k[l].extend_from_f32(&[1.0; 12]);
+            kv.v[l].extend_from_f32(&[2.0; 12]);
         }
         kv.len = 3;
         kv.truncate(1, 4, 4);

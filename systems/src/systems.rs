@@ -57,8 +57,8 @@ impl Default for PrefixCache {
 #[derive(Debug)]
 pub struct CachedPrefix {
     pub tokens: Vec<u32>,
-    pub k: Vec<Vec<f32>>,
-    pub v: Vec<Vec<f32>>,
+    pub k: Vec<KvBuf>,
+    pub v: Vec<KvBuf>,
     last_used: u64,
 }
 
@@ -71,7 +71,7 @@ impl PrefixCache {
         Some(e)
     }
 
-    fn insert(&mut self, tokens: Vec<u32>, k: Vec<Vec<f32>>, v: Vec<Vec<f32>>) {
+    fn insert(&mut self, tokens: Vec<u32>, k: Vec<KvBuf>, v: Vec<KvBuf>) {
         if self.entries.iter().any(|e| e.tokens == tokens) || self.max_entries == 0 {
             return;
         }
@@ -98,7 +98,12 @@ impl PrefixCache {
     pub fn bytes(&self) -> usize {
         self.entries
             .iter()
-            .map(|e| e.k.iter().chain(&e.v).map(|l| l.len() * 4).sum::<usize>())
+            .map(|e| {
+                e.k.iter()
+                    .chain(&e.v)
+                    .map(KvBuf::capacity_bytes)
+                    .sum::<usize>()
+            })
             .sum()
     }
 }
@@ -123,6 +128,8 @@ pub struct EngineSettings {
     pub n_ctx: usize,
     /// Quantized (ggml-like, fast) or f32 (exact) activations in matrix products.
     pub precision: ActivationPrecision,
+    /// Element type of every sequence's K/V cache.
+    pub kv_precision: KvPrecision,
 }
 
 impl Default for EngineSettings {
@@ -131,6 +138,7 @@ impl Default for EngineSettings {
             n_batch: 512,
             n_ctx: 4096,
             precision: ActivationPrecision::F32,
+            kv_precision: KvPrecision::F32,
         }
     }
 }
@@ -165,7 +173,7 @@ pub fn admit_requests(
     let c = &weights.config;
     for req in queue.0.try_iter() {
         let n_prompt = req.prompt.len();
-        let mut kv = KvCache::new(c.n_layer, settings.n_ctx);
+        let mut kv = KvCache::new(c.n_layer, settings.n_ctx, settings.kv_precision);
         let mut evaluated = Vec::with_capacity(n_prompt + req.max_new_tokens);
         let mut pending = req.prompt;
         // At least one prompt token is evaluated, so the last position has logits.
@@ -507,13 +515,13 @@ pub fn attend(
         let kv = &mut *kv;
         kv.k[il].truncate(ch.start_pos * kd);
         kv.v[il].truncate(ch.start_pos * vd);
-        kv.k[il].extend_from_slice(&b.k[rows.start * kd..rows.end * kd]);
-        kv.v[il].extend_from_slice(&b.v[rows.start * vd..rows.end * vd]);
+        kv.k[il].extend_from_f32(&b.k[rows.start * kd..rows.end * kd]);
+        kv.v[il].extend_from_f32(&b.v[rows.start * vd..rows.end * vd]);
         attention::attention(
             &b.q[rows.start * qd..rows.end * qd],
             &b.positions[rows.clone()],
-            &kv.k[il],
-            &kv.v[il],
+            kv.k[il].view(),
+            kv.v[il].view(),
             shape,
             &mut b.attn[rows.start * od..rows.end * od],
         );
@@ -655,8 +663,8 @@ pub fn sample_tokens(
             && kv.len >= share.len
         {
             let (kd, vd, n) = (c.k_dim(), c.v_dim(), share.len);
-            let k = kv.k.iter().map(|l| l[..n * kd].to_vec()).collect();
-            let v = kv.v.iter().map(|l| l[..n * vd].to_vec()).collect();
+            let k = kv.k.iter().map(|l| l.prefix(n * kd)).collect();
+            let v = kv.v.iter().map(|l| l.prefix(n * vd)).collect();
             prefixes.insert(tokens.evaluated[..n].to_vec(), k, v);
             share.stored = true;
         }

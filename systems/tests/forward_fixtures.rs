@@ -38,6 +38,7 @@ impl Harness {
             n_batch: 64,
             n_ctx: 2048,
             precision,
+            ..Default::default()
         };
         init_world(
             &mut world,

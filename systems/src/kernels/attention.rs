@@ -1,6 +1,38 @@
 //! Causal multi-head attention over a sequence's KV cache, read in place.
 
+use half::f16;
+
 use super::parallel;
+use crate::components::KvView;
+
+/// A cache element that reads as f32.
+trait KvElem: Copy + Sync {
+    fn get(self) -> f32;
+}
+
+impl KvElem for f32 {
+    #[inline]
+    fn get(self) -> f32 {
+        self
+    }
+}
+
+impl KvElem for f16 {
+    #[inline]
+    fn get(self) -> f32 {
+        self.to_f32()
+    }
+}
+
+#[inline]
+fn dot_kv<T: KvElem>(q: &[f32], k: &[T]) -> f32 {
+    q.iter().zip(k).map(|(a, b)| a * b.get()).sum()
+}
+
+#[inline]
+fn axpy_kv<T: KvElem>(y: &mut [f32], a: f32, x: &[T]) {
+    y.iter_mut().zip(x).for_each(|(yi, xi)| *yi += a * xi.get());
+}
 
 /// Geometry of one attention call.
 #[derive(Clone, Copy, Debug)]
@@ -25,10 +57,71 @@ pub struct AttentionShape {
 pub fn attention(
     q: &[f32],
     positions: &[usize],
+    k_cache: KvView<'_>,
+    v_cache: KvView<'_>,
+    s: AttentionShape,
+    out: &mut [f32],
+) {
+    match (k_cache, v_cache) {
+        (KvView::F32(k), KvView::F32(v)) => attention_f32(q, positions, k, v, s, out),
+        (KvView::F16(k), KvView::F16(v)) => attention_generic(q, positions, k, v, s, out),
+        (KvView::F32(k), KvView::F16(v)) => attention_generic(q, positions, k, v, s, out),
+        (KvView::F16(k), KvView::F32(v)) => attention_generic(q, positions, k, v, s, out),
+    }
+}
+
+/// f16 (or mixed) caches: converted element by element.
+fn attention_generic<K: KvElem, V: KvElem>(
+    q: &[f32],
+    positions: &[usize],
+    k_cache: &[K],
+    v_cache: &[V],
+    s: AttentionShape,
+    out: &mut [f32],
+) {
+    attention_impl(
+        q,
+        positions,
+        k_cache,
+        v_cache,
+        s,
+        out,
+        dot_kv::<K>,
+        axpy_kv::<V>,
+    )
+}
+
+/// f32 caches: the vectorised f32 dot and axpy.
+fn attention_f32(
+    q: &[f32],
+    positions: &[usize],
     k_cache: &[f32],
     v_cache: &[f32],
     s: AttentionShape,
     out: &mut [f32],
+) {
+    attention_impl(
+        q,
+        positions,
+        k_cache,
+        v_cache,
+        s,
+        out,
+        super::dot,
+        super::axpy,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attention_impl<K: Sync, V: Sync>(
+    q: &[f32],
+    positions: &[usize],
+    k_cache: &[K],
+    v_cache: &[V],
+    s: AttentionShape,
+    out: &mut [f32],
+    dot: fn(&[f32], &[K]) -> f32,
+    axpy: fn(&mut [f32], f32, &[V]),
 ) {
     let group = s.n_head / s.n_head_kv;
     let kv_stride_k = s.n_head_kv * s.head_dim_k;
@@ -46,7 +139,7 @@ pub fn attention(
         let mut scores: Vec<f32> = (first..=p)
             .map(|t| {
                 let kt = &k_cache[t * kv_stride_k + kvh * s.head_dim_k..][..s.head_dim_k];
-                let mut sc = super::dot(qh, kt) * s.scale;
+                let mut sc = dot(qh, kt) * s.scale;
                 if let Some(c) = s.softcap {
                     sc = c * (sc / c).tanh();
                 }
@@ -63,7 +156,7 @@ pub fn attention(
         o.fill(0.0);
         for (i, t) in (first..=p).enumerate() {
             let vt = &v_cache[t * kv_stride_v + kvh * s.head_dim_v..][..s.head_dim_v];
-            super::axpy(o, scores[i] * inv, vt);
+            axpy(o, scores[i] * inv, vt);
         }
     });
 }
@@ -83,18 +176,18 @@ mod tests {
             window: None,
             softcap: None,
         };
-        let k = [1.0, 0.0, 0.0, 1.0];
-        let v = [10.0, 20.0, 30.0, 40.0];
+        let (k, v) = (&[1.0, 0.0, 0.0, 1.0][..], &[10.0, 20.0, 30.0, 40.0][..]);
+        let (k, v) = (KvView::F32(k), KvView::F32(v));
         let q = [1.0, 0.0, 0.0, 1.0];
         let mut out = [0.0; 4];
-        attention(&q, &[0], &k, &v, shape, &mut out);
+        attention(&q, &[0], k, v, shape, &mut out);
         assert_eq!(out, [10.0, 20.0, 10.0, 20.0]);
         // Position 1 with window 1 sees only key 1.
         attention(
             &q,
             &[1],
-            &k,
-            &v,
+            k,
+            v,
             AttentionShape {
                 window: Some(1),
                 ..shape
@@ -103,8 +196,29 @@ mod tests {
         );
         assert_eq!(out, [30.0, 40.0, 30.0, 40.0]);
         // Without a window both keys contribute, weighted by softmax of the scores.
-        attention(&q, &[1], &k, &v, shape, &mut out);
+        attention(&q, &[1], k, v, shape, &mut out);
         let w1 = 1.0f32.exp() / (1.0f32.exp() + 1.0);
         assert!((out[0] - (10.0 * w1 + 30.0 * (1.0 - w1))).abs() < 1e-4);
+        // An f16 cache gives the same answer (these values are exact in f16).
+        let kh: Vec<f16> = [1.0f32, 0.0, 0.0, 1.0]
+            .iter()
+            .map(|&x| f16::from_f32(x))
+            .collect();
+        let vh: Vec<f16> = [10.0f32, 20.0, 30.0, 40.0]
+            .iter()
+            .map(|&x| f16::from_f32(x))
+            .collect();
+        let mut out16 = [0.0; 4];
+        attention(
+            &q,
+            &[1],
+            KvView::F16(&kh),
+            KvView::F16(&vh),
+            shape,
+            &mut out16,
+        );
+        for (a, b) in out.iter().zip(&out16) {
+            assert!((a - b).abs() < 1e-5);
+        }
     }
 }
