@@ -76,7 +76,7 @@ struct Prepared {
 struct Live {
     id: u64,
     npc: Entity,
-    rx: Receiver<Event>,
+    rx: chord_engine::EventReceiver,
     prefix: Option<String>,
 }
 

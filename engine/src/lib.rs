@@ -22,7 +22,7 @@ use chord_resources::gguf::{GgufError, GgufFile};
 use chord_resources::tokenizer::{ChatMessage, Tokenizer, TokenizerError};
 use chord_systems::components::GenState;
 use chord_systems::schedule::{init_world, step_schedule};
-use chord_systems::systems::{EngineSettings, Request, RequestQueue, Vocab};
+use chord_systems::systems::{CancelFlag, EngineSettings, Request, RequestQueue, Vocab};
 use chord_systems::weights::{ModelWeights, WeightsError};
 
 pub use chord_systems::components::{Event, FinishReason, KvPrecision, SeqStats};
@@ -259,12 +259,13 @@ impl Engine {
     }
 
     /// Queue a generation for already-tokenized `prompt`; its events arrive on the returned
-    /// channel as [`Engine::step`] runs.
+    /// channel as [`Engine::step`] runs. Dropping the receiver cancels the request: its entity
+    /// (and K/V cache) is freed at the next step, even in the middle of a prefill.
     pub fn submit(
         &mut self,
         prompt: Vec<u32>,
         params: &GenerateParams,
-    ) -> Result<Receiver<Event>, EngineError> {
+    ) -> Result<EventReceiver, EngineError> {
         if params.max_new_tokens == 0 {
             return Err(EngineError::ZeroTokens);
         }
@@ -278,8 +279,10 @@ impl Engine {
             None => 0,
         };
         let (tx, rx) = unbounded();
+        let cancel = CancelFlag::default();
         let req = Request {
             share_prefix,
+            cancel: cancel.clone(),
             prompt,
             params: params.sampling.clone(),
             max_new_tokens: params.max_new_tokens,
@@ -290,7 +293,7 @@ impl Engine {
         self.requests
             .send(req)
             .map_err(|_| EngineError::Disconnected)?;
-        Ok(rx)
+        Ok(EventReceiver { rx, cancel })
     }
 
     /// Whether any request is queued or running.
@@ -418,6 +421,7 @@ impl Engine {
             stop_strings: Vec::new(),
             score_all: true,
             share_prefix: 0,
+            cancel: Default::default(),
             sink: tx,
         };
         self.requests
@@ -570,10 +574,32 @@ fn collect(prompt_ids: Vec<u32>, rx: &Receiver<Event>) -> Result<Output, EngineE
     Err(EngineError::Disconnected)
 }
 
+/// The event channel of one request ([`Engine::submit`]); dereferences to the crossbeam
+/// `Receiver`. Dropping it cancels the request.
+#[derive(Debug)]
+pub struct EventReceiver {
+    rx: Receiver<Event>,
+    cancel: CancelFlag,
+}
+
+impl std::ops::Deref for EventReceiver {
+    type Target = Receiver<Event>;
+
+    fn deref(&self) -> &Receiver<Event> {
+        &self.rx
+    }
+}
+
+impl Drop for EventReceiver {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
 /// Events of one streamed generation; pulling runs engine steps.
 pub struct TokenStream<'a> {
     engine: &'a mut Engine,
-    rx: Receiver<Event>,
+    rx: EventReceiver,
     done: bool,
 }
 

@@ -404,3 +404,36 @@ fn f16_kv_cache_halves_memory_and_keeps_greedy_output() {
         PROMPTS.len()
     );
 }
+
+#[test]
+fn dropping_the_receiver_cancels_even_mid_prefill() {
+    let Some(path) = model("derived/tiny-smollm2-4L-q8_0.gguf") else {
+        return;
+    };
+    let mut engine = Engine::load_with(
+        path,
+        EngineOptions {
+            n_batch: 4,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let prompt = engine.tokenize(
+        &"a long prompt that takes several prefill steps ".repeat(4),
+        true,
+        true,
+    );
+    assert!(prompt.len() > 12);
+    let rx = engine.submit(prompt, &GenerateParams::greedy(8)).unwrap();
+    engine.step();
+    assert_eq!(engine.active_sequences(), 1);
+    assert!(rx.try_recv().is_err(), "still in prefill: no token yet");
+    drop(rx);
+    engine.step();
+    assert_eq!(
+        engine.active_sequences(),
+        0,
+        "the cancelled sequence is freed at the next step"
+    );
+    assert!(!engine.has_work());
+}

@@ -28,6 +28,8 @@ pub struct Request {
     pub stop_strings: Vec<String>,
     /// Teacher forcing: send logits of every position, generate nothing.
     pub score_all: bool,
+    /// Set by the requester to stop the sequence at the next step (even mid-prefill).
+    pub cancel: CancelFlag,
     /// The first `share_prefix` prompt tokens are a shared prefix (persona / system prompt):
     /// their K/V are taken from [`PrefixCache`] when present, and stored there otherwise.
     pub share_prefix: usize,
@@ -113,6 +115,20 @@ impl PrefixCache {
 pub struct PrefixShare {
     pub len: usize,
     pub stored: bool,
+}
+
+/// A request's cancellation flag, shared between the requester and its entity.
+#[derive(Component, Clone, Debug, Default)]
+pub struct CancelFlag(pub std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl CancelFlag {
+    pub fn cancel(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// Incoming requests.
@@ -210,6 +226,7 @@ pub fn admit_requests(
                 },
             },
             OutputSink(req.sink),
+            req.cancel,
             TextStream::default(),
             Timing {
                 admitted: Instant::now(),
@@ -230,16 +247,22 @@ pub fn build_batch(
     mut batch: ResMut<StepBatch>,
     settings: Res<EngineSettings>,
     weights: Res<ModelWeights>,
-    mut seqs: Query<(Entity, &Tokens, &mut GenState, &KvCache)>,
+    mut seqs: Query<(Entity, &Tokens, &mut GenState, &KvCache, &CancelFlag)>,
 ) {
     let b = &mut *batch;
     b.clear();
     let mut budget = settings.n_batch.max(1);
+    // Cancelled sequences take no rows; emit_tokens reports and despawns them.
+    for (_, _, mut g, _, cancel) in seqs.iter_mut() {
+        if g.finish.is_none() && cancel.is_cancelled() {
+            g.finish = Some(FinishReason::Cancelled);
+        }
+    }
     // Decoding sequences (one pending token) first so they never starve behind a long prompt.
     let mut order: Vec<(usize, Entity)> = seqs
         .iter()
-        .filter(|(_, t, g, _)| g.finish.is_none() && !t.pending.is_empty())
-        .map(|(e, t, _, _)| (t.pending.len(), e))
+        .filter(|(_, t, g, _, _)| g.finish.is_none() && !t.pending.is_empty())
+        .map(|(e, t, _, _, _)| (t.pending.len(), e))
         .collect();
     order.sort_by_key(|&(n, e)| (n > 1, e));
     // Scoring returns logits for every row: keep its chunks small enough to bound memory.
@@ -249,7 +272,7 @@ pub fn build_batch(
         if budget == 0 {
             break;
         }
-        let Ok((_, tokens, mut gen_state, kv)) = seqs.get_mut(e) else {
+        let Ok((_, tokens, mut gen_state, kv, _)) = seqs.get_mut(e) else {
             continue;
         };
         let start_pos = kv.len;

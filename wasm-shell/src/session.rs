@@ -9,7 +9,6 @@ use chord_engine::{
 };
 use chord_resources::gguf::{GgufError, GgufStreamLoader};
 use chord_resources::tokenizer::ChatMessage;
-use crossbeam_channel::Receiver;
 use web_time::Instant;
 
 /// Everything the shell can fail with; the bindings turn it into a JS `Error`.
@@ -127,7 +126,7 @@ pub struct Report {
 }
 
 struct Active {
-    rx: Receiver<Event>,
+    rx: chord_engine::EventReceiver,
     run: Run,
 }
 
