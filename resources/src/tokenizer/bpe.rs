@@ -8,7 +8,7 @@ use std::collections::{BinaryHeap, HashMap};
 
 use super::Vocab;
 use super::pretokenize::PreTokenizer;
-use super::unicode::{BYTE_TO_UTF8, decode_lenient, push_utf8, utf8_len};
+use super::unicode::{BYTE_TO_UTF8, Symbol, char_symbols, decode_lenient, push_utf8};
 
 #[derive(Debug)]
 pub(super) struct Bpe {
@@ -19,14 +19,6 @@ pub(super) struct Bpe {
     pub(super) ignore_merges: bool,
     /// use a word made only of newlines as one token when the vocabulary has it (Gemma 4)
     pub(super) whole_newline_words: bool,
-}
-
-#[derive(Clone, Copy)]
-struct Symbol {
-    start: usize,
-    len: usize,
-    prev: Option<usize>,
-    next: Option<usize>,
 }
 
 impl Bpe {
@@ -99,23 +91,7 @@ impl Bpe {
             out.push(id);
             return;
         }
-        let mut symbols: Vec<Symbol> = Vec::with_capacity(word.len());
-        let mut offs = 0;
-        while offs < word.len() {
-            let len = utf8_len(word[offs]).min(word.len() - offs);
-            let index = symbols.len();
-            symbols.push(Symbol {
-                start: offs,
-                len,
-                prev: index.checked_sub(1),
-                next: if offs + len == word.len() {
-                    None
-                } else {
-                    Some(index + 1)
-                },
-            });
-            offs += len;
-        }
+        let mut symbols = char_symbols(word);
 
         // (rank, left, right, left len, right len), smallest first
         type Entry = Reverse<(u32, usize, usize, usize, usize)>;

@@ -8,15 +8,7 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
 use super::Vocab;
-use super::unicode::utf8_len;
-
-#[derive(Clone, Copy)]
-struct Symbol {
-    start: usize,
-    len: usize,
-    prev: Option<usize>,
-    next: Option<usize>,
-}
+use super::unicode::{Symbol, char_symbols};
 
 struct Bigram {
     score: f32,
@@ -52,23 +44,7 @@ pub(super) fn tokenize(vocab: &Vocab, text: &[u8], out: &mut Vec<u32>) {
     if text.is_empty() {
         return;
     }
-    let mut symbols: Vec<Symbol> = Vec::with_capacity(text.len());
-    let mut offs = 0;
-    while offs < text.len() {
-        let len = utf8_len(text[offs]).min(text.len() - offs);
-        let index = symbols.len();
-        symbols.push(Symbol {
-            start: offs,
-            len,
-            prev: index.checked_sub(1),
-            next: if offs + len == text.len() {
-                None
-            } else {
-                Some(index + 1)
-            },
-        });
-        offs += len;
-    }
+    let mut symbols = char_symbols(text);
 
     let mut queue = BinaryHeap::with_capacity(symbols.len());
     let try_add = |symbols: &[Symbol],

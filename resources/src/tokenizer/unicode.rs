@@ -98,6 +98,39 @@ pub(crate) fn utf8_len(b: u8) -> usize {
     LOOKUP[(b >> 4) as usize]
 }
 
+/// One symbol of a merge-based tokenizer (SentencePiece or BPE): a byte range of the text in a
+/// doubly linked list of the symbols still alive.
+#[derive(Clone, Copy)]
+pub(crate) struct Symbol {
+    pub(crate) start: usize,
+    pub(crate) len: usize,
+    pub(crate) prev: Option<usize>,
+    pub(crate) next: Option<usize>,
+}
+
+/// `text` split into one symbol per UTF-8 character (a truncated sequence at the end is one
+/// symbol), linked in order: the starting point of both merge algorithms.
+pub(crate) fn char_symbols(text: &[u8]) -> Vec<Symbol> {
+    let mut symbols: Vec<Symbol> = Vec::with_capacity(text.len());
+    let mut offs = 0;
+    while offs < text.len() {
+        let len = utf8_len(text[offs]).min(text.len() - offs);
+        let index = symbols.len();
+        symbols.push(Symbol {
+            start: offs,
+            len,
+            prev: index.checked_sub(1),
+            next: if offs + len == text.len() {
+                None
+            } else {
+                Some(index + 1)
+            },
+        });
+        offs += len;
+    }
+    symbols
+}
+
 /// Decodes `bytes` into code points like llama.cpp's `unicode_cpts_from_utf8`: a byte that
 /// does not start a complete sequence (by lead/continuation bits only) becomes U+FFFD and
 /// decoding resumes at the next byte. Surrogates, overlong forms and values above
