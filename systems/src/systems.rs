@@ -348,34 +348,34 @@ fn resize(v: &mut Vec<f32>, n: usize) {
     v.resize(n, 0.0);
 }
 
-/// Run a projection: each part's output goes to its own buffer.
+/// Run a projection whose output is `outs` side by side, `widths[i]` columns each: either one
+/// tensor per output (one dispatch for all of them) or one fused tensor (phi3's `attn_qkv`,
+/// `ffn_up`) whose output rows are split column-wise.
 fn project(
     weights: &ModelWeights,
     p: &Projection,
     x: &[f32],
     outs: &mut [&mut Vec<f32>],
+    widths: &[usize],
     prec: ActivationPrecision,
 ) {
     let n = x.len() / p.parts[0].cols;
+    for (out, &w) in outs.iter_mut().zip(widths) {
+        resize(out, n * w);
+    }
     if p.parts.len() == outs.len() {
-        // Separate tensors: one dispatch for all of them.
-        for (part, out) in p.parts.iter().zip(outs.iter_mut()) {
-            resize(out, n * part.rows);
-        }
         let views: Vec<_> = p.parts.iter().map(|t| t.view(weights)).collect();
         let mut slices: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
         matmul::matmul_many(&views, x, &mut slices, prec);
     } else {
-        // One fused tensor whose output is split column-wise among `outs`.
         let part = &p.parts[0];
         let mut fused = vec![0.0f32; n * part.rows];
         matmul::matmul(part.view(weights), x, &mut fused, prec);
-        let each = part.rows / outs.len();
-        for (i, out) in outs.iter_mut().enumerate() {
-            resize(out, n * each);
-            for r in 0..n {
-                out[r * each..(r + 1) * each]
-                    .copy_from_slice(&fused[r * part.rows + i * each..][..each]);
+        for r in 0..n {
+            let mut col = r * part.rows;
+            for (out, &w) in outs.iter_mut().zip(widths) {
+                out[r * w..(r + 1) * w].copy_from_slice(&fused[col..col + w]);
+                col += w;
             }
         }
     }
@@ -408,31 +408,14 @@ pub fn qkv_projection(
     let b = &mut *batch;
     let lw = &weights.layers[layer.0];
     let c = &weights.config;
-    if lw.qkv.parts.len() == 1 {
-        // Fused attn_qkv (phi3): q, k and v have different widths.
-        let n = b.xn.len() / c.n_embd;
-        let part = &lw.qkv.parts[0];
-        let mut fused = vec![0.0f32; n * part.rows];
-        matmul::matmul(part.view(&weights), &b.xn, &mut fused, prec);
-        let (qd, kd, vd) = (c.q_dim(), c.k_dim(), c.v_dim());
-        resize(&mut b.q, n * qd);
-        resize(&mut b.k, n * kd);
-        resize(&mut b.v, n * vd);
-        for r in 0..n {
-            let row = &fused[r * part.rows..(r + 1) * part.rows];
-            b.q[r * qd..(r + 1) * qd].copy_from_slice(&row[..qd]);
-            b.k[r * kd..(r + 1) * kd].copy_from_slice(&row[qd..qd + kd]);
-            b.v[r * vd..(r + 1) * vd].copy_from_slice(&row[qd + kd..]);
-        }
-    } else {
-        project(
-            &weights,
-            &lw.qkv,
-            &b.xn,
-            &mut [&mut b.q, &mut b.k, &mut b.v],
-            prec,
-        );
-    }
+    project(
+        &weights,
+        &lw.qkv,
+        &b.xn,
+        &mut [&mut b.q, &mut b.k, &mut b.v],
+        &[c.q_dim(), c.k_dim(), c.v_dim()],
+        prec,
+    );
     if let Some(bias) = &lw.qkv_bias {
         let (qd, kd) = (c.q_dim(), c.k_dim());
         let (bq, rest) = bias.split_at(qd);
@@ -603,11 +586,13 @@ pub fn ffn(
     let prec = settings.precision;
     let b = &mut *batch;
     let lw = &weights.layers[layer.0];
+    let n_ff = weights.config.n_ff;
     project(
         &weights,
         &lw.gate_up,
         &b.xn,
         &mut [&mut b.gate, &mut b.up],
+        &[n_ff, n_ff],
         prec,
     );
     let act = match weights.config.ffn_activation {
