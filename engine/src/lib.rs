@@ -28,6 +28,7 @@ use chord_systems::weights::{ModelWeights, WeightsError};
 pub use chord_systems::components::{Event, FinishReason, KvPrecision, SeqStats};
 pub use chord_systems::kernels::matmul::ActivationPrecision;
 pub use chord_systems::sampling::{InvalidParam, SamplingParams};
+pub use chord_systems::speculative::{DraftSource, MAX_DRAFT, SpeculateParams};
 
 /// Everything that can go wrong in the public API.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,10 @@ pub enum EngineError {
     NoChatTemplate,
     #[error("the request ended without a result")]
     Disconnected,
+    #[error("speculative decoding with a draft model was asked for, but none is loaded")]
+    NoDraftModel,
+    #[error("the draft model cannot draft for this model: {0}")]
+    DraftMismatch(String),
 }
 
 /// Engine-wide options.
@@ -99,6 +104,10 @@ pub struct GenerateParams {
     /// Text the prompt starts with that many requests share (a persona or system prompt): its
     /// K/V is computed once, cached, and copied into every later request that starts with it.
     pub shared_prefix: Option<String>,
+    /// Speculative decoding: draft tokens (from the loaded draft model or by prompt lookup)
+    /// verified in one batched pass. Greedy output is identical with or without it; sampled
+    /// output has the same distribution.
+    pub speculate: Option<SpeculateParams>,
 }
 
 impl Default for GenerateParams {
@@ -110,6 +119,7 @@ impl Default for GenerateParams {
             add_special: true,
             parse_special: true,
             shared_prefix: None,
+            speculate: None,
         }
     }
 }
@@ -224,6 +234,40 @@ impl Engine {
         })
     }
 
+    /// Load a draft model for speculative decoding (requests then ask for it with
+    /// [`GenerateParams::speculate`]). It must share this model's vocabulary.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn load_draft(&mut self, path: impl AsRef<Path>) -> Result<(), EngineError> {
+        let path = path.as_ref();
+        let file = GgufFile::open(path).map_err(|source| EngineError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        self.set_draft(Arc::new(file))
+    }
+
+    /// [`Engine::load_draft`] from an opened file.
+    pub fn set_draft(&mut self, file: Arc<GgufFile>) -> Result<(), EngineError> {
+        let weights = ModelWeights::from_gguf(file.clone())?;
+        let draft_tok = Tokenizer::from_gguf(&file)?;
+        check_same_vocab(&self.tokenizer, &draft_tok)?;
+        chord_systems::speculative::insert_draft_model(&mut self.world, weights);
+        Ok(())
+    }
+
+    /// Whether a draft model is loaded.
+    pub fn has_draft_model(&self) -> bool {
+        self.world
+            .contains_resource::<chord_systems::slot::DraftWeights>()
+    }
+
+    /// The draft model's weights, if one is loaded.
+    pub fn draft_weights(&self) -> Option<&ModelWeights> {
+        self.world
+            .get_resource::<chord_systems::slot::DraftWeights>()
+            .map(|d| &d.0)
+    }
+
     pub fn weights(&self) -> &ModelWeights {
         self.world.resource::<ModelWeights>()
     }
@@ -270,6 +314,14 @@ impl Engine {
             return Err(EngineError::ZeroTokens);
         }
         params.sampling.validate(self.weights().config.n_vocab)?;
+        if let Some(spec) = &params.speculate {
+            if let Some(why) = spec.invalid() {
+                return Err(EngineError::InvalidOption(why));
+            }
+            if spec.source == DraftSource::Model && !self.has_draft_model() {
+                return Err(EngineError::NoDraftModel);
+            }
+        }
         self.check_prompt(&prompt, 0)?;
         let share_prefix = match &params.shared_prefix {
             Some(text) => {
@@ -283,6 +335,7 @@ impl Engine {
         let req = Request {
             share_prefix,
             cancel: cancel.clone(),
+            speculate: params.speculate,
             prompt,
             params: params.sampling.clone(),
             max_new_tokens: params.max_new_tokens,
@@ -421,6 +474,7 @@ impl Engine {
             stop_strings: Vec::new(),
             score_all: true,
             share_prefix: 0,
+            speculate: None,
             cancel: Default::default(),
             sink: tx,
         };
@@ -624,4 +678,45 @@ impl Iterator for TokenStream<'_> {
             self.engine.step();
         }
     }
+}
+
+/// Most vocabulary-size difference a draft model may have (llama.cpp allows the same: models of
+/// one family often pad their vocabularies differently).
+const MAX_DRAFT_VOCAB_DIFFERENCE: usize = 128;
+
+/// A draft model can only propose ids the target reads the same way: the same special tokens
+/// and identical token texts for every id both have.
+fn check_same_vocab(target: &Tokenizer, draft: &Tokenizer) -> Result<(), EngineError> {
+    let (nt, nd) = (target.n_vocab(), draft.n_vocab());
+    if nt.abs_diff(nd) > MAX_DRAFT_VOCAB_DIFFERENCE {
+        return Err(EngineError::DraftMismatch(format!(
+            "vocabulary sizes {nd} (draft) and {nt} (target) differ by more than \
+             {MAX_DRAFT_VOCAB_DIFFERENCE}"
+        )));
+    }
+    if target.model() != draft.model() {
+        return Err(EngineError::DraftMismatch(format!(
+            "tokenizer models differ ({} draft, {} target)",
+            draft.model(),
+            target.model()
+        )));
+    }
+    if target.bos() != draft.bos() || target.eos() != draft.eos() {
+        return Err(EngineError::DraftMismatch(
+            "BOS/EOS token ids differ".into(),
+        ));
+    }
+    for id in 0..nt.min(nd) as u32 {
+        let (t, d) = (target.token_text(id), draft.token_text(id));
+        if t != d {
+            let show =
+                |x: Option<&[u8]>| String::from_utf8_lossy(x.unwrap_or_default()).into_owned();
+            return Err(EngineError::DraftMismatch(format!(
+                "token {id} is {:?} in the draft and {:?} in the target",
+                show(d),
+                show(t),
+            )));
+        }
+    }
+    Ok(())
 }

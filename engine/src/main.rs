@@ -11,7 +11,7 @@ use serde_json::json;
 
 use chord_engine::{
     ActivationPrecision, Engine, EngineError, EngineOptions, Event, GenerateParams, KvPrecision,
-    SamplingParams, models,
+    SamplingParams, SeqStats, SpeculateParams, models,
 };
 use chord_resources::config::ModelConfig;
 use chord_resources::gguf::{GgufFile, Value};
@@ -56,6 +56,8 @@ enum Command {
         #[command(flatten)]
         common: ModelArgs,
         #[command(flatten)]
+        spec: SpecArgs,
+        #[command(flatten)]
         sampling: SamplingArgs,
         /// Most tokens per reply.
         #[arg(short = 'n', long = "n-predict", default_value_t = 512)]
@@ -80,6 +82,31 @@ enum Command {
         #[arg(long, default_value_t = 512)]
         ctx: usize,
         file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Speculative decoding speed: greedy decode alone, with the draft model, and with prompt
+    /// lookup, interleaved in one run on a code-completion and a chat prompt (identical output
+    /// is checked).
+    BenchSpec {
+        #[command(flatten)]
+        common: ModelArgs,
+        /// Draft model (omit to compare lookup only).
+        #[arg(long)]
+        draft_model: Option<PathBuf>,
+        /// Most draft tokens per step.
+        #[arg(long, default_value_t = 8)]
+        draft_k: usize,
+        /// Code prompt, completed as is.
+        #[arg(long, default_value = "benches/prompts/code.txt")]
+        code_prompt: PathBuf,
+        /// Chat prompt, sent as a user message through the chat template.
+        #[arg(long, default_value = "benches/prompts/chat.txt")]
+        chat_prompt: PathBuf,
+        #[arg(short = 'n', default_value_t = 128)]
+        decode: usize,
+        #[arg(short = 'r', long, default_value_t = 2)]
+        reps: usize,
         #[arg(long)]
         json: bool,
     },
@@ -175,10 +202,68 @@ impl SamplingArgs {
     }
 }
 
+/// Speculative decoding options.
+#[derive(Args, Clone)]
+struct SpecArgs {
+    /// Draft model for speculative decoding (must share the model's vocabulary).
+    #[arg(long)]
+    draft_model: Option<PathBuf>,
+    /// Prompt-lookup speculative decoding (drafts copied from earlier in the context; no model).
+    #[arg(long, conflicts_with = "draft_model")]
+    lookup: bool,
+    /// Most draft tokens per step.
+    #[arg(long, default_value_t = 8)]
+    draft_k: usize,
+    /// Keep the draft length fixed instead of adapting it to the acceptance rate.
+    #[arg(long)]
+    draft_fixed: bool,
+}
+
+impl SpecArgs {
+    fn params(&self) -> Option<SpeculateParams> {
+        let mut p = if self.draft_model.is_some() {
+            SpeculateParams::draft_model(self.draft_k)
+        } else if self.lookup {
+            SpeculateParams::lookup(self.draft_k)
+        } else {
+            return None;
+        };
+        p.adaptive = !self.draft_fixed;
+        Some(p)
+    }
+
+    fn load_into(&self, engine: &mut Engine) -> CliResult {
+        if let Some(path) = &self.draft_model {
+            let t = Instant::now();
+            engine.load_draft(path)?;
+            eprintln!(
+                "loaded draft {} in {:.0} ms",
+                path.display(),
+                t.elapsed().as_secs_f64() * 1e3
+            );
+        }
+        Ok(())
+    }
+}
+
+fn spec_summary(s: &SeqStats) -> String {
+    if s.n_drafted == 0 {
+        return String::new();
+    }
+    format!(
+        " | drafts accepted {}/{} ({:.0}%)",
+        s.n_draft_accepted,
+        s.n_drafted,
+        100.0 * s.acceptance_rate()
+    )
+}
+
 #[derive(Args)]
 struct GenerateArgs {
     #[command(flatten)]
     common: ModelArgs,
+    #[command(flatten)]
+    spec: SpecArgs,
     #[arg(long, short = 'p', conflicts_with = "prompt_file")]
     prompt: Option<String>,
     #[arg(long, short = 'f')]
@@ -208,10 +293,11 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate(args),
         Command::Chat {
             common,
+            spec,
             sampling,
             n,
             system,
-        } => chat(common, sampling, n, system),
+        } => chat(common, spec, sampling, n, system),
         Command::Score {
             common,
             ids_file,
@@ -223,6 +309,25 @@ fn main() -> ExitCode {
             file,
             json,
         } => perplexity(common, ctx, &file, json),
+        Command::BenchSpec {
+            common,
+            draft_model,
+            draft_k,
+            code_prompt,
+            chat_prompt,
+            decode,
+            reps,
+            json,
+        } => bench_spec(BenchSpecArgs {
+            common,
+            draft_model,
+            draft_k,
+            code_prompt,
+            chat_prompt,
+            decode,
+            reps,
+            json,
+        }),
         Command::Bench {
             common,
             prefill,
@@ -429,12 +534,14 @@ fn generate(args: GenerateArgs) -> CliResult {
         max_new_tokens: args.n,
         sampling: args.sampling.params(),
         stop: args.sampling.stop.clone(),
+        speculate: args.spec.params(),
         ..Default::default()
     };
     if params.max_new_tokens == 0 {
         return Err(EngineError::ZeroTokens.into());
     }
     let mut engine = load(&args.common)?;
+    args.spec.load_into(&mut engine)?;
     params.sampling.validate(engine.weights().config.n_vocab)?;
     let prompt_ids = engine.tokenize(&prompt, params.add_special, params.parse_special);
     let mut ids = Vec::new();
@@ -463,24 +570,33 @@ fn generate(args: GenerateArgs) -> CliResult {
         let v = json!({
             "prompt_ids": prompt_ids, "ids": ids, "text": text,
             "prefill_tok_s": s.prefill_tok_s(), "decode_tok_s": s.decode_tok_s(), "finish_reason": reason.as_str(),
+            "n_drafted": s.n_drafted, "n_draft_accepted": s.n_draft_accepted,
         });
         println!("{v}");
     } else {
         println!();
     }
     eprintln!(
-        "prompt {} tokens, {:.1} tok/s | generated {} tokens, {:.1} tok/s | stop: {}",
+        "prompt {} tokens, {:.1} tok/s | generated {} tokens, {:.1} tok/s{} | stop: {}",
         s.n_prompt,
         s.prefill_tok_s(),
         s.n_generated,
         s.decode_tok_s(),
+        spec_summary(&s),
         reason.as_str()
     );
     Ok(())
 }
 
-fn chat(common: ModelArgs, sampling: SamplingArgs, n: usize, system: Option<String>) -> CliResult {
+fn chat(
+    common: ModelArgs,
+    spec: SpecArgs,
+    sampling: SamplingArgs,
+    n: usize,
+    system: Option<String>,
+) -> CliResult {
     let mut engine = load(&common)?;
+    spec.load_into(&mut engine)?;
     if engine.tokenizer().chat_template().is_none() {
         return Err(EngineError::NoChatTemplate.into());
     }
@@ -498,6 +614,7 @@ fn chat(common: ModelArgs, sampling: SamplingArgs, n: usize, system: Option<Stri
         add_special: false,
         parse_special: true,
         shared_prefix: None,
+        speculate: spec.params(),
     };
     eprintln!("chat: type a message, an empty line or Ctrl-D ends");
     let stdin = std::io::stdin();
@@ -527,7 +644,12 @@ fn chat(common: ModelArgs, sampling: SamplingArgs, n: usize, system: Option<Stri
         }
         println!();
         if let Some(s) = done {
-            eprintln!("[{} tokens, {:.1} tok/s]", s.n_generated, s.decode_tok_s());
+            eprintln!(
+                "[{} tokens, {:.1} tok/s{}]",
+                s.n_generated,
+                s.decode_tok_s(),
+                spec_summary(&s)
+            );
         }
         history.push(ChatMessage {
             role: "assistant".into(),
@@ -626,6 +748,108 @@ fn bench(common: ModelArgs, pp: usize, tg: usize, reps: usize, as_json: bool) ->
         );
     } else {
         println!("pp{pp}: {p:.1} tok/s   tg{tg}: {d:.1} tok/s");
+    }
+    Ok(())
+}
+
+struct BenchSpecArgs {
+    common: ModelArgs,
+    draft_model: Option<PathBuf>,
+    draft_k: usize,
+    code_prompt: PathBuf,
+    chat_prompt: PathBuf,
+    decode: usize,
+    reps: usize,
+    json: bool,
+}
+
+fn bench_spec(a: BenchSpecArgs) -> CliResult {
+    if a.decode == 0 {
+        return Err(EngineError::ZeroTokens.into());
+    }
+    let mut engine = load(&a.common)?;
+    if let Some(d) = &a.draft_model {
+        engine.load_draft(d)?;
+    }
+    let read = |p: &Path| -> Result<String, Box<dyn std::error::Error>> {
+        std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()).into())
+    };
+    let code = read(&a.code_prompt)?;
+    let chat = read(&a.chat_prompt)?;
+    let chat = if engine.tokenizer().chat_template().is_some() {
+        engine.render_chat(&[ChatMessage {
+            role: "user".into(),
+            content: chat.trim().to_string(),
+        }])?
+    } else {
+        chat
+    };
+    let prompts = [("code", code, true), ("chat", chat, false)];
+    let mut modes: Vec<(&str, Option<SpeculateParams>)> = vec![("alone", None)];
+    if a.draft_model.is_some() {
+        modes.push(("draft", Some(SpeculateParams::draft_model(a.draft_k))));
+    }
+    modes.push(("lookup", Some(SpeculateParams::lookup(a.draft_k))));
+    let mut rows = Vec::new();
+    for (pname, text, add_special) in &prompts {
+        let ids = engine.tokenize(text, *add_special, true);
+        // rates[mode] over reps; modes interleave within each rep so load changes hit all alike.
+        let mut rates = vec![Vec::new(); modes.len()];
+        let mut accept = vec![(0usize, 0usize); modes.len()];
+        let mut reference: Option<Vec<u32>> = None;
+        let mut identical = true;
+        for _ in 0..a.reps.max(1) {
+            for (mi, (_, spec)) in modes.iter().enumerate() {
+                let params = GenerateParams {
+                    max_new_tokens: a.decode,
+                    sampling: SamplingParams::greedy(),
+                    speculate: *spec,
+                    ..Default::default()
+                };
+                let out = engine.generate_ids(ids.clone(), &params)?;
+                match &reference {
+                    None => reference = Some(out.ids.clone()),
+                    Some(r) => identical &= *r == out.ids,
+                }
+                rates[mi].push(out.stats.decode_tok_s());
+                accept[mi].0 += out.stats.n_draft_accepted;
+                accept[mi].1 += out.stats.n_drafted;
+            }
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let base = median(&mut rates[0].clone());
+        for (mi, (mname, _)) in modes.iter().enumerate() {
+            let r = median(&mut rates[mi]);
+            let acc = if accept[mi].1 > 0 {
+                accept[mi].0 as f64 / accept[mi].1 as f64
+            } else {
+                0.0
+            };
+            rows.push(json!({
+                "prompt": pname, "mode": mname, "n_prompt": ids.len(), "n_gen": a.decode,
+                "decode_tok_s": r, "speedup": r / base, "acceptance": acc,
+                "drafted": accept[mi].1, "accepted": accept[mi].0, "identical_ids": identical,
+            }));
+            if !a.json {
+                println!(
+                    "{pname:5} {mname:7} {r:7.2} tok/s  {:5.2}x  acceptance {:5.1}%  ({}/{} drafts){}",
+                    r / base,
+                    100.0 * acc,
+                    accept[mi].0,
+                    accept[mi].1,
+                    if identical { "" } else { "  OUTPUT DIFFERS" }
+                );
+            }
+        }
+        if !identical {
+            eprintln!("error: {pname}: speculative output differs from plain greedy output");
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::Value::Array(rows));
     }
     Ok(())
 }

@@ -18,6 +18,8 @@ pub struct SeqChunk {
     pub logits_from: usize,
     /// Index of this chunk's first logit row in [`StepBatch::logits`].
     pub first_logit: usize,
+    /// The last `n_draft` rows are speculative drafts to verify (every row then has logits).
+    pub n_draft: usize,
 }
 
 /// Activations of the current step (shapes with `n` = rows in the batch).

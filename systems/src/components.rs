@@ -216,9 +216,21 @@ pub struct SeqStats {
     pub n_generated: usize,
     pub prefill_s: f64,
     pub decode_s: f64,
+    /// Speculative decoding: draft tokens proposed and accepted by the target.
+    pub n_drafted: usize,
+    pub n_draft_accepted: usize,
 }
 
 impl SeqStats {
+    /// Share of draft tokens the target accepted (0 without speculation).
+    pub fn acceptance_rate(&self) -> f64 {
+        if self.n_drafted > 0 {
+            self.n_draft_accepted as f64 / self.n_drafted as f64
+        } else {
+            0.0
+        }
+    }
+
     pub fn prefill_tok_s(&self) -> f64 {
         if self.prefill_s > 0.0 {
             (self.n_prompt - self.n_prefix_reused) as f64 / self.prefill_s

@@ -7,5 +7,7 @@ pub mod components;
 pub mod kernels;
 pub mod sampling;
 pub mod schedule;
+pub mod slot;
+pub mod speculative;
 pub mod systems;
 pub mod weights;

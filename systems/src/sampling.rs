@@ -162,9 +162,21 @@ pub fn apply_penalties(logits: &mut [f32], history: &[u32], p: &SamplingParams) 
 
 /// Choose the next token from `logits` (modified in place by penalties).
 pub fn sample(logits: &mut [f32], history: &[u32], p: &SamplingParams, rng: &mut impl Rng) -> u32 {
+    let dist = distribution(logits, history, p);
+    if p.temperature <= 0.0 {
+        // Greedy draws no random number (a seed only matters when sampling).
+        return dist.first().map_or(0, |c| c.0);
+    }
+    draw(&dist, rng)
+}
+
+/// The distribution [`sample`] draws from: candidate ids with their probabilities (summing to
+/// 1), most likely first. Greedy (`temperature <= 0`) is the point mass on the argmax. Empty
+/// only when every logit is NaN. `logits` are modified in place by penalties.
+pub fn distribution(logits: &mut [f32], history: &[u32], p: &SamplingParams) -> Vec<(u32, f32)> {
     apply_penalties(logits, history, p);
     if p.temperature <= 0.0 {
-        return argmax(logits);
+        return vec![(argmax(logits), 1.0)];
     }
     // Candidates sorted by logit (descending; ties by id).
     let mut cand: Vec<(u32, f32)> = logits
@@ -174,7 +186,7 @@ pub fn sample(logits: &mut [f32], history: &[u32], p: &SamplingParams, rng: &mut
         .map(|(i, &l)| (i as u32, l))
         .collect();
     if cand.is_empty() {
-        return 0;
+        return cand;
     }
     let k = if p.top_k == 0 {
         cand.len()
@@ -208,15 +220,31 @@ pub fn sample(logits: &mut [f32], history: &[u32], p: &SamplingParams, rng: &mut
         cand.retain(|&(_, l)| l >= threshold);
     }
     let probs = softmax(&cand, p.temperature);
-    let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    cand.iter().zip(probs).map(|(c, pr)| (c.0, pr)).collect()
+}
+
+/// Draw one id from `dist` (one random number; `dist` as [`distribution`] returns it, or any
+/// weights summing to about 1). Empty → 0.
+pub fn draw(dist: &[(u32, f32)], rng: &mut impl Rng) -> u32 {
+    let u = unit(rng);
     let mut cum = 0.0f64;
-    for (i, pr) in probs.iter().enumerate() {
-        cum += *pr as f64;
+    for &(id, pr) in dist {
+        cum += pr as f64;
         if u < cum {
-            return cand[i].0;
+            return id;
         }
     }
-    cand[cand.len() - 1].0
+    dist.last().map_or(0, |c| c.0)
+}
+
+/// A uniform number in [0, 1) from 53 random bits.
+pub fn unit(rng: &mut impl Rng) -> f64 {
+    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Probability of `id` under `dist` (0 when it is not a candidate).
+pub fn prob_of(dist: &[(u32, f32)], id: u32) -> f32 {
+    dist.iter().find(|c| c.0 == id).map_or(0.0, |c| c.1)
 }
 
 fn cmp_desc(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {

@@ -7,6 +7,8 @@ use bevy_ecs::prelude::*;
 use bevy_ecs::schedule::SingleThreadedExecutor;
 
 use crate::batch::{CurrentLayer, StepBatch};
+use crate::slot::{ModelSlot, Target};
+use crate::speculative::{SpecTiming, propose_drafts, verify_drafts};
 use crate::systems::*;
 use crate::weights::ModelWeights;
 
@@ -14,10 +16,14 @@ use crate::weights::ModelWeights;
 #[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StepSystems {
     Admit,
+    /// Speculative decoding: draft tokens for speculating sequences.
+    Draft,
     Batch,
     Embed,
     Layers,
     Logits,
+    /// Speculative decoding: judge the drafts, roll the caches back.
+    Verify,
     Sample,
     Emit,
 }
@@ -35,8 +41,8 @@ pub enum LayerSystems {
     Ffn,
 }
 
-/// The per-layer schedule for `weights`' architecture.
-pub fn layer_schedule(weights: &ModelWeights) -> Schedule {
+/// The per-layer schedule of slot `S` for `weights`' architecture.
+pub fn layer_schedule<S: ModelSlot>(weights: &ModelWeights) -> Schedule {
     let mut s = Schedule::default();
     s.set_executor(SingleThreadedExecutor::new());
     s.configure_sets(
@@ -53,20 +59,20 @@ pub fn layer_schedule(weights: &ModelWeights) -> Schedule {
             .chain(),
     );
     s.add_systems((
-        attn_norm.in_set(LayerSystems::AttnNorm),
-        qkv_projection.in_set(LayerSystems::Qkv),
-        apply_rope.in_set(LayerSystems::Rope),
-        attend.in_set(LayerSystems::Attention),
-        attn_output.in_set(LayerSystems::AttnOutput),
-        ffn_norm.in_set(LayerSystems::FfnNorm),
-        ffn.in_set(LayerSystems::Ffn),
+        attn_norm::<S>.in_set(LayerSystems::AttnNorm),
+        qkv_projection::<S>.in_set(LayerSystems::Qkv),
+        apply_rope::<S>.in_set(LayerSystems::Rope),
+        attend::<S>.in_set(LayerSystems::Attention),
+        attn_output::<S>.in_set(LayerSystems::AttnOutput),
+        ffn_norm::<S>.in_set(LayerSystems::FfnNorm),
+        ffn::<S>.in_set(LayerSystems::Ffn),
     ));
     if weights
         .layers
         .iter()
         .any(|l| l.q_norm.is_some() || l.k_norm.is_some())
     {
-        s.add_systems(qk_norm.in_set(LayerSystems::QkNorm));
+        s.add_systems(qk_norm::<S>.in_set(LayerSystems::QkNorm));
     }
     s
 }
@@ -79,10 +85,12 @@ pub fn step_schedule() -> Schedule {
     s.configure_sets(
         (
             StepSystems::Admit,
+            StepSystems::Draft,
             StepSystems::Batch,
             StepSystems::Embed,
             StepSystems::Layers,
             StepSystems::Logits,
+            StepSystems::Verify,
             StepSystems::Sample,
             StepSystems::Emit,
         )
@@ -90,17 +98,20 @@ pub fn step_schedule() -> Schedule {
     );
     s.add_systems((
         admit_requests.in_set(StepSystems::Admit),
+        propose_drafts.in_set(StepSystems::Draft),
         build_batch.in_set(StepSystems::Batch),
-        embed.in_set(StepSystems::Embed),
-        run_layers.in_set(StepSystems::Layers),
-        compute_logits.in_set(StepSystems::Logits),
+        embed::<Target>.in_set(StepSystems::Embed),
+        run_layers::<Target>.in_set(StepSystems::Layers),
+        compute_logits::<Target>.in_set(StepSystems::Logits),
+        verify_drafts.in_set(StepSystems::Verify),
         sample_tokens.in_set(StepSystems::Sample),
         emit_tokens.in_set(StepSystems::Emit),
     ));
-    // Commands from admission must be visible to the batch builder, and sampled tokens to emit.
+    // Commands from admission must be visible to the drafter and batch builder, and sampled
+    // tokens to emit.
     s.add_systems((ApplyDeferred
         .after(StepSystems::Admit)
-        .before(StepSystems::Batch),));
+        .before(StepSystems::Draft),));
     s
 }
 
@@ -112,7 +123,7 @@ pub fn init_world(
     settings: EngineSettings,
     queue: RequestQueue,
 ) {
-    let layers = LayerSchedule(layer_schedule(&weights));
+    let layers = LayerSchedule(layer_schedule::<Target>(&weights));
     world.insert_resource(weights);
     world.insert_resource(vocab);
     world.insert_resource(settings);
@@ -121,4 +132,5 @@ pub fn init_world(
     world.init_resource::<StepBatch>();
     world.init_resource::<crate::systems::PrefixCache>();
     world.init_resource::<CurrentLayer>();
+    world.init_resource::<SpecTiming>();
 }

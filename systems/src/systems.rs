@@ -11,12 +11,13 @@ use web_time::Instant;
 
 use chord_resources::config::{FfnActivation, RopeScaling};
 
-use crate::batch::{CurrentLayer, SeqChunk, StepBatch};
+use crate::batch::{SeqChunk, StepBatch};
 use crate::components::Event;
 use crate::components::*;
 use crate::kernels::matmul::ActivationPrecision;
 use crate::kernels::{activation, attention, matmul, norm, rope};
 use crate::sampling::{self, SamplingParams};
+use crate::slot::{ModelSlot, Slotted};
 use crate::weights::{ModelWeights, Projection};
 
 /// A generation (or scoring) request as it travels over the request channel.
@@ -33,6 +34,8 @@ pub struct Request {
     /// The first `share_prefix` prompt tokens are a shared prefix (persona / system prompt):
     /// their K/V are taken from [`PrefixCache`] when present, and stored there otherwise.
     pub share_prefix: usize,
+    /// Speculative decoding for this request, if any.
+    pub speculate: Option<crate::speculative::SpeculateParams>,
     pub sink: Sender<Event>,
 }
 
@@ -174,9 +177,10 @@ pub struct Timing {
     pub first_token: Option<Instant>,
 }
 
-/// Marks a token sampled this step, waiting to be emitted.
+/// Tokens chosen this step, waiting to be emitted: one, or with speculation the accepted drafts
+/// (already in the cache) followed by the target's own token.
 #[derive(Component, Debug)]
-pub struct Sampled(pub u32);
+pub struct Sampled(pub Vec<u32>);
 
 /// Spawn an entity for each queued request.
 pub fn admit_requests(
@@ -233,6 +237,11 @@ pub fn admit_requests(
                 first_token: None,
             },
         ));
+        if let Some(spec) = req.speculate
+            && !req.score_all
+        {
+            e.insert(crate::speculative::Speculation::new(spec));
+        }
         if share > 0 {
             e.insert(PrefixShare {
                 len: share,
@@ -247,13 +256,20 @@ pub fn build_batch(
     mut batch: ResMut<StepBatch>,
     settings: Res<EngineSettings>,
     weights: Res<ModelWeights>,
-    mut seqs: Query<(Entity, &Tokens, &mut GenState, &KvCache, &CancelFlag)>,
+    mut seqs: Query<(
+        Entity,
+        &Tokens,
+        &mut GenState,
+        &KvCache,
+        &CancelFlag,
+        Option<&crate::speculative::Speculation>,
+    )>,
 ) {
     let b = &mut *batch;
     b.clear();
     let mut budget = settings.n_batch.max(1);
     // Cancelled sequences take no rows; emit_tokens reports and despawns them.
-    for (_, _, mut g, _, cancel) in seqs.iter_mut() {
+    for (_, _, mut g, _, cancel, _) in seqs.iter_mut() {
         if g.finish.is_none() && cancel.is_cancelled() {
             g.finish = Some(FinishReason::Cancelled);
         }
@@ -261,8 +277,8 @@ pub fn build_batch(
     // Decoding sequences (one pending token) first so they never starve behind a long prompt.
     let mut order: Vec<(usize, Entity)> = seqs
         .iter()
-        .filter(|(_, t, g, _, _)| g.finish.is_none() && !t.pending.is_empty())
-        .map(|(e, t, _, _, _)| (t.pending.len(), e))
+        .filter(|(_, t, g, _, _, _)| g.finish.is_none() && !t.pending.is_empty())
+        .map(|(e, t, _, _, _, _)| (t.pending.len(), e))
         .collect();
     order.sort_by_key(|&(n, e)| (n > 1, e));
     // Scoring returns logits for every row: keep its chunks small enough to bound memory.
@@ -272,7 +288,7 @@ pub fn build_batch(
         if budget == 0 {
             break;
         }
-        let Ok((_, tokens, mut gen_state, kv, _)) = seqs.get_mut(e) else {
+        let Ok((_, tokens, mut gen_state, kv, _, spec)) = seqs.get_mut(e) else {
             continue;
         };
         let start_pos = kv.len;
@@ -288,6 +304,30 @@ pub fn build_batch(
             continue;
         }
         let last_chunk = n == tokens.pending.len();
+        // Speculation: the drafts that fit follow the pending token, every row with logits.
+        let drafts = match spec {
+            Some(sp) if last_chunk => &sp.drafts[..sp.drafts.len().min(budget - n)],
+            _ => &[][..],
+        };
+        if !drafts.is_empty() {
+            let start_row = b.tokens.len();
+            let n_rows = n + drafts.len();
+            b.chunks.push(SeqChunk {
+                entity: e,
+                start_row,
+                n_rows,
+                start_pos,
+                logits_from: n - 1,
+                first_logit: b.logit_rows.len(),
+                n_draft: drafts.len(),
+            });
+            b.tokens.extend_from_slice(&tokens.pending[..n]);
+            b.tokens.extend_from_slice(drafts);
+            b.positions.extend(start_pos..start_pos + n_rows);
+            b.logit_rows.extend(start_row + n - 1..start_row + n_rows);
+            budget -= n_rows;
+            continue;
+        }
         let logits_from = if gen_state.score_all {
             0
         } else if last_chunk {
@@ -303,6 +343,7 @@ pub fn build_batch(
             start_pos,
             logits_from,
             first_logit: b.logit_rows.len(),
+            n_draft: 0,
         });
         b.tokens.extend_from_slice(&tokens.pending[..n]);
         b.positions.extend(start_pos..start_pos + n);
@@ -313,8 +354,9 @@ pub fn build_batch(
 }
 
 /// `x[r] = token_embd[token[r]] (· embedding_scale)`.
-pub fn embed(weights: Res<ModelWeights>, mut batch: ResMut<StepBatch>) {
-    let b = &mut *batch;
+pub fn embed<S: ModelSlot>(weights: Res<S::Weights>, mut batch: ResMut<S::Batch>) {
+    let weights = weights.get();
+    let b = batch.get_mut();
     let d = weights.config.n_embd;
     let n = b.tokens.len();
     resize(&mut b.x, n * d);
@@ -329,12 +371,12 @@ pub fn embed(weights: Res<ModelWeights>, mut batch: ResMut<StepBatch>) {
 }
 
 /// Run the layer schedule once per layer.
-pub fn run_layers(world: &mut World) {
-    let n_layer = world.resource::<ModelWeights>().config.n_layer;
-    world.resource_scope(|world, mut layers: Mut<LayerSchedule>| {
+pub fn run_layers<S: ModelSlot>(world: &mut World) {
+    let n_layer = world.resource::<S::Weights>().get().config.n_layer;
+    world.resource_scope(|world, mut layers: Mut<S::Layers>| {
         for il in 0..n_layer {
-            world.resource_mut::<CurrentLayer>().0 = il;
-            layers.0.run(world);
+            world.resource_mut::<S::Layer>().get_mut().0 = il;
+            layers.get_mut().0.run(world);
         }
     });
 }
@@ -382,12 +424,14 @@ fn project(
 }
 
 /// `xn = RMSNorm(x) · attn_norm`.
-pub fn attn_norm(
-    weights: Res<ModelWeights>,
-    layer: Res<CurrentLayer>,
-    mut batch: ResMut<StepBatch>,
+pub fn attn_norm<S: ModelSlot>(
+    weights: Res<S::Weights>,
+    layer: Res<S::Layer>,
+    mut batch: ResMut<S::Batch>,
 ) {
-    let b = &mut *batch;
+    let weights = weights.get();
+    let layer = layer.get();
+    let b = batch.get_mut();
     resize(&mut b.xn, b.x.len());
     norm::rms_norm(
         &b.x,
@@ -398,14 +442,16 @@ pub fn attn_norm(
 }
 
 /// `q, k, v = xn · W{q,k,v}ᵀ (+ bias)`.
-pub fn qkv_projection(
-    weights: Res<ModelWeights>,
-    layer: Res<CurrentLayer>,
-    mut batch: ResMut<StepBatch>,
+pub fn qkv_projection<S: ModelSlot>(
+    weights: Res<S::Weights>,
+    layer: Res<S::Layer>,
+    mut batch: ResMut<S::Batch>,
     settings: Res<EngineSettings>,
 ) {
+    let weights = weights.get();
+    let layer = layer.get();
     let prec = settings.precision;
-    let b = &mut *batch;
+    let b = batch.get_mut();
     let lw = &weights.layers[layer.0];
     let c = &weights.config;
     project(
@@ -429,8 +475,14 @@ pub fn qkv_projection(
 }
 
 /// Per-head RMSNorm of q and k (gemma3's QK-norm).
-pub fn qk_norm(weights: Res<ModelWeights>, layer: Res<CurrentLayer>, mut batch: ResMut<StepBatch>) {
-    let b = &mut *batch;
+pub fn qk_norm<S: ModelSlot>(
+    weights: Res<S::Weights>,
+    layer: Res<S::Layer>,
+    mut batch: ResMut<S::Batch>,
+) {
+    let weights = weights.get();
+    let layer = layer.get();
+    let b = batch.get_mut();
     let lw = &weights.layers[layer.0];
     let eps = weights.config.rms_eps;
     if let Some(w) = &lw.q_norm {
@@ -442,13 +494,15 @@ pub fn qk_norm(weights: Res<ModelWeights>, layer: Res<CurrentLayer>, mut batch: 
 }
 
 /// Rotate q and k by each row's position.
-pub fn apply_rope(
-    weights: Res<ModelWeights>,
-    layer: Res<CurrentLayer>,
+pub fn apply_rope<S: ModelSlot>(
+    weights: Res<S::Weights>,
+    layer: Res<S::Layer>,
     settings: Res<EngineSettings>,
-    mut batch: ResMut<StepBatch>,
+    mut batch: ResMut<S::Batch>,
 ) {
-    let b = &mut *batch;
+    let weights = weights.get();
+    let layer = layer.get();
+    let b = batch.get_mut();
     let c = &weights.config;
     let base = c.layers[layer.0].rope_base;
     // Frequency factors as llama.cpp's `get_rope_factors`: `rope_freqs` if loaded, else the
@@ -492,13 +546,15 @@ pub fn apply_rope(
 }
 
 /// Append this step's K/V to each sequence's cache, then attend over the cache in place.
-pub fn attend(
-    weights: Res<ModelWeights>,
-    layer: Res<CurrentLayer>,
-    mut batch: ResMut<StepBatch>,
-    mut caches: Query<&mut KvCache>,
+pub fn attend<S: ModelSlot>(
+    weights: Res<S::Weights>,
+    layer: Res<S::Layer>,
+    mut batch: ResMut<S::Batch>,
+    mut caches: Query<&mut S::Kv>,
 ) {
-    let b = &mut *batch;
+    let weights = weights.get();
+    let layer = layer.get();
+    let b = batch.get_mut();
     let c = &weights.config;
     let il = layer.0;
     let (qd, kd, vd) = (c.q_dim(), c.k_dim(), c.v_dim());
@@ -518,7 +574,7 @@ pub fn attend(
             continue;
         };
         let rows = ch.start_row..ch.start_row + ch.n_rows;
-        let kv = &mut *kv;
+        let kv = kv.get_mut();
         kv.k[il].truncate(ch.start_pos * kd);
         kv.v[il].truncate(ch.start_pos * vd);
         kv.k[il].extend_from_f32(&b.k[rows.start * kd..rows.end * kd]);
@@ -535,14 +591,16 @@ pub fn attend(
 }
 
 /// `x += [post_norm](attn · Woᵀ)`.
-pub fn attn_output(
-    weights: Res<ModelWeights>,
-    layer: Res<CurrentLayer>,
-    mut batch: ResMut<StepBatch>,
+pub fn attn_output<S: ModelSlot>(
+    weights: Res<S::Weights>,
+    layer: Res<S::Layer>,
+    mut batch: ResMut<S::Batch>,
     settings: Res<EngineSettings>,
 ) {
+    let weights = weights.get();
+    let layer = layer.get();
     let prec = settings.precision;
-    let b = &mut *batch;
+    let b = batch.get_mut();
     let lw = &weights.layers[layer.0];
     resize(&mut b.proj, b.x.len());
     matmul::matmul(lw.attn_output.view(&weights), &b.attn, &mut b.proj, prec);
@@ -562,12 +620,14 @@ fn residual_add(x: &mut [f32], proj: &mut [f32], post_norm: Option<&[f32]>, eps:
 }
 
 /// `xn = RMSNorm(x) · ffn_norm`.
-pub fn ffn_norm(
-    weights: Res<ModelWeights>,
-    layer: Res<CurrentLayer>,
-    mut batch: ResMut<StepBatch>,
+pub fn ffn_norm<S: ModelSlot>(
+    weights: Res<S::Weights>,
+    layer: Res<S::Layer>,
+    mut batch: ResMut<S::Batch>,
 ) {
-    let b = &mut *batch;
+    let weights = weights.get();
+    let layer = layer.get();
+    let b = batch.get_mut();
     norm::rms_norm(
         &b.x,
         &weights.layers[layer.0].ffn_norm,
@@ -577,14 +637,16 @@ pub fn ffn_norm(
 }
 
 /// `x += [post_norm](act(xn·Wgᵀ) ⊙ (xn·Wuᵀ) · Wdᵀ)`.
-pub fn ffn(
-    weights: Res<ModelWeights>,
-    layer: Res<CurrentLayer>,
-    mut batch: ResMut<StepBatch>,
+pub fn ffn<S: ModelSlot>(
+    weights: Res<S::Weights>,
+    layer: Res<S::Layer>,
+    mut batch: ResMut<S::Batch>,
     settings: Res<EngineSettings>,
 ) {
+    let weights = weights.get();
+    let layer = layer.get();
     let prec = settings.precision;
-    let b = &mut *batch;
+    let b = batch.get_mut();
     let lw = &weights.layers[layer.0];
     let n_ff = weights.config.n_ff;
     project(
@@ -610,13 +672,14 @@ pub fn ffn(
 }
 
 /// Final norm and LM head for the rows that need logits.
-pub fn compute_logits(
-    weights: Res<ModelWeights>,
-    mut batch: ResMut<StepBatch>,
+pub fn compute_logits<S: ModelSlot>(
+    weights: Res<S::Weights>,
+    mut batch: ResMut<S::Batch>,
     settings: Res<EngineSettings>,
 ) {
+    let weights = weights.get();
     let prec = settings.precision;
-    let b = &mut *batch;
+    let b = batch.get_mut();
     let c = &weights.config;
     let d = c.n_embd;
     let n = b.logit_rows.len();
@@ -657,15 +720,14 @@ pub fn sample_tokens(
     let b = &mut *batch;
     let c = &weights.config;
     let n_vocab = c.n_vocab;
-    for ch in &b.chunks {
+    // Chunks with drafts are the verify system's.
+    for ch in b.chunks.iter().filter(|c| c.n_draft == 0) {
         let Ok((mut tokens, mut kv, mut sampler, mut gen_state, sink, share)) =
             seqs.get_mut(ch.entity)
         else {
             continue;
         };
-        let evaluated: Vec<u32> = tokens.pending.drain(..ch.n_rows).collect();
-        tokens.evaluated.extend_from_slice(&evaluated);
-        kv.len = ch.start_pos + ch.n_rows;
+        commit_rows(&mut tokens, &mut kv, ch.start_pos, ch.n_rows);
         if let Some(mut share) = share
             && !share.stored
             && kv.len >= share.len
@@ -696,8 +758,17 @@ pub fn sample_tokens(
         }
         let s = &mut *sampler;
         let id = sampling::sample(logits, &tokens.evaluated, &s.params, &mut s.rng);
-        commands.entity(ch.entity).insert(Sampled(id));
+        commands.entity(ch.entity).insert(Sampled(vec![id]));
     }
+}
+
+/// The first `n` pending tokens were evaluated at `start_pos..`: they move to `evaluated`, and
+/// the cache holds their positions.
+pub fn commit_rows(tokens: &mut Tokens, kv: &mut KvCache, start_pos: usize, n: usize) {
+    let n = n.min(tokens.pending.len());
+    let evaluated: Vec<u32> = tokens.pending.drain(..n).collect();
+    tokens.evaluated.extend_from_slice(&evaluated);
+    kv.len = start_pos + n;
 }
 
 /// Stream sampled tokens, apply stop conditions, finish and despawn completed sequences.
@@ -719,62 +790,28 @@ pub fn emit_tokens(
         seqs.iter_mut()
     {
         let g = &mut *gen_state;
-        if let Some(&Sampled(id)) = sampled {
+        if let Some(Sampled(ids)) = sampled {
             commands.entity(e).remove::<Sampled>();
             let now = Instant::now();
             if timing.first_token.is_none() {
                 timing.first_token = Some(now);
                 g.stats.prefill_s = (now - timing.admitted).as_secs_f64();
             }
-            g.n_generated += 1;
-            g.stats.n_generated = g.n_generated;
-            if vocab.is_eog.get(id as usize).copied().unwrap_or(false) {
-                // The end-of-generation token is reported (as llama.cpp's greedy ids include it) but adds no text.
-                let _ = sink.0.send(Event::Token {
-                    id,
-                    text: String::new(),
-                });
-                g.finish = Some(FinishReason::Eos);
-            } else {
-                let piece = vocab
-                    .pieces
-                    .get(id as usize)
-                    .map(Vec::as_slice)
-                    .unwrap_or(&[]);
-                let text = text_stream.0.push_bytes(piece);
-                let before = g.text.len();
-                g.text.push_str(&text);
-                let stop_hit = g
-                    .stop_strings
-                    .iter()
-                    .filter(|s| !s.is_empty())
-                    .find_map(|s| {
-                        // Only look where the new text could complete a stop string.
-                        let from = before.saturating_sub(s.len());
-                        let from = (from..=before)
-                            .find(|&i| g.text.is_char_boundary(i))
-                            .unwrap_or(before);
-                        g.text[from..].find(s.as_str()).map(|i| from + i)
-                    });
-                let text = match stop_hit {
-                    Some(at) => {
-                        g.finish = Some(FinishReason::Stop);
-                        let keep = at.saturating_sub(before);
-                        let t = text[..keep.min(text.len())].to_string();
-                        g.text.truncate(at);
-                        t
-                    }
-                    None => text,
-                };
-                if sink.0.send(Event::Token { id, text }).is_err() {
-                    g.finish = Some(FinishReason::Cancelled);
+            for &id in ids {
+                g.n_generated += 1;
+                g.stats.n_generated = g.n_generated;
+                emit_one(id, g, &mut text_stream.0, &vocab, &sink.0);
+                if g.finish.is_none() && g.n_generated >= g.max_new_tokens {
+                    g.finish = Some(FinishReason::Length);
                 }
-                if g.finish.is_none() {
-                    tokens.pending.push(id);
-                    if g.n_generated >= g.max_new_tokens {
-                        g.finish = Some(FinishReason::Length);
-                    }
+                if g.finish.is_some() {
+                    break;
                 }
+            }
+            // The last token is evaluated next step (earlier ones of a speculative step already
+            // are). A finished sequence is despawned below, so this matters only while running.
+            if let Some(&last) = ids.last() {
+                tokens.pending.push(last);
             }
         }
         if let Some(reason) = g.finish {
@@ -793,5 +830,58 @@ pub fn emit_tokens(
             });
             commands.entity(e).despawn();
         }
+    }
+}
+
+/// Stream one generated token: its text (held back across partial UTF-8 characters, cut at a
+/// stop string), or the end of generation.
+fn emit_one(
+    id: u32,
+    g: &mut GenState,
+    text_stream: &mut chord_resources::tokenizer::StreamDecoder,
+    vocab: &Vocab,
+    sink: &Sender<Event>,
+) {
+    if vocab.is_eog.get(id as usize).copied().unwrap_or(false) {
+        // The end-of-generation token is reported (as llama.cpp's greedy ids include it) but adds no text.
+        let _ = sink.send(Event::Token {
+            id,
+            text: String::new(),
+        });
+        g.finish = Some(FinishReason::Eos);
+        return;
+    }
+    let piece = vocab
+        .pieces
+        .get(id as usize)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let text = text_stream.push_bytes(piece);
+    let before = g.text.len();
+    g.text.push_str(&text);
+    let stop_hit = g
+        .stop_strings
+        .iter()
+        .filter(|s| !s.is_empty())
+        .find_map(|s| {
+            // Only look where the new text could complete a stop string.
+            let from = before.saturating_sub(s.len());
+            let from = (from..=before)
+                .find(|&i| g.text.is_char_boundary(i))
+                .unwrap_or(before);
+            g.text[from..].find(s.as_str()).map(|i| from + i)
+        });
+    let text = match stop_hit {
+        Some(at) => {
+            g.finish = Some(FinishReason::Stop);
+            let keep = at.saturating_sub(before);
+            let t = text[..keep.min(text.len())].to_string();
+            g.text.truncate(at);
+            t
+        }
+        None => text,
+    };
+    if sink.send(Event::Token { id, text }).is_err() {
+        g.finish = Some(FinishReason::Cancelled);
     }
 }

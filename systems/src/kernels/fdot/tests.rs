@@ -164,6 +164,38 @@ fn row_tiles_and_row_groups_cover_everything() {
 }
 
 #[test]
+fn a_row_gives_the_same_bits_alone_or_tiled_with_others() {
+    // Batch invariance: decode (one row), prefill (tiles of up to four rows) and speculative
+    // verification must agree bit for bit, or batching could flip a greedy token.
+    let mut rng = Rng(0xba7c);
+    for isa in available_isas() {
+        for ty in GgmlType::ALL {
+            let k = 2 * ty.block_size().max(32);
+            let m = 5;
+            let w = weights(&mut rng, ty, m, k);
+            for n in [2, 3, 4, 7] {
+                let x = rng.activations(n * k);
+                let mut together = vec![0.0f32; n * m];
+                matmul_rows_with(isa, ty, &w, k, &x, n, 0..m, &mut together);
+                for r in 0..n {
+                    let mut alone = vec![0.0f32; m];
+                    matmul_rows_with(isa, ty, &w, k, &x[r * k..(r + 1) * k], 1, 0..m, &mut alone);
+                    let got: Vec<u32> = together[r * m..(r + 1) * m]
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .collect();
+                    let want: Vec<u32> = alone.iter().map(|v| v.to_bits()).collect();
+                    assert_eq!(
+                        got, want,
+                        "{isa:?} {ty}: row {r} of {n} differs from the row alone"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn empty_ranges_and_zero_rows_write_nothing() {
     let mut rng = Rng(9);
     for isa in available_isas() {

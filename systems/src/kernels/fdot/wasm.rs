@@ -153,9 +153,10 @@ fn dot_rows<const BITS: u8, const MIN: bool, const R: usize>(
     w_row: &[u8],
     xs: [&[f32]; R],
 ) -> [f32; R] {
-    // Two accumulators per row hide the add latency of a single row; with more rows, one
-    // each keeps everything in the 16 vector registers of x86-64 engines.
-    let lanes = if R == 1 { 2 } else { 1 };
+    // Two accumulators per row hide the add latency. The count must not depend on `R`: a row's
+    // sum is then bit-identical alone (decode) or tiled with others (prefill, batching,
+    // speculative verification), so batching never changes a greedy token.
+    let lanes = 2;
     let mut acc = [[f32x4_splat(0.0); 2]; R];
     let block_bytes = Legacy::<BITS, MIN>::BLOCK_BYTES;
     for (b, block) in w_row.chunks_exact(block_bytes).enumerate() {

@@ -630,8 +630,11 @@ impl Format for Q6K {
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn dot_rows<F: Format, const R: usize>(w_row: &[u8], xs: [&[f32]; R]) -> [f32; R] {
-    // Independent accumulators per row, enough FMAs in flight to hide their latency.
-    let lanes = if R == 1 { 4 } else { 2 };
+    // Two independent accumulators per row keep FMAs in flight. The count must not depend on
+    // `R`: a row's sum is then bit-identical whether it is evaluated alone (decode) or tiled
+    // with others (prefill, batched sequences, speculative verification), so batching never
+    // changes a greedy token.
+    let lanes = 2;
     let mut acc = [[_mm256_setzero_ps(); 4]; R];
     let block_elems = F::RUNS * RUN;
     for (b, block) in w_row.chunks_exact(F::BYTES).enumerate() {

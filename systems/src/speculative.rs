@@ -1,0 +1,636 @@
+//! Speculative decoding as two system sets of the step schedule.
+//!
+//! * [`StepSystems::Draft`](crate::schedule::StepSystems::Draft) — [`propose_drafts`]: every
+//!   decoding sequence with a [`Speculation`] gets up to `k` draft tokens, either from the
+//!   draft model (its own weights resource, [`DraftWeights`], run by the same forward-pass
+//!   systems in the [`Draft`] slot, batched over all speculating sequences) or by prompt lookup
+//!   (the continuation of the latest earlier occurrence of the sequence's last n-gram).
+//! * The batch builder then gives such a sequence the rows `[pending token, d₁ … d_k]`, all
+//!   with logits, so the target model scores the k + 1 positions in one batched forward.
+//! * [`StepSystems::Verify`](crate::schedule::StepSystems::Verify) — [`verify_drafts`]: greedy
+//!   sequences accept the longest prefix of drafts equal to the target's argmax, then take the
+//!   target's token at the first disagreement (or after the last draft); sampling sequences
+//!   apply the rejection rule of Leviathan et al. / Chen et al. (accept `d` with probability
+//!   `min(1, p(d)/q(d))`, on rejection draw from `norm(max(0, p − q))`), so every emitted token
+//!   has exactly the target's distribution. Both K/V caches are rolled back to the accepted
+//!   length, and `k` adapts to the measured acceptance rate and draft cost.
+//!
+//! The CPU kernels give a row the same bits alone or in a batch, so greedy output with
+//! speculation is identical to greedy output without it.
+
+use bevy_ecs::prelude::*;
+use web_time::Instant;
+
+use crate::batch::SeqChunk;
+use crate::components::*;
+use crate::sampling;
+use crate::slot::{Draft, DraftBatch, DraftKv, DraftWeights};
+use crate::systems::{CancelFlag, EngineSettings, Sampled, commit_rows};
+
+/// Where a sequence's draft tokens come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DraftSource {
+    /// The draft model loaded into the world ([`DraftWeights`]).
+    Model,
+    /// Prompt lookup: continue the latest earlier occurrence of the last `ngram_max` …
+    /// `ngram_min` tokens. Costs no model evaluation; helps text that repeats its context
+    /// (code edits, quoting, NPC dialogue that reuses names and phrases).
+    Lookup { ngram_min: usize, ngram_max: usize },
+}
+
+/// A request's speculation settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpeculateParams {
+    pub source: DraftSource,
+    /// Most draft tokens per step (the starting value when adaptive).
+    pub k: usize,
+    /// Adapt the draft length to the measured acceptance rate and draft cost.
+    pub adaptive: bool,
+}
+
+/// Most draft tokens one step may propose.
+pub const MAX_DRAFT: usize = 32;
+
+impl SpeculateParams {
+    /// Drafting with the loaded draft model, `k` tokens at most, adaptive.
+    pub fn draft_model(k: usize) -> Self {
+        SpeculateParams {
+            source: DraftSource::Model,
+            k,
+            adaptive: true,
+        }
+    }
+
+    /// Prompt-lookup drafting (n-grams of 1 to 4 tokens), `k` tokens at most, adaptive.
+    pub fn lookup(k: usize) -> Self {
+        SpeculateParams {
+            source: DraftSource::Lookup {
+                ngram_min: 1,
+                ngram_max: 4,
+            },
+            k,
+            adaptive: true,
+        }
+    }
+
+    /// Why these settings are unusable, if they are.
+    pub fn invalid(&self) -> Option<String> {
+        if self.k == 0 || self.k > MAX_DRAFT {
+            return Some(format!("draft length {} is not in 1..={MAX_DRAFT}", self.k));
+        }
+        if let DraftSource::Lookup {
+            ngram_min,
+            ngram_max,
+        } = self.source
+            && (ngram_min == 0 || ngram_min > ngram_max)
+        {
+            return Some(format!(
+                "lookup n-gram sizes {ngram_min}..={ngram_max} are not a range of positive sizes"
+            ));
+        }
+        None
+    }
+}
+
+/// A speculating sequence's state.
+#[derive(Component, Debug)]
+pub struct Speculation {
+    pub params: SpeculateParams,
+    /// Draft length of the next step.
+    pub k: usize,
+    /// This step's drafts.
+    pub drafts: Vec<u32>,
+    /// The draft model's distribution each draft was drawn from (sampling with a draft model
+    /// only; greedy and lookup drafts are point masses).
+    pub draft_dists: Vec<Vec<(u32, f32)>>,
+    /// Exponentially decayed counts of accepted drafts and of drafts judged (accepted plus the
+    /// first rejected one of each step): their ratio estimates the per-token acceptance rate.
+    accepted_decayed: f32,
+    judged_decayed: f32,
+}
+
+impl Speculation {
+    pub fn new(params: SpeculateParams) -> Self {
+        Speculation {
+            params,
+            k: params.k.clamp(1, MAX_DRAFT),
+            drafts: Vec::new(),
+            draft_dists: Vec::new(),
+            accepted_decayed: 0.0,
+            judged_decayed: 0.0,
+        }
+    }
+
+    /// Estimated probability that a draft token is accepted.
+    pub fn acceptance_rate(&self) -> f32 {
+        if self.judged_decayed > 0.0 {
+            self.accepted_decayed / self.judged_decayed
+        } else {
+            0.5
+        }
+    }
+
+    /// Record a step that judged `drafted` drafts and accepted `accepted` of them, then choose
+    /// the next draft length: the `k` that maximizes expected tokens per unit of time,
+    /// `(1 − αᵏ⁺¹)/(1 − α) / (1 + k·cost)`, with `cost` the time of one draft token plus one
+    /// more verified row relative to a target step.
+    fn record(&mut self, drafted: usize, accepted: usize, cost: f32) {
+        if drafted == 0 {
+            return;
+        }
+        const DECAY: f32 = 0.8;
+        let judged = accepted + usize::from(accepted < drafted);
+        self.accepted_decayed = DECAY * self.accepted_decayed + accepted as f32;
+        self.judged_decayed = DECAY * self.judged_decayed + judged as f32;
+        if self.params.adaptive {
+            self.k = best_draft_len(self.acceptance_rate(), cost, self.params.k);
+        }
+    }
+}
+
+/// The draft length in `1..=k_max` with the most expected tokens per unit of time when each
+/// draft is accepted with probability `alpha` and costs `cost` target steps.
+pub fn best_draft_len(alpha: f32, cost: f32, k_max: usize) -> usize {
+    let alpha = alpha.clamp(0.0, 0.999) as f64;
+    let cost = cost.max(0.0) as f64;
+    let mut best = (1, 0.0f64);
+    for k in 1..=k_max.max(1) {
+        let expected = (1.0 - alpha.powi(k as i32 + 1)) / (1.0 - alpha);
+        let rate = expected / (1.0 + k as f64 * cost);
+        if rate > best.1 + 1e-9 {
+            best = (k, rate);
+        }
+    }
+    best.0
+}
+
+/// Measured costs the adaptive draft length uses (exponential moving averages, seconds).
+#[derive(Resource, Debug, Default)]
+pub struct SpecTiming {
+    /// One batched draft-model iteration.
+    pub draft_iter_s: Option<f64>,
+    /// One verification step of the target model (embed → logits).
+    pub target_step_s: Option<f64>,
+    /// When the target's part of the current step began.
+    target_started: Option<Instant>,
+}
+
+/// Extra cost of one more verified row relative to a one-row target step: the weights are read
+/// once per step whatever the row count, so a row adds only its arithmetic. Measured on the CPU
+/// path as prefill versus decode time per token (about a quarter).
+const VERIFY_ROW_COST: f32 = 0.25;
+
+fn ema(old: Option<f64>, new: f64) -> Option<f64> {
+    Some(match old {
+        Some(o) => 0.8 * o + 0.2 * new,
+        None => new,
+    })
+}
+
+impl SpecTiming {
+    fn draft_cost(&self, source: DraftSource) -> f32 {
+        let draft = match source {
+            DraftSource::Lookup { .. } => 0.0,
+            DraftSource::Model => match (self.draft_iter_s, self.target_step_s) {
+                (Some(d), Some(t)) if t > 0.0 => (d / t) as f32,
+                _ => 0.3,
+            },
+        };
+        draft + VERIFY_ROW_COST
+    }
+}
+
+/// The continuation of the latest earlier occurrence of `seq`'s last n tokens (n from
+/// `ngram_max` down to `ngram_min`), at most `want` tokens. Empty when nothing matches.
+pub fn lookup_draft(seq: &[u32], ngram_min: usize, ngram_max: usize, want: usize) -> Vec<u32> {
+    let len = seq.len();
+    for n in (ngram_min.max(1)..=ngram_max).rev() {
+        if n >= len {
+            continue;
+        }
+        let key = &seq[len - n..];
+        // Latest match that starts before the key itself and has a continuation.
+        for start in (0..len - n).rev() {
+            if &seq[start..start + n] == key {
+                let from = start + n;
+                let to = (from + want).min(len);
+                if from < to {
+                    return seq[from..to].to_vec();
+                }
+            }
+        }
+    }
+    Vec::new()
+}
+
+/// The draft model's forward pass (embed → layers → logits in the [`Draft`] slot).
+#[derive(Resource)]
+pub struct DraftForward(pub Schedule);
+
+/// Build the draft forward schedule.
+pub fn draft_forward_schedule() -> Schedule {
+    use bevy_ecs::schedule::SingleThreadedExecutor;
+    let mut s = Schedule::default();
+    s.set_executor(SingleThreadedExecutor::new());
+    s.add_systems(
+        (
+            crate::systems::embed::<Draft>,
+            crate::systems::run_layers::<Draft>,
+            crate::systems::compute_logits::<Draft>,
+        )
+            .chain(),
+    );
+    s
+}
+
+/// Insert the draft model into a world built by [`crate::schedule::init_world`].
+pub fn insert_draft_model(world: &mut World, weights: crate::weights::ModelWeights) {
+    let layers = crate::systems::LayerSchedule(crate::schedule::layer_schedule::<Draft>(&weights));
+    world.insert_resource(DraftWeights(weights));
+    world.insert_resource(crate::slot::DraftLayers(layers));
+    world.init_resource::<DraftBatch>();
+    world.init_resource::<crate::slot::DraftLayer>();
+    world.insert_resource(DraftForward(draft_forward_schedule()));
+}
+
+/// Choose each speculating sequence's drafts for this step.
+pub fn propose_drafts(world: &mut World) {
+    let settings = world.resource::<EngineSettings>().clone();
+    let has_draft_model = world.contains_resource::<DraftWeights>();
+    let mut model_seqs: Vec<(Entity, usize)> = Vec::new();
+    let mut q = world.query::<(
+        Entity,
+        &Tokens,
+        &GenState,
+        &KvCache,
+        &CancelFlag,
+        &mut Speculation,
+    )>();
+    for (e, tokens, g, kv, cancel, mut spec) in q.iter_mut(world) {
+        spec.drafts.clear();
+        spec.draft_dists.clear();
+        // Only sequences past their prompt, decoding one token per step, speculate.
+        if g.finish.is_some() || cancel.is_cancelled() || g.score_all || tokens.pending.len() != 1 {
+            continue;
+        }
+        // This step yields at least one token; drafts may add at most the rest of the budget,
+        // and every draft needs a cache position.
+        let remaining = g.max_new_tokens.saturating_sub(g.n_generated + 1);
+        let room = kv.max_len.saturating_sub(kv.len + 1);
+        let want = spec.k.min(remaining).min(room).min(settings.n_batch - 1);
+        if want == 0 {
+            continue;
+        }
+        match spec.params.source {
+            DraftSource::Lookup {
+                ngram_min,
+                ngram_max,
+            } => {
+                let mut seq = tokens.evaluated.clone();
+                seq.extend_from_slice(&tokens.pending);
+                spec.drafts = lookup_draft(&seq, ngram_min, ngram_max, want);
+            }
+            DraftSource::Model if has_draft_model => model_seqs.push((e, want)),
+            DraftSource::Model => {}
+        }
+    }
+    if !model_seqs.is_empty() {
+        draft_with_model(world, &model_seqs, settings.n_batch);
+    }
+    world.resource_mut::<SpecTiming>().target_started = Some(Instant::now());
+}
+
+/// Run the draft model, batched over `seqs` (entity, drafts wanted), until each has its drafts.
+/// A sequence's draft cache first catches up with everything the target evaluated since the
+/// last step (the whole prompt the first time), then one token per iteration.
+fn draft_with_model(world: &mut World, seqs: &[(Entity, usize)], n_batch: usize) {
+    let n_vocab_target = world
+        .resource::<crate::weights::ModelWeights>()
+        .config
+        .n_vocab;
+    let (draft_layers, draft_vocab) = {
+        let w = &world.resource::<DraftWeights>().0;
+        (w.config.n_layer, w.config.n_vocab)
+    };
+    let kv_precision = world.resource::<EngineSettings>().kv_precision;
+    // Sequences that have no draft cache yet get one.
+    for &(e, _) in seqs {
+        if world.get::<DraftKv>(e).is_none() {
+            let max_len = world.get::<KvCache>(e).map_or(0, |kv| kv.max_len);
+            world
+                .entity_mut(e)
+                .insert(DraftKv(KvCache::new(draft_layers, max_len, kv_precision)));
+        }
+    }
+    let mut active: Vec<(Entity, usize)> = seqs.to_vec();
+    // Sequences whose draft proposed an id the target cannot score stop drafting this step.
+    let mut stopped: Vec<Entity> = Vec::new();
+    let started = Instant::now();
+    let mut iterations = 0usize;
+    while !active.is_empty() {
+        // Rows of this iteration: for each sequence, what its draft cache lacks of
+        // `evaluated ++ pending ++ drafts`, within the batch budget.
+        let mut batch = std::mem::take(&mut world.resource_mut::<DraftBatch>().0);
+        batch.clear();
+        let mut budget = n_batch.max(1);
+        for &(e, _) in &active {
+            if budget == 0 {
+                break;
+            }
+            let (Some(tokens), Some(spec), Some(dkv)) = (
+                world.get::<Tokens>(e),
+                world.get::<Speculation>(e),
+                world.get::<DraftKv>(e),
+            ) else {
+                continue;
+            };
+            let n_eval = tokens.evaluated.len();
+            // After a rejection the draft cache may hold positions the target did not keep.
+            let have = dkv.0.len.min(n_eval);
+            let total = n_eval + tokens.pending.len() + spec.drafts.len();
+            let todo = total - have;
+            let n = todo.min(budget);
+            let start_row = batch.tokens.len();
+            let seq_token = |i: usize| -> u32 {
+                if i < n_eval {
+                    tokens.evaluated[i]
+                } else if i < n_eval + tokens.pending.len() {
+                    tokens.pending[i - n_eval]
+                } else {
+                    spec.drafts[i - n_eval - tokens.pending.len()]
+                }
+            };
+            batch.tokens.extend((have..have + n).map(seq_token));
+            batch.positions.extend(have..have + n);
+            let logits_from = if n == todo { n - 1 } else { n };
+            batch.chunks.push(SeqChunk {
+                entity: e,
+                start_row,
+                n_rows: n,
+                start_pos: have,
+                logits_from,
+                first_logit: batch.logit_rows.len(),
+                n_draft: 0,
+            });
+            batch
+                .logit_rows
+                .extend(start_row + logits_from..start_row + n);
+            budget -= n;
+        }
+        if batch.chunks.is_empty() {
+            world.resource_mut::<DraftBatch>().0 = batch;
+            break;
+        }
+        world.resource_mut::<DraftBatch>().0 = batch;
+        world.resource_scope(|world, mut fwd: Mut<DraftForward>| fwd.0.run(world));
+        iterations += 1;
+        let batch = std::mem::take(&mut world.resource_mut::<DraftBatch>().0);
+        for ch in &batch.chunks {
+            let mut ent = world.entity_mut(ch.entity);
+            if let Some(mut dkv) = ent.get_mut::<DraftKv>() {
+                dkv.0.len = ch.start_pos + ch.n_rows;
+            }
+            if ch.logits_from == ch.n_rows {
+                continue;
+            }
+            let logits =
+                &batch.logits[ch.first_logit * draft_vocab..(ch.first_logit + 1) * draft_vocab];
+            let mut logits = logits.to_vec();
+            // The draft's penalties see the same history the target's will.
+            let history: Vec<u32> = match (ent.get::<Tokens>(), ent.get::<Speculation>()) {
+                (Some(t), Some(s)) => t
+                    .evaluated
+                    .iter()
+                    .chain(&t.pending)
+                    .chain(&s.drafts)
+                    .copied()
+                    .collect(),
+                _ => continue,
+            };
+            let Some(params) = ent.get::<SamplerState>().map(|s| s.params.clone()) else {
+                continue;
+            };
+            let dist = sampling::distribution(&mut logits, &history, &params);
+            let token = if params.temperature <= 0.0 {
+                dist.first().map(|c| c.0)
+            } else {
+                ent.get_mut::<SamplerState>()
+                    .map(|mut s| sampling::draw(&dist, &mut s.rng))
+            };
+            let Some(mut spec) = ent.get_mut::<Speculation>() else {
+                continue;
+            };
+            match token {
+                // A draft id the target cannot score ends this sequence's drafts.
+                Some(t) if (t as usize) < n_vocab_target => {
+                    spec.drafts.push(t);
+                    if params.temperature > 0.0 {
+                        spec.draft_dists.push(dist);
+                    }
+                }
+                _ => stopped.push(ch.entity),
+            }
+        }
+        world.resource_mut::<DraftBatch>().0 = batch;
+        active.retain(|&(e, want)| {
+            !stopped.contains(&e)
+                && world
+                    .get::<Speculation>(e)
+                    .is_some_and(|s| s.drafts.len() < want)
+        });
+    }
+    if std::env::var_os("CHORD_SPEC_TRACE").is_some() {
+        eprintln!(
+            "[draft] {iterations} iterations in {:.1} ms",
+            started.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    if iterations > 0 {
+        let per_iter = started.elapsed().as_secs_f64() / iterations as f64;
+        let mut timing = world.resource_mut::<SpecTiming>();
+        timing.draft_iter_s = ema(timing.draft_iter_s, per_iter);
+    }
+}
+
+/// Judge the drafts of every speculating chunk against the target's logits, keep the accepted
+/// prefix (rolling both caches back), and hand the accepted tokens plus one target token to
+/// the emitter.
+#[allow(clippy::type_complexity)]
+pub fn verify_drafts(
+    mut commands: Commands,
+    weights: Res<crate::weights::ModelWeights>,
+    batch: Res<crate::batch::StepBatch>,
+    draft: Option<Res<DraftWeights>>,
+    mut timing: ResMut<SpecTiming>,
+    mut seqs: Query<(
+        &mut Tokens,
+        &mut KvCache,
+        &mut SamplerState,
+        &mut GenState,
+        &mut Speculation,
+        Option<&mut DraftKv>,
+    )>,
+) {
+    if !batch.chunks.iter().any(|c| c.n_draft > 0) {
+        return;
+    }
+    if let Some(t0) = timing.target_started.take() {
+        timing.target_step_s = ema(timing.target_step_s, t0.elapsed().as_secs_f64());
+    }
+    let c = &weights.config;
+    let n_vocab = c.n_vocab;
+    for ch in batch.chunks.iter().filter(|c| c.n_draft > 0) {
+        let Ok((mut tokens, mut kv, mut sampler, mut gen_state, mut spec, draft_kv)) =
+            seqs.get_mut(ch.entity)
+        else {
+            continue;
+        };
+        let n_pending = ch.n_rows - ch.n_draft;
+        commit_rows(&mut tokens, &mut kv, ch.start_pos, n_pending);
+        let drafts: Vec<u32> = spec.drafts[..ch.n_draft].to_vec();
+        let s = &mut *sampler;
+        let greedy = s.params.temperature <= 0.0;
+        let mut out = Vec::with_capacity(ch.n_draft + 1);
+        let mut accepted = 0;
+        // Logit row `i` of the chunk holds the distribution of the token after `drafts[..i]`.
+        for i in 0..=ch.n_draft {
+            let row = ch.first_logit + i;
+            let mut logits = batch.logits[row * n_vocab..(row + 1) * n_vocab].to_vec();
+            let p = sampling::distribution(&mut logits, &tokens.evaluated, &s.params);
+            let Some(&d) = drafts.get(i) else {
+                // Every draft accepted: the last row gives one more token for free.
+                out.push(pick(&p, greedy, &mut s.rng));
+                break;
+            };
+            let keep = if greedy {
+                p.first().is_some_and(|c| c.0 == d)
+            } else {
+                let q_d = match spec.draft_dists.get(i) {
+                    Some(q) => sampling::prob_of(q, d),
+                    None => 1.0,
+                };
+                let p_d = sampling::prob_of(&p, d);
+                q_d > 0.0 && sampling::unit(&mut s.rng) < f64::from(p_d / q_d)
+            };
+            if keep {
+                tokens.evaluated.push(d);
+                out.push(d);
+                accepted += 1;
+                continue;
+            }
+            let y = if greedy {
+                p.first().map_or(0, |c| c.0)
+            } else {
+                // Rejected: draw from the part of p that q does not cover.
+                let residual: Vec<(u32, f32)> = p
+                    .iter()
+                    .map(|&(id, pr)| {
+                        let q_id = match spec.draft_dists.get(i) {
+                            Some(q) => sampling::prob_of(q, id),
+                            None => f32::from(u8::from(id == d)),
+                        };
+                        (id, (pr - q_id).max(0.0))
+                    })
+                    .filter(|c| c.1 > 0.0)
+                    .collect();
+                let total: f32 = residual.iter().map(|c| c.1).sum();
+                if total > 0.0 {
+                    let norm: Vec<(u32, f32)> = residual
+                        .into_iter()
+                        .map(|(id, r)| (id, r / total))
+                        .collect();
+                    sampling::draw(&norm, &mut s.rng)
+                } else {
+                    sampling::draw(&p, &mut s.rng)
+                }
+            };
+            out.push(y);
+            break;
+        }
+        // The cache keeps the pending token(s) and the accepted drafts.
+        let keep_len = ch.start_pos + n_pending + accepted;
+        kv.truncate(keep_len, c.k_dim(), c.v_dim());
+        kv.len = keep_len;
+        if let (Some(mut dkv), Some(dw)) = (draft_kv, draft.as_deref()) {
+            let n = dkv.0.len.min(keep_len);
+            dkv.0.truncate(n, dw.0.config.k_dim(), dw.0.config.v_dim());
+        }
+        gen_state.stats.n_drafted += ch.n_draft;
+        gen_state.stats.n_draft_accepted += accepted;
+        let cost = timing.draft_cost(spec.params.source);
+        spec.record(ch.n_draft, accepted, cost);
+        if std::env::var_os("CHORD_SPEC_TRACE").is_some() {
+            eprintln!(
+                "[verify] {} drafts, {accepted} accepted, next k {}, target step {:.1} ms, cost {cost:.2}",
+                ch.n_draft,
+                spec.k,
+                timing.target_step_s.unwrap_or(0.0) * 1e3
+            );
+        }
+        commands.entity(ch.entity).insert(Sampled(out));
+    }
+}
+
+fn pick(p: &[(u32, f32)], greedy: bool, rng: &mut rand_chacha::ChaCha8Rng) -> u32 {
+    if greedy {
+        p.first().map_or(0, |c| c.0)
+    } else {
+        sampling::draw(p, rng)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_continues_the_latest_match_of_the_longest_ngram() {
+        // "a b c d | x a b c e | y a b c" → the 3-gram "a b c" last occurred before "e".
+        let seq = [1, 2, 3, 4, 9, 1, 2, 3, 5, 8, 1, 2, 3];
+        assert_eq!(lookup_draft(&seq, 1, 4, 3), vec![5, 8, 1]);
+        // Capped at `want`, and at the end of the sequence.
+        assert_eq!(lookup_draft(&seq, 1, 4, 1), vec![5]);
+        // No earlier occurrence of any suffix: nothing.
+        assert!(lookup_draft(&[1, 2, 3, 4], 1, 3, 4).is_empty());
+        // Shorter n-grams are tried when longer ones do not match.
+        assert_eq!(lookup_draft(&[7, 6, 5, 7], 1, 3, 2), vec![6, 5]);
+    }
+
+    #[test]
+    fn draft_length_follows_acceptance_and_cost() {
+        // Free drafts that are always accepted: as many as allowed.
+        assert_eq!(best_draft_len(0.999, 0.0, 8), 8);
+        // Drafts that are never accepted: the minimum.
+        assert_eq!(best_draft_len(0.0, 0.3, 8), 1);
+        // Expensive drafts need a higher acceptance rate to be worth a longer run.
+        assert!(best_draft_len(0.8, 0.05, 16) > best_draft_len(0.8, 0.5, 16));
+    }
+
+    #[test]
+    fn adaptive_k_grows_on_acceptance_and_shrinks_on_rejection() {
+        let mut s = Speculation::new(SpeculateParams::lookup(8));
+        for _ in 0..10 {
+            s.record(4, 4, 0.25);
+        }
+        let high = s.k;
+        for _ in 0..10 {
+            s.record(4, 0, 0.25);
+        }
+        assert!(high > s.k, "k {high} → {}", s.k);
+        assert_eq!(s.k, 1);
+        assert!(s.acceptance_rate() < 0.2);
+    }
+
+    #[test]
+    fn invalid_settings_are_named() {
+        assert!(SpeculateParams::lookup(0).invalid().is_some());
+        assert!(SpeculateParams::lookup(MAX_DRAFT + 1).invalid().is_some());
+        let mut p = SpeculateParams::lookup(4);
+        p.source = DraftSource::Lookup {
+            ngram_min: 3,
+            ngram_max: 2,
+        };
+        assert!(p.invalid().is_some());
+        assert!(SpeculateParams::draft_model(4).invalid().is_none());
+    }
+}
