@@ -62,6 +62,7 @@ fn bench(c: &mut Criterion) {
         stop_strings: vec![],
         score_all: false,
         share_prefix: 0,
+        speculate: None,
         cancel: Default::default(),
         sink,
     })

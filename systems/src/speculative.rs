@@ -439,12 +439,6 @@ fn draft_with_model(world: &mut World, seqs: &[(Entity, usize)], n_batch: usize)
                     .is_some_and(|s| s.drafts.len() < want)
         });
     }
-    if std::env::var_os("CHORD_SPEC_TRACE").is_some() {
-        eprintln!(
-            "[draft] {iterations} iterations in {:.1} ms",
-            started.elapsed().as_secs_f64() * 1e3
-        );
-    }
     if iterations > 0 {
         let per_iter = started.elapsed().as_secs_f64() / iterations as f64;
         let mut timing = world.resource_mut::<SpecTiming>();
@@ -490,63 +484,21 @@ pub fn verify_drafts(
         let drafts: Vec<u32> = spec.drafts[..ch.n_draft].to_vec();
         let s = &mut *sampler;
         let greedy = s.params.temperature <= 0.0;
-        let mut out = Vec::with_capacity(ch.n_draft + 1);
-        let mut accepted = 0;
+        // Penalties of row `i` see the history with `drafts[..i]` appended.
+        let n_eval = tokens.evaluated.len();
+        let mut history = tokens.evaluated.clone();
+        history.extend_from_slice(&drafts);
+        let params = s.params.clone();
         // Logit row `i` of the chunk holds the distribution of the token after `drafts[..i]`.
-        for i in 0..=ch.n_draft {
+        let target = |i: usize| {
             let row = ch.first_logit + i;
             let mut logits = batch.logits[row * n_vocab..(row + 1) * n_vocab].to_vec();
-            let p = sampling::distribution(&mut logits, &tokens.evaluated, &s.params);
-            let Some(&d) = drafts.get(i) else {
-                // Every draft accepted: the last row gives one more token for free.
-                out.push(pick(&p, greedy, &mut s.rng));
-                break;
-            };
-            let keep = if greedy {
-                p.first().is_some_and(|c| c.0 == d)
-            } else {
-                let q_d = match spec.draft_dists.get(i) {
-                    Some(q) => sampling::prob_of(q, d),
-                    None => 1.0,
-                };
-                let p_d = sampling::prob_of(&p, d);
-                q_d > 0.0 && sampling::unit(&mut s.rng) < f64::from(p_d / q_d)
-            };
-            if keep {
-                tokens.evaluated.push(d);
-                out.push(d);
-                accepted += 1;
-                continue;
-            }
-            let y = if greedy {
-                p.first().map_or(0, |c| c.0)
-            } else {
-                // Rejected: draw from the part of p that q does not cover.
-                let residual: Vec<(u32, f32)> = p
-                    .iter()
-                    .map(|&(id, pr)| {
-                        let q_id = match spec.draft_dists.get(i) {
-                            Some(q) => sampling::prob_of(q, id),
-                            None => f32::from(u8::from(id == d)),
-                        };
-                        (id, (pr - q_id).max(0.0))
-                    })
-                    .filter(|c| c.1 > 0.0)
-                    .collect();
-                let total: f32 = residual.iter().map(|c| c.1).sum();
-                if total > 0.0 {
-                    let norm: Vec<(u32, f32)> = residual
-                        .into_iter()
-                        .map(|(id, r)| (id, r / total))
-                        .collect();
-                    sampling::draw(&norm, &mut s.rng)
-                } else {
-                    sampling::draw(&p, &mut s.rng)
-                }
-            };
-            out.push(y);
-            break;
-        }
+            sampling::distribution(&mut logits, &history[..n_eval + i], &params)
+        };
+        let (accepted, next) = judge(&drafts, &spec.draft_dists, greedy, &mut s.rng, target);
+        tokens.evaluated.extend_from_slice(&drafts[..accepted]);
+        let mut out = drafts[..accepted].to_vec();
+        out.push(next);
         // The cache keeps the pending token(s) and the accepted drafts.
         let keep_len = ch.start_pos + n_pending + accepted;
         kv.truncate(keep_len, c.k_dim(), c.v_dim());
@@ -559,24 +511,75 @@ pub fn verify_drafts(
         gen_state.stats.n_draft_accepted += accepted;
         let cost = timing.draft_cost(spec.params.source);
         spec.record(ch.n_draft, accepted, cost);
-        if std::env::var_os("CHORD_SPEC_TRACE").is_some() {
-            eprintln!(
-                "[verify] {} drafts, {accepted} accepted, next k {}, target step {:.1} ms, cost {cost:.2}",
-                ch.n_draft,
-                spec.k,
-                timing.target_step_s.unwrap_or(0.0) * 1e3
-            );
-        }
         commands.entity(ch.entity).insert(Sampled(out));
     }
 }
 
-fn pick(p: &[(u32, f32)], greedy: bool, rng: &mut rand_chacha::ChaCha8Rng) -> u32 {
-    if greedy {
+/// Judge `drafts` against the target: `target(i)` is the target's distribution of the token
+/// after `drafts[..i]` (`i` in `0..=drafts.len()`), `draft_dists[i]` the draft model's
+/// distribution `drafts[i]` was drawn from (absent: a point mass, as for lookup and greedy
+/// drafts). Returns how many drafts are accepted and the token that follows them.
+///
+/// Greedy: a draft is accepted while it equals the target's argmax; the next token is the
+/// argmax at the first disagreement (or after the last draft), so the output equals plain
+/// greedy decoding. Sampling: accept `d` with probability `min(1, p(d)/q(d))`; after a
+/// rejection draw from `norm(max(0, p − q))`; after all drafts draw from the last `p`. Every
+/// token then follows the target's distribution exactly (Leviathan et al. 2023, Theorem 1).
+pub fn judge(
+    drafts: &[u32],
+    draft_dists: &[Vec<(u32, f32)>],
+    greedy: bool,
+    rng: &mut impl rand_core::Rng,
+    mut target: impl FnMut(usize) -> Vec<(u32, f32)>,
+) -> (usize, u32) {
+    for (i, &d) in drafts.iter().enumerate() {
+        let p = target(i);
+        let q = draft_dists.get(i);
+        let keep = if greedy {
+            p.first().is_some_and(|c| c.0 == d)
+        } else {
+            let q_d = q.map_or(1.0, |q| sampling::prob_of(q, d));
+            let p_d = sampling::prob_of(&p, d);
+            q_d > 0.0 && sampling::unit(rng) < f64::from(p_d / q_d)
+        };
+        if keep {
+            continue;
+        }
+        if greedy {
+            return (i, p.first().map_or(0, |c| c.0));
+        }
+        // Rejected: draw from the part of p that q does not cover.
+        let residual: Vec<(u32, f32)> = p
+            .iter()
+            .map(|&(id, pr)| {
+                let q_id = match q {
+                    Some(q) => sampling::prob_of(q, id),
+                    None => f32::from(u8::from(id == d)),
+                };
+                (id, (pr - q_id).max(0.0))
+            })
+            .filter(|c| c.1 > 0.0)
+            .collect();
+        let total: f32 = residual.iter().map(|c| c.1).sum();
+        let y = if total > 0.0 {
+            let norm: Vec<(u32, f32)> = residual
+                .into_iter()
+                .map(|(id, r)| (id, r / total))
+                .collect();
+            sampling::draw(&norm, rng)
+        } else {
+            sampling::draw(&p, rng)
+        };
+        return (i, y);
+    }
+    // Every draft accepted: the last row gives one more token for free.
+    let p = target(drafts.len());
+    let y = if greedy {
         p.first().map_or(0, |c| c.0)
     } else {
-        sampling::draw(p, rng)
-    }
+        sampling::draw(&p, rng)
+    };
+    (drafts.len(), y)
 }
 
 #[cfg(test)]
@@ -613,12 +616,118 @@ mod tests {
             s.record(4, 4, 0.25);
         }
         let high = s.k;
-        for _ in 0..10 {
+        for _ in 0..30 {
             s.record(4, 0, 0.25);
         }
         assert!(high > s.k, "k {high} → {}", s.k);
         assert_eq!(s.k, 1);
         assert!(s.acceptance_rate() < 0.2);
+    }
+
+    fn dist(p: &[f32]) -> Vec<(u32, f32)> {
+        p.iter()
+            .enumerate()
+            .filter(|(_, v)| **v > 0.0)
+            .map(|(i, &v)| (i as u32, v))
+            .collect()
+    }
+
+    /// Pearson's χ² of `counts` against probabilities `p` (cells with p = 0 must be empty).
+    fn chi2(counts: &[u64], p: &[f32]) -> f64 {
+        let n: u64 = counts.iter().sum();
+        let mut x = 0.0;
+        for (&c, &pr) in counts.iter().zip(p) {
+            if pr == 0.0 {
+                assert_eq!(c, 0, "a token the target never emits was emitted");
+                continue;
+            }
+            let e = n as f64 * f64::from(pr);
+            x += (c as f64 - e).powi(2) / e;
+        }
+        x
+    }
+
+    /// The target's distribution of the first token and of the second given the first
+    /// (`rot` shifts it so it depends on the first); the draft proposes from different ones.
+    const P0: [f32; 5] = [0.1, 0.4, 0.2, 0.3, 0.0];
+    const Q0: [f32; 5] = [0.5, 0.1, 0.1, 0.1, 0.2];
+    fn p1(first: u32) -> [f32; 5] {
+        let mut p = [0.05, 0.15, 0.5, 0.3, 0.0];
+        p.rotate_right(first as usize % 4);
+        p
+    }
+    fn q1(first: u32) -> [f32; 5] {
+        let mut q = [0.3, 0.3, 0.2, 0.1, 0.1];
+        q.rotate_left(first as usize % 3);
+        q
+    }
+
+    #[test]
+    fn rejection_sampling_keeps_the_target_distribution() {
+        use rand_chacha::ChaCha8Rng;
+        use rand_core::SeedableRng;
+        let mut rng = ChaCha8Rng::seed_from_u64(42);
+        let n = 200_000;
+        let mut first = [0u64; 5];
+        let mut second = [[0u64; 5]; 5];
+        let mut accepted_total = 0;
+        for _ in 0..n {
+            // The draft samples its two tokens from q, as the draft model does.
+            let d0 = sampling::draw(&dist(&Q0), &mut rng);
+            let d1 = sampling::draw(&dist(&q1(d0)), &mut rng);
+            let qs = vec![dist(&Q0), dist(&q1(d0))];
+            let (acc, y) = judge(&[d0, d1], &qs, false, &mut rng, |i| match i {
+                0 => dist(&P0),
+                1 => dist(&p1(d0)),
+                _ => dist(&[0.2; 5]),
+            });
+            accepted_total += acc;
+            let out: Vec<u32> = [d0, d1][..acc].iter().copied().chain([y]).collect();
+            first[out[0] as usize] += 1;
+            if out.len() > 1 {
+                second[out[0] as usize][out[1] as usize] += 1;
+            }
+        }
+        // χ² critical value for 3 degrees of freedom at p = 0.001 is 16.3.
+        let x = chi2(&first, &P0);
+        assert!(x < 16.3, "first token χ² = {x}: {first:?}");
+        for a in 0..5u32 {
+            let row = &second[a as usize];
+            if row.iter().sum::<u64>() < 1000 {
+                continue;
+            }
+            let x = chi2(row, &p1(a));
+            assert!(x < 16.3, "second token after {a}: χ² = {x}: {row:?}");
+        }
+        // Something was accepted (the test exercises both branches).
+        assert!(accepted_total > n / 4 && accepted_total < 2 * n);
+    }
+
+    #[test]
+    fn point_mass_drafts_keep_the_target_distribution() {
+        // Lookup drafts are deterministic: q is a point mass on the draft.
+        use rand_chacha::ChaCha8Rng;
+        use rand_core::SeedableRng;
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut first = [0u64; 5];
+        for t in 0..100_000u32 {
+            let d = t % 5;
+            let (acc, y) = judge(&[d], &[], false, &mut rng, |_| dist(&P0));
+            first[if acc == 1 { d } else { y } as usize] += 1;
+        }
+        let x = chi2(&first, &P0);
+        assert!(x < 16.3, "χ² = {x}: {first:?}");
+    }
+
+    #[test]
+    fn greedy_judging_is_plain_argmax_decoding() {
+        let mut rng = <rand_chacha::ChaCha8Rng as rand_core::SeedableRng>::seed_from_u64(1);
+        // Greedy distributions are point masses on the argmax: 1 first, then 0.
+        let target = |i: usize| vec![([1, 0][i.min(1)], 1.0)];
+        // First draft agrees with the argmax (1), the second does not (argmax 0).
+        assert_eq!(judge(&[1, 2], &[], true, &mut rng, target), (1, 0));
+        assert_eq!(judge(&[1, 0], &[], true, &mut rng, target), (2, 0));
+        assert_eq!(judge(&[2], &[], true, &mut rng, target), (0, 1));
     }
 
     #[test]

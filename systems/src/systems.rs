@@ -360,7 +360,7 @@ pub fn embed<S: ModelSlot>(weights: Res<S::Weights>, mut batch: ResMut<S::Batch>
     let d = weights.config.n_embd;
     let n = b.tokens.len();
     resize(&mut b.x, n * d);
-    let emb = weights.token_embd.view(&weights);
+    let emb = weights.token_embd.view(weights);
     for (r, &t) in b.tokens.iter().enumerate() {
         let row = &mut b.x[r * d..(r + 1) * d];
         emb.dequantize_row((t as usize).min(emb.rows - 1), row);
@@ -455,7 +455,7 @@ pub fn qkv_projection<S: ModelSlot>(
     let lw = &weights.layers[layer.0];
     let c = &weights.config;
     project(
-        &weights,
+        weights,
         &lw.qkv,
         &b.xn,
         &mut [&mut b.q, &mut b.k, &mut b.v],
@@ -603,7 +603,7 @@ pub fn attn_output<S: ModelSlot>(
     let b = batch.get_mut();
     let lw = &weights.layers[layer.0];
     resize(&mut b.proj, b.x.len());
-    matmul::matmul(lw.attn_output.view(&weights), &b.attn, &mut b.proj, prec);
+    matmul::matmul(lw.attn_output.view(weights), &b.attn, &mut b.proj, prec);
     residual_add(
         &mut b.x,
         &mut b.proj,
@@ -650,7 +650,7 @@ pub fn ffn<S: ModelSlot>(
     let lw = &weights.layers[layer.0];
     let n_ff = weights.config.n_ff;
     project(
-        &weights,
+        weights,
         &lw.gate_up,
         &b.xn,
         &mut [&mut b.gate, &mut b.up],
@@ -662,7 +662,7 @@ pub fn ffn<S: ModelSlot>(
         FfnActivation::GeluTanh => activation::gelu_tanh,
     };
     activation::gated(&mut b.gate, &b.up, act);
-    matmul::matmul(lw.down.view(&weights), &b.gate, &mut b.proj, prec);
+    matmul::matmul(lw.down.view(weights), &b.gate, &mut b.proj, prec);
     residual_add(
         &mut b.x,
         &mut b.proj,
@@ -693,7 +693,7 @@ pub fn compute_logits<S: ModelSlot>(
         );
     }
     resize(&mut b.logits, n * c.n_vocab);
-    matmul::matmul(weights.output.view(&weights), &xs, &mut b.logits, prec);
+    matmul::matmul(weights.output.view(weights), &xs, &mut b.logits, prec);
     if let Some(cap) = c.final_logit_softcap {
         b.logits
             .iter_mut()

@@ -66,6 +66,7 @@ impl Harness {
                 stop_strings: vec![],
                 score_all: true,
                 share_prefix: 0,
+                speculate: None,
                 cancel: Default::default(),
                 sink: tx,
             })

@@ -156,6 +156,7 @@ fn ours(weights: ModelWeights, ids: &[u32], n_ctx: usize, n_batch: usize) -> Vec
             stop_strings: vec![],
             score_all: true,
             share_prefix: 0,
+            speculate: None,
             cancel: Default::default(),
             sink: tx,
         })
