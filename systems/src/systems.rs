@@ -252,6 +252,7 @@ pub fn admit_requests(
 }
 
 /// Choose this step's rows: one token per decoding sequence, then prefill chunks within the budget.
+#[allow(clippy::type_complexity)]
 pub fn build_batch(
     mut batch: ResMut<StepBatch>,
     settings: Res<EngineSettings>,
