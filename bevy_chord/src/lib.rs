@@ -405,7 +405,7 @@ fn send_requests(
                 ..Default::default()
             },
         };
-        if !link.send(Command::Submit(job)) {
+        if !link.send(Command::Submit(Box::new(job))) {
             stats.failed += 1;
             errors.write(DialogueError {
                 npc: r.npc,

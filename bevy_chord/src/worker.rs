@@ -23,7 +23,7 @@ pub(crate) struct Job {
 
 /// From the game to the worker.
 pub(crate) enum Command {
-    Submit(Job),
+    Submit(Box<Job>),
     /// Stop request `id`: dropped if still waiting, its event channel dropped if running (the
     /// engine then finishes and despawns the sequence at its next step that reaches it).
     Cancel(u64),
@@ -181,7 +181,7 @@ impl Worker {
         match cmd {
             Command::Submit(job) => {
                 let (id, npc) = (job.id, job.npc);
-                match self.prepare(job) {
+                match self.prepare(*job) {
                     Ok(p) => self.waiting.push_back(p),
                     Err(e) => {
                         let _ = self.out.send(Reply::Failed {
