@@ -203,3 +203,33 @@ fn incompatible_or_missing_draft_models_are_refused() {
         .unwrap_err();
     assert!(matches!(err, EngineError::InvalidOption(_)), "{err}");
 }
+
+#[test]
+fn small_step_budgets_split_prompts_and_drafts_without_changing_output() {
+    let (Some(target), Some(draft)) = (path(SMOL), path(TINY)) else {
+        return;
+    };
+    let prompt = "def area(w, h):\n    return w * h\n\ndef perimeter(w, h):\n    return";
+    let mut plain = Engine::load(&target).unwrap();
+    let want = plain.generate(prompt, &greedy(30, None)).unwrap();
+    // Five rows per step: the prompt (and the draft model's reading of it) takes several
+    // steps, and drafts are cut to what fits next to the other sequence's rows.
+    let mut small = Engine::load_with(
+        &target,
+        chord_engine::EngineOptions {
+            n_batch: 5,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    small.load_draft(draft).unwrap();
+    let outs = small
+        .generate_batch(&[
+            (prompt, greedy(30, Some(SpeculateParams::draft_model(8)))),
+            (prompt, greedy(30, Some(SpeculateParams::lookup(8)))),
+        ])
+        .unwrap();
+    for o in &outs {
+        assert_eq!(o.ids, want.ids);
+    }
+}

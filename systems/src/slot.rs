@@ -52,9 +52,22 @@ pub struct DraftLayer(pub CurrentLayer);
 #[derive(Resource)]
 pub struct DraftLayers(pub LayerSchedule);
 
-/// A speculating sequence's K/V cache in the draft model.
+/// A speculating sequence's K/V cache in the draft model, and the tokens it holds (so that
+/// positions the target did not keep are recomputed).
 #[derive(Component, Debug)]
-pub struct DraftKv(pub KvCache);
+pub struct DraftKv {
+    pub kv: KvCache,
+    pub tokens: Vec<u32>,
+}
+
+impl Slotted<KvCache> for DraftKv {
+    fn get(&self) -> &KvCache {
+        &self.kv
+    }
+    fn get_mut(&mut self) -> &mut KvCache {
+        &mut self.kv
+    }
+}
 
 macro_rules! identity_slotted {
     ($($t:ty),*) => {$(
@@ -93,8 +106,7 @@ newtype_slotted!(
     DraftWeights => ModelWeights,
     DraftBatch => StepBatch,
     DraftLayer => CurrentLayer,
-    DraftLayers => LayerSchedule,
-    DraftKv => KvCache
+    DraftLayers => LayerSchedule
 );
 
 impl ModelSlot for Target {
