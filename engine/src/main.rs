@@ -103,6 +103,10 @@ enum Command {
         /// Chat prompt, sent as a user message through the chat template.
         #[arg(long, default_value = "benches/prompts/chat.txt")]
         chat_prompt: PathBuf,
+        /// Code-editing request (a chat message whose answer repeats most of its input, where
+        /// prompt lookup shines).
+        #[arg(long, default_value = "benches/prompts/edit.txt")]
+        edit_prompt: PathBuf,
         #[arg(short = 'n', default_value_t = 128)]
         decode: usize,
         #[arg(short = 'r', long, default_value_t = 2)]
@@ -315,6 +319,7 @@ fn main() -> ExitCode {
             draft_k,
             code_prompt,
             chat_prompt,
+            edit_prompt,
             decode,
             reps,
             json,
@@ -324,6 +329,7 @@ fn main() -> ExitCode {
             draft_k,
             code_prompt,
             chat_prompt,
+            edit_prompt,
             decode,
             reps,
             json,
@@ -758,6 +764,7 @@ struct BenchSpecArgs {
     draft_k: usize,
     code_prompt: PathBuf,
     chat_prompt: PathBuf,
+    edit_prompt: PathBuf,
     decode: usize,
     reps: usize,
     json: bool,
@@ -775,16 +782,23 @@ fn bench_spec(a: BenchSpecArgs) -> CliResult {
         std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()).into())
     };
     let code = read(&a.code_prompt)?;
-    let chat = read(&a.chat_prompt)?;
-    let chat = if engine.tokenizer().chat_template().is_some() {
-        engine.render_chat(&[ChatMessage {
-            role: "user".into(),
-            content: chat.trim().to_string(),
-        }])?
-    } else {
-        chat
+    let as_chat = |text: String| -> Result<String, Box<dyn std::error::Error>> {
+        if engine.tokenizer().chat_template().is_some() {
+            Ok(engine.render_chat(&[ChatMessage {
+                role: "user".into(),
+                content: text.trim().to_string(),
+            }])?)
+        } else {
+            Ok(text)
+        }
     };
-    let prompts = [("code", code, true), ("chat", chat, false)];
+    let chat = as_chat(read(&a.chat_prompt)?)?;
+    let edit = as_chat(read(&a.edit_prompt)?)?;
+    let prompts = [
+        ("code", code, true),
+        ("chat", chat, false),
+        ("edit", edit, false),
+    ];
     let mut modes: Vec<(&str, Option<SpeculateParams>)> = vec![("alone", None)];
     if a.draft_model.is_some() {
         modes.push(("draft", Some(SpeculateParams::draft_model(a.draft_k))));
