@@ -146,6 +146,10 @@ struct ModelArgs {
     /// K/V cache type: f32 (default) or f16 (half the memory).
     #[arg(long = "kv", default_value = "f32", value_parser = parse_kv)]
     kv: KvPrecision,
+    /// Wake the compute threads for every parallel job instead of keeping them spinning
+    /// through a step (slower; for comparison).
+    #[arg(long)]
+    no_spin: bool,
 }
 
 fn parse_kv(s: &str) -> Result<KvPrecision, String> {
@@ -385,6 +389,7 @@ fn load(common: &ModelArgs) -> Result<Engine, Box<dyn std::error::Error>> {
             threads: common.threads,
             precision: common.precision,
             kv_precision: common.kv,
+            spin_threads: !common.no_spin,
             ..Default::default()
         },
     );

@@ -1,4 +1,15 @@
 //! Splitting work across the `ComputeTaskPool`.
+//!
+//! Two ways to hand a job to the pool's threads:
+//! * outside a step, each job is one `ComputeTaskPool::scope` (a few µs to wake the threads);
+//! * during a step run under [`with_team`], the pool's threads are held by one scope for the
+//!   whole step and spin between jobs, so the ~150 matrix products of a decode step are handed
+//!   over in well under a microsecond each (llama.cpp's threads do the same between graph
+//!   nodes). Nothing spins between steps, so a game sharing the pool keeps its threads.
+
+use std::cell::Cell;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 use bevy_tasks::{ComputeTaskPool, TaskPool, TaskPoolBuilder};
 
@@ -34,6 +45,146 @@ fn n_parts(n_items: usize, cost: usize) -> usize {
     (4 * threads).min(by_work).min(n_items).max(1)
 }
 
+/// One job for the team: `f(i)` for every part `i < n`, each part claimed by one thread.
+struct Job<'a> {
+    f: &'a (dyn Fn(usize) + Sync),
+    n: usize,
+    next: AtomicUsize,
+    done: AtomicUsize,
+}
+
+impl Job<'_> {
+    /// Claim and run parts until none are left.
+    fn work(&self) {
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            if i >= self.n {
+                return;
+            }
+            (self.f)(i);
+            self.done.fetch_add(1, Ordering::Release);
+        }
+    }
+}
+
+/// The spinning team of one step.
+struct Team {
+    /// The job being run (null between jobs). Points to a `Job` on the leader's stack.
+    current: AtomicPtr<Job<'static>>,
+    /// Helpers inside `current`'s job; the leader waits for zero before the job goes away.
+    users: AtomicUsize,
+    stop: AtomicBool,
+}
+
+static TEAM: Team = Team {
+    current: AtomicPtr::new(std::ptr::null_mut()),
+    users: AtomicUsize::new(0),
+    stop: AtomicBool::new(false),
+};
+
+/// Serializes teams: one step at a time may hold the pool's threads.
+static TEAM_LOCK: Mutex<()> = Mutex::new(());
+
+thread_local! {
+    /// Whether this thread leads the running team (only the leader posts jobs; a job's own
+    /// parts run their inner parallel loops serially).
+    static LEADER: Cell<bool> = const { Cell::new(false) };
+}
+
+impl Team {
+    /// A helper: spin for jobs until the team stops.
+    fn help(&self) {
+        let mut last: *mut Job<'static> = std::ptr::null_mut();
+        let mut idle = 0u32;
+        while !self.stop.load(Ordering::Acquire) {
+            let p = self.current.load(Ordering::SeqCst);
+            if p.is_null() || p == last {
+                idle = idle.saturating_add(1);
+                // Spin briefly (a job usually follows within microseconds), then let other
+                // threads of the machine run.
+                if idle < 20_000 {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+                continue;
+            }
+            // Announce, then re-check: the leader clears `current` and then waits for
+            // `users == 0`, so either it sees us or we see the change (both SeqCst).
+            self.users.fetch_add(1, Ordering::SeqCst);
+            if self.current.load(Ordering::SeqCst) == p {
+                // SAFETY: `p` is the leader's live `Job`: the leader keeps it alive until it
+                // has cleared `current` and seen `users == 0`, and we are counted in `users`.
+                unsafe { (*p).work() };
+            }
+            self.users.fetch_sub(1, Ordering::SeqCst);
+            last = p;
+            idle = 0;
+        }
+    }
+
+    /// The leader: run `f(i)` for `i < n` on the team and wait for all of it.
+    fn run(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
+        let job = Job {
+            f,
+            n,
+            next: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+        };
+        // SAFETY (lifetime erasure): helpers only dereference this pointer while it is
+        // `current` and they are counted in `users`; below, the leader clears `current` and
+        // waits for `users == 0` before `job` (and the borrows in `f`) go out of scope.
+        let ptr = (&job as *const Job<'_>).cast_mut().cast::<Job<'static>>();
+        self.current.store(ptr, Ordering::SeqCst);
+        job.work();
+        while job.done.load(Ordering::Acquire) < n {
+            std::hint::spin_loop();
+        }
+        self.current.store(std::ptr::null_mut(), Ordering::SeqCst);
+        while self.users.load(Ordering::SeqCst) != 0 {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// Run `f` (a step) with the pool's threads spinning for work between its parallel jobs.
+/// Without helper threads (wasm32, a one-thread pool) or inside another team, `f` just runs.
+pub fn with_team<R>(f: impl FnOnce() -> R) -> R {
+    let helpers = pool().thread_num();
+    if cfg!(target_arch = "wasm32") || helpers == 0 || LEADER.with(Cell::get) {
+        return f();
+    }
+    let _guard = match TEAM_LOCK.try_lock() {
+        Ok(g) => g,
+        // A step that panicked left nothing behind but the poison flag.
+        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        // Another thread's step holds the team: run with per-job scopes.
+        Err(std::sync::TryLockError::WouldBlock) => return f(),
+    };
+    TEAM.stop.store(false, Ordering::SeqCst);
+    let mut out = None;
+    pool().scope(|s| {
+        for _ in 0..helpers {
+            s.spawn(async { TEAM.help() });
+        }
+        LEADER.with(|l| l.set(true));
+        // Stop the helpers even if `f` unwinds.
+        struct Stop;
+        impl Drop for Stop {
+            fn drop(&mut self) {
+                LEADER.with(|l| l.set(false));
+                TEAM.stop.store(true, Ordering::SeqCst);
+            }
+        }
+        let _stop = Stop;
+        out = Some(f());
+    });
+    match out {
+        Some(r) => r,
+        None => unreachable!("the scope ran the closure"),
+    }
+}
+
 /// Run `f(range)` over contiguous sub-ranges of `0..n_items` in parallel.
 /// `cost` is a rough per-item cost used to avoid threading tiny jobs.
 pub fn for_ranges<F>(n_items: usize, cost: usize, f: F)
@@ -49,6 +200,15 @@ where
         return;
     }
     let per = n_items.div_ceil(parts);
+    if LEADER.with(Cell::get) {
+        TEAM.run(parts, &|p| {
+            let range = p * per..((p + 1) * per).min(n_items);
+            if !range.is_empty() {
+                f(range);
+            }
+        });
+        return;
+    }
     let f = &f;
     pool().scope(|s| {
         for p in 0..parts {
@@ -80,6 +240,24 @@ where
         return;
     }
     let per = n_chunks.div_ceil(parts);
+    if LEADER.with(Cell::get) {
+        // Each part takes its own group of chunks out of its slot.
+        let groups: Vec<Mutex<Option<&mut [T]>>> = data
+            .chunks_mut(per * chunk_len)
+            .map(|g| Mutex::new(Some(g)))
+            .collect();
+        TEAM.run(groups.len(), &|g| {
+            let group = groups[g].lock().ok().and_then(|mut slot| slot.take());
+            for (i, c) in group
+                .into_iter()
+                .flat_map(|g| g.chunks_mut(chunk_len))
+                .enumerate()
+            {
+                f(g * per + i, c);
+            }
+        });
+        return;
+    }
     let f = &f;
     pool().scope(|s| {
         for (g, group) in data.chunks_mut(per * chunk_len).enumerate() {
@@ -135,6 +313,26 @@ where
         return vec![(0..n_items, f(0..n_items))];
     }
     let per = n_items.div_ceil(parts);
+    if LEADER.with(Cell::get) {
+        let results: Vec<Mutex<Option<R>>> = (0..parts).map(|_| Mutex::new(None)).collect();
+        TEAM.run(parts, &|p| {
+            let range = p * per..((p + 1) * per).min(n_items);
+            if !range.is_empty() {
+                let r = f(range);
+                if let Ok(mut slot) = results[p].lock() {
+                    *slot = Some(r);
+                }
+            }
+        });
+        return results
+            .into_iter()
+            .enumerate()
+            .filter_map(|(p, slot)| {
+                let r = slot.into_inner().ok().flatten()?;
+                Some((p * per..((p + 1) * per).min(n_items), r))
+            })
+            .collect();
+    }
     let f = &f;
     pool().scope(|s| {
         for p in 0..parts {
@@ -150,7 +348,98 @@ where
 }
 
 #[cfg(test)]
+mod team_tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn team_jobs_cover_everything_once_and_keep_order() {
+        init_compute_pool(2);
+        with_team(|| {
+            assert!(LEADER.with(Cell::get), "the step's thread leads the team");
+            for round in 0..500 {
+                let n = 1 + round % 97;
+                let hits: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+                for_ranges(n, 1 << 20, |r| {
+                    for i in r {
+                        hits[i].fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+                assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+                let parts = map_ranges(n, 1 << 20, |r| r.clone().sum::<usize>());
+                let mut next = 0;
+                for (r, sum) in &parts {
+                    assert_eq!(r.start, next, "ranges in order");
+                    assert_eq!(*sum, r.clone().sum::<usize>());
+                    next = r.end;
+                }
+                assert_eq!(next, n);
+                let mut v = vec![usize::MAX; n * 3];
+                for_chunks_mut(&mut v, 3, 1 << 20, |i, c| c.iter_mut().for_each(|x| *x = i));
+                assert!(v.iter().enumerate().all(|(j, &x)| x == j / 3));
+            }
+        });
+        assert!(!LEADER.with(Cell::get), "the team ended with the step");
+    }
+
+    #[test]
+    fn nested_and_concurrent_teams_fall_back_to_plain_runs() {
+        init_compute_pool(2);
+        let total = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| {
+                    with_team(|| {
+                        with_team(|| {
+                            for_ranges(64, 1 << 20, |r| {
+                                total.fetch_add(r.len(), Ordering::Relaxed);
+                            });
+                        })
+                    })
+                });
+            }
+        });
+        assert_eq!(total.load(Ordering::Relaxed), 3 * 64);
+    }
+
+    #[test]
+    fn a_panicking_step_releases_the_team() {
+        init_compute_pool(2);
+        let r = std::panic::catch_unwind(|| with_team(|| panic!("step failed")));
+        assert!(r.is_err());
+        assert!(!LEADER.with(Cell::get));
+        // The next step gets a team again and works.
+        let n = with_team(|| {
+            map_ranges(100, 1 << 20, |r| r.len())
+                .iter()
+                .map(|p| p.1)
+                .sum::<usize>()
+        });
+        assert_eq!(n, 100);
+    }
+}
+
+#[cfg(test)]
 mod overhead {
+    #[test]
+    #[ignore]
+    fn team_overhead() {
+        super::init_compute_pool(2);
+        let n = 200_000;
+        let t = std::time::Instant::now();
+        super::with_team(|| {
+            for _ in 0..n {
+                super::for_ranges(2, 1 << 30, |r| {
+                    std::hint::black_box(r);
+                });
+            }
+        });
+        eprintln!(
+            "team hand-off: {:.3} µs",
+            t.elapsed().as_secs_f64() * 1e6 / n as f64
+        );
+    }
+
     #[test]
     #[ignore]
     fn scope_overhead() {
