@@ -193,14 +193,13 @@ fn ema(old: Option<f64>, new: f64) -> Option<f64> {
 
 impl SpecTiming {
     fn draft_cost(&self, source: DraftSource) -> f32 {
-        let draft = match source {
+        match source {
             DraftSource::Lookup { .. } => 0.0,
             DraftSource::Model => match (self.draft_iter_s, self.target_step_s) {
                 (Some(d), Some(t)) if t > 0.0 => (d / t) as f32,
                 _ => 0.3,
             },
-        };
-        draft
+        }
     }
 }
 
