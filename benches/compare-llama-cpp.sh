@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prefill / decode speed of `chord bench` next to llama.cpp's reference driver, same model,
-# same thread count, same lengths, measured in the same run, alternating the two.
+# same thread count, same lengths, measured in the same run, alternating the two; and the peak
+# resident memory of each process (GNU time's %M).
 #
 #   benches/compare-llama-cpp.sh [-t THREADS] [-p PP] [-n TG] [-r REPS] [MODEL...]
 #
@@ -27,23 +28,28 @@ if [ $# -eq 0 ]; then
         "$M/gemma-3-270m-q4_k_m.gguf" "$M/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
 fi
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), threads=$THREADS pp=$PP tg=$TG reps=$REPS chord_args=${CHORD_ARGS:-}"
-printf "%-48s %12s %12s %7s %12s %12s %7s\n" model llama_pp chord_pp ratio llama_tg chord_tg ratio
+printf "%-48s %12s %12s %7s %12s %12s %7s %9s %9s\n" model llama_pp chord_pp ratio llama_tg chord_tg ratio llama_MB chord_MB
 for model in "$@"; do
     [ -f "$model" ] || { echo "skip $model (absent)" >&2; continue; }
-    lp=() lt=() cp=() ct=()
+    lp=() lt=() cp=() ct=() lm=() cm=()
+    rss=$(mktemp)
     for _ in $(seq "$REPS"); do
-        r=$("$REF" bench "$model" "$THREADS" "$PP" "$TG" 1 2>/dev/null)
+        # Peak RSS (KiB) of each process, from GNU time.
+        r=$(/usr/bin/time -f %M -o "$rss" "$REF" bench "$model" "$THREADS" "$PP" "$TG" 1 2>/dev/null)
+        lm+=("$(cat "$rss")")
         lp+=("$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["runs"][0]["pp_tok_s"])' "$r")")
         lt+=("$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["runs"][0]["tg_tok_s"])' "$r")")
-        c=$("$CHORD" bench --model "$model" -t "$THREADS" -p "$PP" -n "$TG" ${CHORD_ARGS:-} --json 2>/dev/null)
+        c=$(/usr/bin/time -f %M -o "$rss" "$CHORD" bench --model "$model" -t "$THREADS" -p "$PP" -n "$TG" ${CHORD_ARGS:-} --json 2>/dev/null)
+        cm+=("$(cat "$rss")")
         cp+=("$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["prefill_tok_s"])' "$c")")
         ct+=("$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["decode_tok_s"])' "$c")")
     done
-    python3 - "$(basename "$model")" "${lp[*]}" "${cp[*]}" "${lt[*]}" "${ct[*]}" <<'PY'
+    rm -f "$rss"
+    python3 - "$(basename "$model")" "${lp[*]}" "${cp[*]}" "${lt[*]}" "${ct[*]}" "${lm[*]}" "${cm[*]}" <<'PY'
 import statistics as st, sys
-name, lp, cp, lt, ct = sys.argv[1], *[[float(x) for x in a.split()] for a in sys.argv[2:]]
+name, lp, cp, lt, ct, lm, cm = sys.argv[1], *[[float(x) for x in a.split()] for a in sys.argv[2:]]
 m = st.median
-print(f"{name:<48} {m(lp):12.1f} {m(cp):12.1f} {m(cp)/m(lp):7.2f} {m(lt):12.1f} {m(ct):12.1f} {m(ct)/m(lt):7.2f}")
-print(f"  raw llama_pp={lp} chord_pp={[round(x,1) for x in cp]} llama_tg={lt} chord_tg={[round(x,1) for x in ct]}", file=sys.stderr)
+print(f"{name:<48} {m(lp):12.1f} {m(cp):12.1f} {m(cp)/m(lp):7.2f} {m(lt):12.1f} {m(ct):12.1f} {m(ct)/m(lt):7.2f} {max(lm)/1024:9.0f} {max(cm)/1024:9.0f}")
+print(f"  raw llama_pp={lp} chord_pp={[round(x,1) for x in cp]} llama_tg={lt} chord_tg={[round(x,1) for x in ct]} peak_rss_MB llama={[round(x/1024) for x in lm]} chord={[round(x/1024) for x in cm]}", file=sys.stderr)
 PY
 done
