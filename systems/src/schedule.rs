@@ -6,6 +6,7 @@
 use bevy_ecs::prelude::*;
 use bevy_ecs::schedule::SingleThreadedExecutor;
 
+use crate::backend::{add_gpu_step_systems, cpu_backend};
 use crate::batch::{CurrentLayer, StepBatch};
 use crate::systems::*;
 use crate::weights::ModelWeights;
@@ -91,9 +92,11 @@ pub fn step_schedule() -> Schedule {
     s.add_systems((
         admit_requests.in_set(StepSystems::Admit),
         build_batch.in_set(StepSystems::Batch),
-        embed.in_set(StepSystems::Embed),
+        embed.in_set(StepSystems::Embed).run_if(cpu_backend),
         run_layers.in_set(StepSystems::Layers),
-        compute_logits.in_set(StepSystems::Logits),
+        compute_logits
+            .in_set(StepSystems::Logits)
+            .run_if(cpu_backend),
         sample_tokens.in_set(StepSystems::Sample),
         emit_tokens.in_set(StepSystems::Emit),
     ));
@@ -101,6 +104,7 @@ pub fn step_schedule() -> Schedule {
     s.add_systems((ApplyDeferred
         .after(StepSystems::Admit)
         .before(StepSystems::Batch),));
+    add_gpu_step_systems(&mut s);
     s
 }
 
