@@ -100,15 +100,19 @@ fn main(
                 }
             }
         }
-        for (var rr = 0u; rr < RT; rr++) {
+        // Reduce only the live rows (and their sums of squares when normalising).
+        for (var rr = 0u; rr < nr; rr++) {
             red[rr * WG + tid] = acc[rr];
             red[(RT + rr) * WG + tid] = ss[rr];
         }
         workgroupBarrier();
         for (var s = WG / 2u; s > 0u; s >>= 1u) {
             if tid < s {
-                for (var i = 0u; i < 2u * RT; i++) {
+                for (var i = 0u; i < nr; i++) {
                     red[i * WG + tid] += red[i * WG + tid + s];
+                    if p.in_mode == 1u {
+                        red[(RT + i) * WG + tid] += red[(RT + i) * WG + tid + s];
+                    }
                 }
             }
             workgroupBarrier();

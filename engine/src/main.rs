@@ -10,8 +10,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use chord_engine::{
-    ActivationPrecision, Engine, EngineError, EngineOptions, Event, GenerateParams, KvPrecision,
-    SamplingParams, models,
+    ActivationPrecision, Backend, Engine, EngineError, EngineOptions, Event, GenerateParams,
+    KvPrecision, SamplingParams, models,
 };
 use chord_resources::config::ModelConfig;
 use chord_resources::gguf::{GgufFile, Value};
@@ -115,6 +115,9 @@ struct ModelArgs {
     /// K/V cache type: f32 (default) or f16 (half the memory).
     #[arg(long = "kv", default_value = "f32", value_parser = parse_kv)]
     kv: KvPrecision,
+    /// Where the forward pass runs: cpu (default), gpu, or auto (a real GPU if present).
+    #[arg(long, default_value = "cpu")]
+    backend: Backend,
 }
 
 fn parse_kv(s: &str) -> Result<KvPrecision, String> {
@@ -274,6 +277,7 @@ fn load(common: &ModelArgs) -> Result<Engine, Box<dyn std::error::Error>> {
             threads: common.threads,
             precision: common.precision,
             kv_precision: common.kv,
+            backend: common.backend,
             ..Default::default()
         },
     );

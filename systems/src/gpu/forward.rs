@@ -97,6 +97,7 @@ pub struct GpuForward {
     head: Vec<Dispatch>,
     argmax_dispatch: Dispatch,
     argmax_params: wgpu::Buffer,
+    argmax_mask: wgpu::Buffer,
     /// Distinct RoPE bases (one table each) .
     bases: Vec<f32>,
     encoder: Option<wgpu::CommandEncoder>,
@@ -117,6 +118,8 @@ pub struct GpuKv {
 }
 
 const SLOT: u64 = 256;
+/// Most ids a greedy step can mask out on the GPU (logit bias −∞).
+const MAX_MASK: usize = 1024;
 
 fn storage(ctx: &GpuContext, label: &str, bytes: usize, extra: wgpu::BufferUsages) -> wgpu::Buffer {
     ctx.device.create_buffer(&wgpu::BufferDescriptor {
@@ -474,6 +477,7 @@ impl GpuForward {
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
+        let argmax_mask = storage(&ctx, "argmax mask", 4 * MAX_MASK, copy_dst);
         let pipeline = ctx.kernels.argmax.clone();
         let bindg = bind(
             &ctx.device,
@@ -482,6 +486,7 @@ impl GpuForward {
                 argmax_params.as_entire_binding(),
                 logits.as_entire_binding(),
                 argmax.as_entire_binding(),
+                argmax_mask.as_entire_binding(),
             ],
         );
         let argmax_dispatch = Dispatch {
@@ -508,6 +513,7 @@ impl GpuForward {
             head,
             argmax_dispatch,
             argmax_params,
+            argmax_mask,
             bases,
             encoder: None,
             n_rows: 0,
@@ -581,6 +587,19 @@ impl GpuForward {
     /// Bytes of one sequence's cache per position (all layers).
     pub fn kv_bytes_per_pos(&self) -> usize {
         4 * self.dims.kv_stride() * self.dims.n_layer
+    }
+}
+
+fn debug_sync(g: &mut GpuForward, what: &str) {
+    if std::env::var_os("CHORD_GPU_SYNC").is_none() {
+        return;
+    }
+    if let Some(enc) = g.encoder.take() {
+        let t = std::time::Instant::now();
+        g.ctx.queue.submit([enc.finish()]);
+        let _ = g.ctx.device.poll(wgpu::PollType::wait_indefinitely());
+        eprintln!("gpu sync {what}: {:.3} ms", t.elapsed().as_secs_f64() * 1e3);
+        g.encoder = Some(g.ctx.device.create_command_encoder(&Default::default()));
     }
 }
 
@@ -756,6 +775,7 @@ pub fn gpu_embed(
         });
     record(&mut enc, &g.embed, n as u32);
     g.encoder = Some(enc);
+    debug_sync(g, "embed");
 }
 
 /// QKV projection with the attention RMSNorm fused (and qwen2's biases).
@@ -764,6 +784,7 @@ pub fn gpu_qkv(mut gpu: ResMut<GpuForward>, layer: Res<CurrentLayer>) {
     if let (Some(enc), Some(lp)) = (g.encoder.as_mut(), g.layers.get(layer.0)) {
         record(enc, &lp.qkv, g.n_rows as u32);
     }
+    debug_sync(g, "qkv");
 }
 
 /// RoPE on q and k; rotated K and V written into each sequence's GPU cache.
@@ -778,15 +799,18 @@ pub fn gpu_rope(
     let Some(enc) = g.encoder.as_mut() else {
         return;
     };
-    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-    pass.set_pipeline(&g.ctx.kernels.rope_store);
-    for ch in &batch.chunks {
-        let Ok(kv) = kvs.get(ch.entity) else { continue };
-        if let Some(bg) = kv.rope.get(layer.0) {
-            pass.set_bind_group(0, bg, &[]);
-            pass.dispatch_workgroups(ch.n_rows as u32, (d.n_head + d.n_head_kv) as u32, 1);
+    {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+        pass.set_pipeline(&g.ctx.kernels.rope_store);
+        for ch in &batch.chunks {
+            let Ok(kv) = kvs.get(ch.entity) else { continue };
+            if let Some(bg) = kv.rope.get(layer.0) {
+                pass.set_bind_group(0, bg, &[]);
+                pass.dispatch_workgroups(ch.n_rows as u32, (d.n_head + d.n_head_kv) as u32, 1);
+            }
         }
     }
+    debug_sync(g, "rope");
 }
 
 /// Attention of each sequence's rows over its GPU cache.
@@ -801,15 +825,18 @@ pub fn gpu_attend(
     let Some(enc) = g.encoder.as_mut() else {
         return;
     };
-    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-    pass.set_pipeline(&g.ctx.kernels.attention);
-    for ch in &batch.chunks {
-        let Ok(kv) = kvs.get(ch.entity) else { continue };
-        if let Some(bg) = kv.attn.get(layer.0) {
-            pass.set_bind_group(0, bg, &[]);
-            pass.dispatch_workgroups(ch.n_rows as u32, d.n_head as u32, 1);
+    {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+        pass.set_pipeline(&g.ctx.kernels.attention);
+        for ch in &batch.chunks {
+            let Ok(kv) = kvs.get(ch.entity) else { continue };
+            if let Some(bg) = kv.attn.get(layer.0) {
+                pass.set_bind_group(0, bg, &[]);
+                pass.dispatch_workgroups(ch.n_rows as u32, d.n_head as u32, 1);
+            }
         }
     }
+    debug_sync(g, "attend");
 }
 
 /// Output projection, residual add fused.
@@ -818,6 +845,7 @@ pub fn gpu_attn_output(mut gpu: ResMut<GpuForward>, layer: Res<CurrentLayer>) {
     if let (Some(enc), Some(lp)) = (g.encoder.as_mut(), g.layers.get(layer.0)) {
         record(enc, &lp.out, g.n_rows as u32);
     }
+    debug_sync(g, "attn_output");
 }
 
 /// FFN: gate/up with the RMSNorm fused, then down with act(gate)·up and the residual fused.
@@ -827,6 +855,7 @@ pub fn gpu_ffn(mut gpu: ResMut<GpuForward>, layer: Res<CurrentLayer>) {
         record(enc, &lp.gate_up, g.n_rows as u32);
         record(enc, &lp.down, g.n_rows as u32);
     }
+    debug_sync(g, "ffn");
 }
 
 fn read_back(ctx: &GpuContext, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>, GpuError> {
@@ -877,6 +906,9 @@ pub fn gpu_logits(
         g.ctx.queue.submit([enc.finish()]);
         return;
     }
+    // Greedy on the GPU when every sampler is plain greedy, with at most one shared list of
+    // masked ids (bias -inf); anything else reads the logits back for the CPU sampler.
+    let mut mask: Option<Vec<u32>> = None;
     let greedy = b
         .chunks
         .iter()
@@ -884,14 +916,34 @@ pub fn gpu_logits(
         .all(|ch| {
             seqs.get(ch.entity).is_ok_and(|(s, gs)| {
                 let p = &s.params;
+                let ids: Option<Vec<u32>> = p
+                    .logit_bias
+                    .iter()
+                    .map(|&(id, bias)| (bias == f32::NEG_INFINITY).then_some(id))
+                    .collect();
+                let same_mask = match (ids, &mask) {
+                    (Some(ids), None) => {
+                        mask = Some(ids);
+                        true
+                    }
+                    (Some(ids), Some(m)) => &ids == m,
+                    (None, _) => false,
+                };
                 !gs.score_all
                     && p.temperature <= 0.0
                     && p.repeat_penalty == 1.0
                     && p.frequency_penalty == 0.0
                     && p.presence_penalty == 0.0
-                    && p.logit_bias.is_empty()
+                    && same_mask
             })
-        });
+        })
+        && mask.as_ref().is_none_or(|m| m.len() <= MAX_MASK);
+    let mask = mask.unwrap_or_default();
+    if greedy && !mask.is_empty() {
+        g.ctx
+            .queue
+            .write_buffer(&g.argmax_mask, 0, bytemuck::cast_slice(&mask));
+    }
     b.logits.resize(n_logit * n_vocab, 0.0);
     let mut done = 0;
     let mut first = true;
@@ -926,6 +978,7 @@ pub fn gpu_logits(
             let p = ArgmaxParams {
                 n_vocab: n_vocab as u32,
                 n_rows: m as u32,
+                n_mask: mask.len() as u32,
                 ..Default::default()
             };
             if let Ok(u) = uniform_bytes(&p) {

@@ -89,7 +89,7 @@ pub struct AttnParams {
 pub struct ArgmaxParams {
     pub n_vocab: u32,
     pub n_rows: u32,
-    pub _p0: u32,
+    pub n_mask: u32,
     pub _p1: u32,
 }
 

@@ -520,28 +520,45 @@ fn argmax_matches_cpu() {
     logits[n_vocab + 10] = 50.0;
     logits[n_vocab + 900] = 50.0;
     logits[2 * n_vocab] = f32::NAN;
-    let p = ArgmaxParams {
-        n_vocab: n_vocab as u32,
-        n_rows: 3,
-        ..Default::default()
-    };
-    let ub = uniform_init(c, &uniform_bytes(&p).unwrap());
     let lb = storage_init(c, bytemuck::cast_slice(&logits));
     let out = storage_init(c, &[0u8; 12]);
-    let got: Vec<u32> = bytemuck::cast_slice(&run(
-        c,
-        &c.kernels.argmax,
-        &[&ub, &lb, &out],
-        (3, 1, 1),
-        &out,
-    ))
-    .to_vec();
+    let run_masked = |mask: &[u32]| -> Vec<u32> {
+        let p = ArgmaxParams {
+            n_vocab: n_vocab as u32,
+            n_rows: 3,
+            n_mask: mask.len() as u32,
+            ..Default::default()
+        };
+        let ub = uniform_init(c, &uniform_bytes(&p).unwrap());
+        let mb = storage_init(c, bytemuck::cast_slice(&[mask, &[0u32]].concat()));
+        let raw = run(
+            c,
+            &c.kernels.argmax,
+            &[&ub, &lb, &out, &mb],
+            (3, 1, 1),
+            &out,
+        );
+        bytemuck::cast_slice(&raw).to_vec()
+    };
+    let got = run_masked(&[]);
     let want: Vec<u32> = logits
         .chunks_exact(n_vocab)
         .map(crate::sampling::argmax)
         .collect();
     assert_eq!(got, want);
     assert_eq!(got[1], 10);
+    // Masked ids (logit bias -inf) never win: id 10 leaves its tie partner 900.
+    let mut biased = logits.clone();
+    for row in biased.chunks_exact_mut(n_vocab) {
+        row[10] = f32::NEG_INFINITY;
+        row[want[0] as usize] = f32::NEG_INFINITY;
+    }
+    let want_masked: Vec<u32> = biased
+        .chunks_exact(n_vocab)
+        .map(crate::sampling::argmax)
+        .collect();
+    assert_eq!(run_masked(&[10, want[0]]), want_masked);
+    assert_eq!(want_masked[1], 900);
 }
 
 #[test]
