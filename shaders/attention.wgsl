@@ -1,6 +1,9 @@
 // Causal attention of one sequence's chunk over its cache, flash-style: keys in tiles of 64
-// positions, an online softmax (running max and sum) so the scores are never stored whole.
-// Grid: (n_rows, n_head); one workgroup per (row, head); thread t owns output dims t, t+64, …
+// positions with an online softmax (running max and sum), so scores are never stored whole.
+// Split-K (flash-decoding): grid (n_rows, n_head, n_split); workgroup z covers keys
+// [first + z·span, first + (z+1)·span) of its row. With one split it writes the normalised
+// output; with several it writes (max, sum, unnormalised acc) to `part` for attn_merge.wgsl.
+// Thread t owns output dims t, t+64, … (head_dim ≤ 256).
 // Cache layout per position: [k (n_head_kv·head_dim_k) | v (n_head_kv·head_dim_v)].
 
 struct AttnParams {
@@ -18,14 +21,15 @@ struct AttnParams {
     window: u32,
     scale: f32,
     softcap: f32,
-    _p0: u32,
-    _p1: u32,
+    n_split: u32,
+    span: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: AttnParams;
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;
 @group(0) @binding(2) var<storage, read> kv: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> part: array<f32>;
 
 const WG: u32 = 64u;
 const TILE: u32 = 64u;
@@ -40,6 +44,7 @@ var<workgroup> red: array<f32, WG>;
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     let rr = wg.x;
     let h = wg.y;
+    let z = wg.z;
     let kvh = h / (p.n_head / p.n_head_kv);
     let row = p.start_row + rr;
     let pos = p.start_pos + rr;
@@ -50,18 +55,21 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     if p.window != 0u && pos + 1u > p.window {
         first = pos + 1u - p.window;
     }
+    let lo = first + z * p.span;
+    let hi = min(pos + 1u, lo + p.span);
     var m = NEG;
     var l = 0.0;
     var acc = array<f32, 4>();
     workgroupBarrier();
-    for (var t0 = first; t0 <= pos; t0 += TILE) {
+    for (var t0 = lo; t0 < hi; t0 += TILE) {
         let t = t0 + tid;
         var s = NEG;
-        if t <= pos {
+        if t < hi {
             let kb = t * p.kv_stride + kvh * p.head_dim_k;
             var dotv = 0.0;
-            for (var d = 0u; d < p.head_dim_k; d++) {
-                dotv += qs[d] * kv[kb + d];
+            for (var d = 0u; d < p.head_dim_k; d += 4u) {
+                dotv += dot(vec4<f32>(qs[d], qs[d + 1u], qs[d + 2u], qs[d + 3u]),
+                            vec4<f32>(kv[kb + d], kv[kb + d + 1u], kv[kb + d + 2u], kv[kb + d + 3u]));
             }
             s = dotv * p.scale;
             if p.softcap > 0.0 {
@@ -80,7 +88,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         workgroupBarrier();
         let alpha = exp(m - m_new);
         var pt = 0.0;
-        if t <= pos {
+        if t < hi {
             pt = exp(s - m_new);
         }
         ps[tid] = pt;
@@ -93,7 +101,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
             workgroupBarrier();
         }
         l = l * alpha + red[0];
-        let nt = min(TILE, pos + 1u - t0);
+        let nt = min(TILE, hi - t0);
         for (var i = 0u; i < 4u; i++) {
             let d = tid + i * WG;
             if d < p.head_dim_v {
@@ -108,10 +116,24 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         m = m_new;
         workgroupBarrier();
     }
-    for (var i = 0u; i < 4u; i++) {
-        let d = tid + i * WG;
-        if d < p.head_dim_v {
-            out[row * p.out_stride + h * p.head_dim_v + d] = acc[i] / l;
+    if p.n_split == 1u {
+        for (var i = 0u; i < 4u; i++) {
+            let d = tid + i * WG;
+            if d < p.head_dim_v {
+                out[row * p.out_stride + h * p.head_dim_v + d] = acc[i] / l;
+            }
+        }
+    } else {
+        let pb = ((rr * p.n_head + h) * p.n_split + z) * (p.head_dim_v + 2u);
+        if tid == 0u {
+            part[pb] = m;
+            part[pb + 1u] = l;
+        }
+        for (var i = 0u; i < 4u; i++) {
+            let d = tid + i * WG;
+            if d < p.head_dim_v {
+                part[pb + 2u + d] = acc[i];
+            }
         }
     }
 }

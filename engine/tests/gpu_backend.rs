@@ -37,6 +37,9 @@ fn gpu_greedy_matches_cpu_on_tiny_models() {
         let g = gpu.generate(prompt, &params).expect("GPU generate");
         let c = cpu.generate(prompt, &params).expect("CPU generate");
         assert_eq!(g.ids.len(), 4, "{rel}: four tokens generated");
-        assert_eq!(g.ids, c.ids, "{rel}: GPU greedy tokens differ from the CPU's");
+        assert_eq!(
+            g.ids, c.ids,
+            "{rel}: GPU greedy tokens differ from the CPU's"
+        );
     }
 }

@@ -88,6 +88,8 @@ pub struct GpuForward {
     table_buf: wgpu::Buffer,
     qkv: wgpu::Buffer,
     attn: wgpu::Buffer,
+    /// Split-K attention partials of one chunk.
+    part: wgpu::Buffer,
     logits: wgpu::Buffer,
     argmax: wgpu::Buffer,
     logits_read: wgpu::Buffer,
@@ -101,6 +103,8 @@ pub struct GpuForward {
     /// Distinct RoPE bases (one table each) .
     bases: Vec<f32>,
     encoder: Option<wgpu::CommandEncoder>,
+    /// The step's one compute pass (on `encoder`; ended before the readback copy).
+    pass: Option<wgpu::ComputePass<'static>>,
     /// Rows recorded in the open encoder.
     n_rows: usize,
 }
@@ -115,6 +119,7 @@ pub struct GpuKv {
     params: wgpu::Buffer,
     rope: Vec<wgpu::BindGroup>,
     attn: Vec<wgpu::BindGroup>,
+    merge: Vec<wgpu::BindGroup>,
 }
 
 const SLOT: u64 = 256;
@@ -154,8 +159,8 @@ pub fn check_supported(w: &ModelWeights) -> Result<(), GpuError> {
     if c.final_logit_softcap.is_some() {
         return no("final logit soft-capping".into());
     }
-    if c.head_dim_k > 256 || c.head_dim_v > 256 {
-        return no("head dimension above 256".into());
+    if c.head_dim_k > 256 || c.head_dim_v > 256 || !c.head_dim_k.is_multiple_of(4) {
+        return no("head dimension above 256 or not a multiple of 4".into());
     }
     if c.n_head_kv == 0 || !c.n_head.is_multiple_of(c.n_head_kv) {
         return no("heads not a multiple of KV heads".into());
@@ -292,6 +297,12 @@ impl GpuForward {
             &ctx,
             "attn",
             4 * cap * d.attn_out(),
+            wgpu::BufferUsages::empty(),
+        );
+        let part = storage(
+            &ctx,
+            "attention partials",
+            4 * cap.max(MAX_PARTIALS) * d.n_head * (d.head_dim_v + 2),
             wgpu::BufferUsages::empty(),
         );
         let gu = storage(
@@ -504,6 +515,7 @@ impl GpuForward {
             table_buf,
             qkv,
             attn,
+            part,
             logits,
             argmax,
             logits_read,
@@ -516,6 +528,7 @@ impl GpuForward {
             argmax_mask,
             bases,
             encoder: None,
+            pass: None,
             n_rows: 0,
         })
     }
@@ -528,6 +541,7 @@ impl GpuForward {
         let mut kv = Vec::with_capacity(d.n_layer);
         let mut rope_b = Vec::with_capacity(d.n_layer);
         let mut attn_b = Vec::with_capacity(d.n_layer);
+        let mut merge_b = Vec::with_capacity(d.n_layer);
         if (4 * cap * d.kv_stride()) as u64 > ctx.max_binding() {
             return Err(GpuError::Unsupported(format!(
                 "a {cap}-position cache exceeds the binding limit"
@@ -571,6 +585,16 @@ impl GpuForward {
                     self.qkv.as_entire_binding(),
                     buf.as_entire_binding(),
                     self.attn.as_entire_binding(),
+                    self.part.as_entire_binding(),
+                ],
+            ));
+            merge_b.push(bind(
+                &ctx.device,
+                &ctx.kernels.attn_merge,
+                &[
+                    slot(2 * il as u64 + 1),
+                    self.part.as_entire_binding(),
+                    self.attn.as_entire_binding(),
                 ],
             ));
             kv.push(buf);
@@ -581,6 +605,7 @@ impl GpuForward {
             params,
             rope: rope_b,
             attn: attn_b,
+            merge: merge_b,
         })
     }
 
@@ -594,17 +619,32 @@ fn debug_sync(g: &mut GpuForward, what: &str) {
     if std::env::var_os("CHORD_GPU_SYNC").is_none() {
         return;
     }
+    g.pass = None;
     if let Some(enc) = g.encoder.take() {
         let t = std::time::Instant::now();
         g.ctx.queue.submit([enc.finish()]);
         let _ = g.ctx.device.poll(wgpu::PollType::wait_indefinitely());
         eprintln!("gpu sync {what}: {:.3} ms", t.elapsed().as_secs_f64() * 1e3);
-        g.encoder = Some(g.ctx.device.create_command_encoder(&Default::default()));
+        open_step(g);
     }
 }
 
-fn record(enc: &mut wgpu::CommandEncoder, ds: &[Dispatch], n_rows: u32) {
-    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+/// Open the step's encoder and its compute pass.
+fn open_step(g: &mut GpuForward) {
+    let mut enc = g
+        .ctx
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("step"),
+        });
+    g.pass = Some(
+        enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default())
+            .forget_lifetime(),
+    );
+    g.encoder = Some(enc);
+}
+
+fn record(pass: &mut wgpu::ComputePass<'static>, ds: &[Dispatch], n_rows: u32) {
     for dsp in ds {
         pass.set_pipeline(&dsp.pipeline);
         pass.set_bind_group(0, &dsp.bind, &[]);
@@ -656,6 +696,7 @@ pub fn gpu_embed(
     let g = &mut *gpu;
     let b = &*batch;
     let n = b.tokens.len();
+    g.pass = None;
     g.encoder = None;
     g.n_rows = n;
     if n == 0 || n > g.cap {
@@ -720,6 +761,7 @@ pub fn gpu_embed(
     for ch in &b.chunks {
         let Ok(kv) = kvs.get(ch.entity) else { continue };
         let mut bytes = vec![0u8; (SLOT as usize) * 2 * d.n_layer];
+        let (n_split, span) = attention_splits(ch.start_pos + ch.n_rows, ch.n_rows);
         for (il, lp) in g.layers.iter().enumerate() {
             let rp = RopeParams {
                 n_head: d.n_head as u32,
@@ -753,7 +795,8 @@ pub fn gpu_embed(
                 window: lp.window,
                 scale: d.scale,
                 softcap: d.softcap,
-                ..Default::default()
+                n_split,
+                span,
             };
             for (k, bytes_k) in [uniform_bytes(&rp), uniform_bytes(&ap)]
                 .into_iter()
@@ -767,21 +810,17 @@ pub fn gpu_embed(
         }
         q.write_buffer(&kv.params, 0, &bytes);
     }
-    let mut enc = g
-        .ctx
-        .device
-        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("step"),
-        });
-    record(&mut enc, &g.embed, n as u32);
-    g.encoder = Some(enc);
+    open_step(g);
+    if let Some(pass) = g.pass.as_mut() {
+        record(pass, &g.embed, n as u32);
+    }
     debug_sync(g, "embed");
 }
 
 /// QKV projection with the attention RMSNorm fused (and qwen2's biases).
 pub fn gpu_qkv(mut gpu: ResMut<GpuForward>, layer: Res<CurrentLayer>) {
     let g = &mut *gpu;
-    if let (Some(enc), Some(lp)) = (g.encoder.as_mut(), g.layers.get(layer.0)) {
+    if let (Some(enc), Some(lp)) = (g.pass.as_mut(), g.layers.get(layer.0)) {
         record(enc, &lp.qkv, g.n_rows as u32);
     }
     debug_sync(g, "qkv");
@@ -796,11 +835,10 @@ pub fn gpu_rope(
 ) {
     let g = &mut *gpu;
     let d = g.dims;
-    let Some(enc) = g.encoder.as_mut() else {
+    let Some(pass) = g.pass.as_mut() else {
         return;
     };
     {
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
         pass.set_pipeline(&g.ctx.kernels.rope_store);
         for ch in &batch.chunks {
             let Ok(kv) = kvs.get(ch.entity) else { continue };
@@ -822,16 +860,19 @@ pub fn gpu_attend(
 ) {
     let g = &mut *gpu;
     let d = g.dims;
-    let Some(enc) = g.encoder.as_mut() else {
+    let Some(pass) = g.pass.as_mut() else {
         return;
     };
-    {
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-        pass.set_pipeline(&g.ctx.kernels.attention);
-        for ch in &batch.chunks {
-            let Ok(kv) = kvs.get(ch.entity) else { continue };
-            if let Some(bg) = kv.attn.get(layer.0) {
-                pass.set_bind_group(0, bg, &[]);
+    for ch in &batch.chunks {
+        let Ok(kv) = kvs.get(ch.entity) else { continue };
+        let (n_split, _) = attention_splits(ch.start_pos + ch.n_rows, ch.n_rows);
+        if let (Some(bg), Some(mg)) = (kv.attn.get(layer.0), kv.merge.get(layer.0)) {
+            pass.set_pipeline(&g.ctx.kernels.attention);
+            pass.set_bind_group(0, bg, &[]);
+            pass.dispatch_workgroups(ch.n_rows as u32, d.n_head as u32, n_split);
+            if n_split > 1 {
+                pass.set_pipeline(&g.ctx.kernels.attn_merge);
+                pass.set_bind_group(0, mg, &[]);
                 pass.dispatch_workgroups(ch.n_rows as u32, d.n_head as u32, 1);
             }
         }
@@ -842,7 +883,7 @@ pub fn gpu_attend(
 /// Output projection, residual add fused.
 pub fn gpu_attn_output(mut gpu: ResMut<GpuForward>, layer: Res<CurrentLayer>) {
     let g = &mut *gpu;
-    if let (Some(enc), Some(lp)) = (g.encoder.as_mut(), g.layers.get(layer.0)) {
+    if let (Some(enc), Some(lp)) = (g.pass.as_mut(), g.layers.get(layer.0)) {
         record(enc, &lp.out, g.n_rows as u32);
     }
     debug_sync(g, "attn_output");
@@ -851,7 +892,7 @@ pub fn gpu_attn_output(mut gpu: ResMut<GpuForward>, layer: Res<CurrentLayer>) {
 /// FFN: gate/up with the RMSNorm fused, then down with act(gate)·up and the residual fused.
 pub fn gpu_ffn(mut gpu: ResMut<GpuForward>, layer: Res<CurrentLayer>) {
     let g = &mut *gpu;
-    if let (Some(enc), Some(lp)) = (g.encoder.as_mut(), g.layers.get(layer.0)) {
+    if let (Some(enc), Some(lp)) = (g.pass.as_mut(), g.layers.get(layer.0)) {
         record(enc, &lp.gate_up, g.n_rows as u32);
         record(enc, &lp.down, g.n_rows as u32);
     }
@@ -867,13 +908,21 @@ fn read_back(ctx: &GpuContext, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>
             *g = Some(r);
         }
     });
-    ctx.device
-        .poll(wgpu::PollType::wait_indefinitely())
-        .map_err(|e| GpuError::Readback(e.to_string()))?;
-    let status = done
-        .lock()
-        .map_err(|e| GpuError::Readback(e.to_string()))?
-        .take();
+    // Another thread polling the same device may be running our callback: poll until it has.
+    let mut status = None;
+    for _ in 0..10_000 {
+        ctx.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        status = done
+            .lock()
+            .map_err(|e| GpuError::Readback(e.to_string()))?
+            .take();
+        if status.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(100));
+    }
     match status {
         Some(Ok(())) => {}
         Some(Err(e)) => return Err(GpuError::Readback(e.to_string())),
@@ -896,6 +945,7 @@ pub fn gpu_logits(
 ) {
     let g = &mut *gpu;
     let b = &mut *batch;
+    let mut pass = g.pass.take();
     let Some(mut enc) = g.encoder.take() else {
         return;
     };
@@ -903,6 +953,7 @@ pub fn gpu_logits(
     let n_vocab = g.dims.n_vocab;
     b.logits.clear();
     if n_logit == 0 {
+        drop(pass);
         g.ctx.queue.submit([enc.finish()]);
         return;
     }
@@ -971,9 +1022,15 @@ pub fn gpu_logits(
                 .ctx
                 .device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+            pass = Some(
+                enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default())
+                    .forget_lifetime(),
+            );
         }
         first = false;
-        record(&mut enc, &g.head, m as u32);
+        if let Some(p) = pass.as_mut() {
+            record(p, &g.head, m as u32);
+        }
         let result = if greedy {
             let p = ArgmaxParams {
                 n_vocab: n_vocab as u32,
@@ -984,12 +1041,12 @@ pub fn gpu_logits(
             if let Ok(u) = uniform_bytes(&p) {
                 g.ctx.queue.write_buffer(&g.argmax_params, 0, &u);
             }
-            {
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-                pass.set_pipeline(&g.argmax_dispatch.pipeline);
-                pass.set_bind_group(0, &g.argmax_dispatch.bind, &[]);
-                pass.dispatch_workgroups(m as u32, 1, 1);
+            if let Some(p) = pass.as_mut() {
+                p.set_pipeline(&g.argmax_dispatch.pipeline);
+                p.set_bind_group(0, &g.argmax_dispatch.bind, &[]);
+                p.dispatch_workgroups(m as u32, 1, 1);
             }
+            pass = None;
             let bytes = 4 * m as u64;
             enc.copy_buffer_to_buffer(&g.argmax, 0, &g.argmax_read, 0, bytes);
             g.ctx.queue.submit([enc.finish()]);
@@ -1005,6 +1062,7 @@ pub fn gpu_logits(
             })
         } else {
             let bytes = (4 * m * n_vocab) as u64;
+            pass = None;
             enc.copy_buffer_to_buffer(&g.logits, 0, &g.logits_read, 0, bytes);
             g.ctx.queue.submit([enc.finish()]);
             read_back(&g.ctx, &g.logits_read, bytes).map(|raw| {

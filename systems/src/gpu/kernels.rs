@@ -81,8 +81,8 @@ pub struct AttnParams {
     pub window: u32,
     pub scale: f32,
     pub softcap: f32,
-    pub _p0: u32,
-    pub _p1: u32,
+    pub n_split: u32,
+    pub span: u32,
 }
 
 #[derive(ShaderType, Clone, Copy, Debug, Default)]
@@ -91,6 +91,18 @@ pub struct ArgmaxParams {
     pub n_rows: u32,
     pub n_mask: u32,
     pub _p1: u32,
+}
+
+/// Most split-K partial rows (rows × splits) attention writes per chunk.
+pub const MAX_PARTIALS: usize = 64;
+
+/// Key splits and keys per split for a chunk of `n_rows` rows ending at `kv_len` positions:
+/// decode spreads a long cache over up to 64 workgroups per head; prefill has rows enough.
+pub fn attention_splits(kv_len: usize, n_rows: usize) -> (u32, u32) {
+    let max_split = (MAX_PARTIALS / n_rows.max(1)).max(1);
+    let n_split = kv_len.div_ceil(64).clamp(1, max_split);
+    let span = kv_len.div_ceil(n_split).max(1);
+    (n_split as u32, span as u32)
 }
 
 /// Workgroups along x at most (the rest goes to y).
@@ -108,6 +120,7 @@ pub struct Kernels {
     pub get_rows: HashMap<GgmlType, wgpu::ComputePipeline>,
     pub rope_store: wgpu::ComputePipeline,
     pub attention: wgpu::ComputePipeline,
+    pub attn_merge: wgpu::ComputePipeline,
     pub argmax: wgpu::ComputePipeline,
 }
 
@@ -143,6 +156,7 @@ impl Kernels {
             get_rows,
             rope_store: pipeline(device, "rope_store", shaders::ROPE_STORE),
             attention: pipeline(device, "attention", shaders::ATTENTION),
+            attn_merge: pipeline(device, "attn_merge", shaders::ATTN_MERGE),
             argmax: pipeline(device, "argmax", shaders::ARGMAX),
         }
     }

@@ -7,6 +7,7 @@ pub const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 pub const GET_ROWS: &str = include_str!("../../../shaders/get_rows.wgsl");
 pub const ROPE_STORE: &str = include_str!("../../../shaders/rope_store.wgsl");
 pub const ATTENTION: &str = include_str!("../../../shaders/attention.wgsl");
+pub const ATTN_MERGE: &str = include_str!("../../../shaders/attn_merge.wgsl");
 pub const ARGMAX: &str = include_str!("../../../shaders/argmax.wgsl");
 
 /// Weight types the GPU kernels decode.
@@ -41,6 +42,7 @@ pub fn all_modules() -> Vec<(String, String)> {
     let mut v = vec![
         ("rope_store".to_string(), ROPE_STORE.to_string()),
         ("attention".to_string(), ATTENTION.to_string()),
+        ("attn_merge".to_string(), ATTN_MERGE.to_string()),
         ("argmax".to_string(), ARGMAX.to_string()),
     ];
     for ty in TYPES {

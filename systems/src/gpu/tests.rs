@@ -430,7 +430,7 @@ fn rope_store_and_attention_match_cpu() {
         }
         cache = want_cache;
         // Attention of the chunk over the cache (keys 0..=pos).
-        for window in [0usize, 30] {
+        for (window, n_split) in [(0usize, 1u32), (30, 1), (0, 3), (30, 4)] {
             let shape = attention::AttentionShape {
                 n_head,
                 n_head_kv,
@@ -474,21 +474,27 @@ fn rope_store_and_attention_match_cpu() {
                 window: window as u32,
                 scale: shape.scale,
                 softcap: 0.0,
-                ..Default::default()
+                n_split,
+                span: ((start_pos + n_rows) as u32).div_ceil(n_split),
             };
             let ub = uniform_init(c, &uniform_bytes(&ap).unwrap());
             let qb = storage_init(c, bytemuck::cast_slice(&cpu_q));
             let kvb = storage_init(c, bytemuck::cast_slice(&cache));
             let out = storage_init(c, &vec![0u8; 4 * total_rows * qd]);
-            let got = f32s(&run(
+            let part = storage_init(
                 c,
-                &c.kernels.attention,
-                &[&ub, &qb, &kvb, &out],
-                (n_rows as u32, n_head as u32, 1),
-                &out,
-            ));
+                &vec![0u8; 4 * n_rows * n_head * n_split as usize * (hd + 2)],
+            );
+            let groups = (n_rows as u32, n_head as u32, n_split);
+            let attn_bufs = [&ub, &qb, &kvb, &out, &part];
+            let mut got = f32s(&run(c, &c.kernels.attention, &attn_bufs, groups, &out));
+            if n_split > 1 {
+                let merge_bufs = [&ub, &part, &out];
+                let g2 = (n_rows as u32, n_head as u32, 1);
+                got = f32s(&run(c, &c.kernels.attn_merge, &merge_bufs, g2, &out));
+            }
             assert_close(
-                &format!("attention {style:?} window {window}"),
+                &format!("attention {style:?} window {window} splits {n_split}"),
                 &got[start_row * qd..total_rows * qd],
                 &want,
                 1e-4,
