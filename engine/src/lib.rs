@@ -9,6 +9,7 @@
 //! println!("{}", out.text);
 //! ```
 
+mod backend;
 pub mod models;
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -25,6 +26,7 @@ use chord_systems::schedule::{init_world, step_schedule};
 use chord_systems::systems::{CancelFlag, EngineSettings, Request, RequestQueue, Vocab};
 use chord_systems::weights::{ModelWeights, WeightsError};
 
+pub use chord_systems::backend::Backend;
 pub use chord_systems::components::{Event, FinishReason, KvPrecision, SeqStats};
 pub use chord_systems::kernels::matmul::ActivationPrecision;
 pub use chord_systems::sampling::{InvalidParam, SamplingParams};
@@ -53,6 +55,8 @@ pub enum EngineError {
     BadToken { id: u32, n_vocab: usize },
     #[error("invalid option {0}")]
     InvalidOption(String),
+    #[error("GPU backend: {0}")]
+    Gpu(String),
     #[error("the model has no chat template")]
     NoChatTemplate,
     #[error("the request ended without a result")]
@@ -79,6 +83,8 @@ pub struct EngineOptions {
     /// Keep the compute threads spinning between the parallel jobs of a step (hand-off in well
     /// under a microsecond instead of a few per job). They never spin between steps.
     pub spin_threads: bool,
+    /// CPU, GPU, or a real GPU when there is one (`Auto`).
+    pub backend: Backend,
 }
 
 impl Default for EngineOptions {
@@ -90,6 +96,7 @@ impl Default for EngineOptions {
             precision: ActivationPrecision::F32,
             kv_precision: KvPrecision::F32,
             spin_threads: true,
+            backend: Backend::Cpu,
         }
     }
 }
@@ -228,6 +235,7 @@ impl Engine {
             },
             RequestQueue(rx),
         );
+        backend::select(&mut world, opts.backend)?;
         let active = world.query::<&GenState>();
         Ok(Engine {
             world,

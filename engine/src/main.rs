@@ -10,8 +10,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use chord_engine::{
-    ActivationPrecision, Engine, EngineError, EngineOptions, Event, GenerateParams, KvPrecision,
-    SamplingParams, SeqStats, SpeculateParams, models,
+    ActivationPrecision, Backend, Engine, EngineError, EngineOptions, Event, GenerateParams,
+    KvPrecision, SamplingParams, SeqStats, SpeculateParams, models,
 };
 use chord_resources::config::ModelConfig;
 use chord_resources::gguf::{GgufFile, Value};
@@ -150,6 +150,9 @@ struct ModelArgs {
     /// through a step (slower; for comparison).
     #[arg(long)]
     no_spin: bool,
+    /// Where the forward pass runs: cpu (default), gpu, or auto (a real GPU if present).
+    #[arg(long, default_value = "cpu")]
+    backend: Backend,
 }
 
 fn parse_kv(s: &str) -> Result<KvPrecision, String> {
@@ -390,6 +393,7 @@ fn load(common: &ModelArgs) -> Result<Engine, Box<dyn std::error::Error>> {
             precision: common.precision,
             kv_precision: common.kv,
             spin_threads: !common.no_spin,
+            backend: common.backend,
             ..Default::default()
         },
     );

@@ -233,3 +233,38 @@ fn small_step_budgets_split_prompts_and_drafts_without_changing_output() {
         assert_eq!(o.ids, want.ids);
     }
 }
+
+/// Speculation on the GPU backend (lavapipe in CI): the target verifies drafts on the GPU (its
+/// cache is position-indexed, so a rollback is the next write), the draft model runs on the CPU.
+#[cfg(feature = "gpu")]
+#[test]
+fn gpu_target_speculates_with_identical_greedy_output() {
+    use chord_engine::{Backend, EngineOptions};
+    let (Some(target), Some(draft)) = (path(TINY), path("derived/tiny-smollm2-4L-q4_0.gguf"))
+    else {
+        return;
+    };
+    let opts = EngineOptions {
+        n_ctx: 128,
+        backend: Backend::Gpu,
+        ..Default::default()
+    };
+    let mut gpu = match Engine::load_with(&target, opts) {
+        Ok(e) => e,
+        Err(e) => {
+            if std::env::var("CHORD_REQUIRE_GPU").as_deref() == Ok("1") {
+                panic!("CHORD_REQUIRE_GPU=1 but the GPU backend failed: {e}");
+            }
+            eprintln!("skip: no GPU backend ({e})");
+            return;
+        }
+    };
+    gpu.load_draft(draft).unwrap();
+    let prompt = "One, two, three, four, five, six, seven,";
+    let plain = gpu.generate(prompt, &greedy(16, None)).unwrap();
+    for spec in [SpeculateParams::lookup(4), SpeculateParams::draft_model(3)] {
+        let out = gpu.generate(prompt, &greedy(16, Some(spec))).unwrap();
+        assert_eq!(out.ids, plain.ids, "{spec:?}: GPU speculative ids differ");
+        assert!(out.stats.n_drafted > 0, "{spec:?}: nothing was drafted");
+    }
+}

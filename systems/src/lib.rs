@@ -2,8 +2,11 @@
 //!
 //! See `engine/README.md` for the map of the world and the schedule.
 
+pub mod backend;
 pub mod batch;
 pub mod components;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod kernels;
 pub mod sampling;
 pub mod schedule;

@@ -6,6 +6,7 @@
 use bevy_ecs::prelude::*;
 use bevy_ecs::schedule::SingleThreadedExecutor;
 
+use crate::backend::{add_gpu_step_systems, cpu_backend};
 use crate::batch::{CurrentLayer, StepBatch};
 use crate::slot::{ModelSlot, Target};
 use crate::speculative::{SpecTiming, propose_drafts, verify_drafts};
@@ -100,9 +101,13 @@ pub fn step_schedule() -> Schedule {
         admit_requests.in_set(StepSystems::Admit),
         propose_drafts.in_set(StepSystems::Draft),
         build_batch.in_set(StepSystems::Batch),
-        embed::<Target>.in_set(StepSystems::Embed),
+        embed::<Target>
+            .in_set(StepSystems::Embed)
+            .run_if(cpu_backend),
         run_layers::<Target>.in_set(StepSystems::Layers),
-        compute_logits::<Target>.in_set(StepSystems::Logits),
+        compute_logits::<Target>
+            .in_set(StepSystems::Logits)
+            .run_if(cpu_backend),
         verify_drafts.in_set(StepSystems::Verify),
         sample_tokens.in_set(StepSystems::Sample),
         emit_tokens.in_set(StepSystems::Emit),
@@ -112,6 +117,7 @@ pub fn step_schedule() -> Schedule {
     s.add_systems((ApplyDeferred
         .after(StepSystems::Admit)
         .before(StepSystems::Draft),));
+    add_gpu_step_systems(&mut s);
     s
 }
 

@@ -1,0 +1,137 @@
+// y[r][j] = Σ_k W[j][k] · in(x)[r][k], one workgroup per output feature j, activation rows in
+// tiles of RT so each weight chunk is decoded once per tile. Prepended with one quant_*.wgsl,
+// which supplies `load8(row_word, chunk)`.
+//
+// in_mode 0: x as is. 1: RMSNorm fused: x·norm_w, the row's 1/rms applied at the end.
+// 2: gated activation fused: act(x[k]) · x[k + up_offset] (SiLU, or GELU-tanh when act = 1).
+// out_mode bit 0: + bias[bias_offset + j]; bit 1: accumulate into y (residual add).
+// gather != 0: activation row r is step.logit_rows[r] and n = step.n_logit.
+
+struct MmParams {
+    rows: u32,
+    cols: u32,
+    row_words: u32,
+    in_mode: u32,
+    out_mode: u32,
+    x_stride: u32,
+    y_stride: u32,
+    y_offset: u32,
+    bias_offset: u32,
+    gather: u32,
+    eps: f32,
+    up_offset: u32,
+    act: u32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: MmParams;
+@group(0) @binding(1) var<storage, read> w: array<u32>;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read> nw: array<f32>;
+@group(0) @binding(5) var<storage, read> bias: array<f32>;
+@group(0) @binding(6) var<storage, read> step: array<u32>;
+
+const WG: u32 = 64u;
+const RT: u32 = 8u;
+
+var<workgroup> red: array<f32, 1024>;
+
+fn silu4(v: vec4<f32>) -> vec4<f32> {
+    return v / (1.0 + exp(-v));
+}
+
+fn gelu4(v: vec4<f32>) -> vec4<f32> {
+    let t = tanh(0.7978846 * v * (1.0 + 0.044715 * v * v));
+    return 0.5 * v * (1.0 + t);
+}
+
+fn load_x(base: u32) -> vec4<f32> {
+    let v = vec4<f32>(x[base], x[base + 1u], x[base + 2u], x[base + 3u]);
+    if p.in_mode == 2u {
+        let u = base + p.up_offset;
+        let up = vec4<f32>(x[u], x[u + 1u], x[u + 2u], x[u + 3u]);
+        if p.act == 1u {
+            return gelu4(v) * up;
+        }
+        return silu4(v) * up;
+    }
+    return v;
+}
+
+@compute @workgroup_size(64)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) tid: u32,
+) {
+    let j = wg.x + wg.y * nwg.x;
+    let valid = j < p.rows;
+    let n = select(step[0], step[1], p.gather != 0u);
+    let logit_base = 4u + 2u * step[2];
+    let nchunks = p.cols / 8u;
+    let wrow = j * p.row_words;
+    for (var r0 = 0u; r0 < n; r0 += RT) {
+        var acc = array<f32, RT>();
+        var ss = array<f32, RT>();
+        let nr = min(RT, n - r0);
+        if valid {
+            for (var c = tid; c < nchunks; c += WG) {
+                let wv = load8(wrow, c);
+                var n0 = vec4<f32>(1.0);
+                var n1 = vec4<f32>(1.0);
+                if p.in_mode == 1u {
+                    let k = c * 8u;
+                    n0 = vec4<f32>(nw[k], nw[k + 1u], nw[k + 2u], nw[k + 3u]);
+                    n1 = vec4<f32>(nw[k + 4u], nw[k + 5u], nw[k + 6u], nw[k + 7u]);
+                }
+                for (var rr = 0u; rr < nr; rr++) {
+                    var xr = r0 + rr;
+                    if p.gather != 0u {
+                        xr = step[logit_base + xr];
+                    }
+                    let base = xr * p.x_stride + c * 8u;
+                    let a0 = load_x(base);
+                    let a1 = load_x(base + 4u);
+                    acc[rr] += dot(wv[0], a0 * n0) + dot(wv[1], a1 * n1);
+                    ss[rr] += dot(a0, a0) + dot(a1, a1);
+                }
+            }
+        }
+        // Reduce only the live rows (and their sums of squares when normalising).
+        for (var rr = 0u; rr < nr; rr++) {
+            red[rr * WG + tid] = acc[rr];
+            red[(RT + rr) * WG + tid] = ss[rr];
+        }
+        workgroupBarrier();
+        for (var s = WG / 2u; s > 0u; s >>= 1u) {
+            if tid < s {
+                for (var i = 0u; i < nr; i++) {
+                    red[i * WG + tid] += red[i * WG + tid + s];
+                    if p.in_mode == 1u {
+                        red[(RT + i) * WG + tid] += red[(RT + i) * WG + tid + s];
+                    }
+                }
+            }
+            workgroupBarrier();
+        }
+        if valid && tid < nr {
+            var v = red[tid * WG];
+            if p.in_mode == 1u {
+                let ms = red[(RT + tid) * WG] / f32(p.cols);
+                v *= 1.0 / sqrt(ms + p.eps);
+            }
+            if (p.out_mode & 1u) != 0u {
+                v += bias[p.bias_offset + j];
+            }
+            let yi = (r0 + tid) * p.y_stride + p.y_offset + j;
+            if (p.out_mode & 2u) != 0u {
+                v += y[yi];
+            }
+            y[yi] = v;
+        }
+        workgroupBarrier();
+    }
+}

@@ -1,0 +1,1151 @@
+//! The GPU forward pass as ECS systems in the same step and layer sets as the CPU systems.
+//!
+//! Per step: `gpu_embed` writes the step's tokens, positions, RoPE table and per-sequence
+//! parameters (queued writes), opens the step's command encoder and records the embedding
+//! gather; the layer schedule's GPU systems record each layer's passes (QKV with the RMSNorm
+//! fused, RoPE + K/V store, attention over the sequence's GPU cache, output projection with the
+//! residual add fused, gate/up with the norm fused, down with SiLU·mul and the residual fused);
+//! `gpu_logits` records the final norm + LM head for the rows that need logits (and an argmax
+//! when every sampler is greedy), submits the encoder once and reads back what sampling needs.
+
+use std::num::NonZeroU64;
+use std::sync::{Arc, Mutex};
+
+use bevy_ecs::prelude::*;
+use bevy_ecs::schedule::SingleThreadedExecutor;
+use chord_resources::config::{FfnActivation, RopeScaling, RopeStyle};
+use wgpu::util::DeviceExt;
+
+use super::kernels::*;
+use super::upload::{GpuMatrix, f32_buffer, supported_type};
+use super::{GpuContext, GpuError, uniform_bytes};
+use crate::backend::GpuActive;
+use crate::batch::{CurrentLayer, StepBatch};
+use crate::components::{GenState, KvCache, SamplerState, Tokens};
+use crate::kernels::rope;
+use crate::schedule::{LayerSystems, StepSystems};
+use crate::systems::{EngineSettings, LayerSchedule, PrefixCache, build_batch};
+use crate::weights::ModelWeights;
+
+/// One recorded dispatch: pipeline, bind group, workgroup grid.
+struct Dispatch {
+    pipeline: wgpu::ComputePipeline,
+    bind: wgpu::BindGroup,
+    groups: (u32, u32),
+    /// The grid's x is the step's row count (`groups.0` ignored).
+    per_row: bool,
+}
+
+struct LayerPlan {
+    qkv: Vec<Dispatch>,
+    out: Vec<Dispatch>,
+    gate_up: Vec<Dispatch>,
+    down: Vec<Dispatch>,
+    table: usize,
+    window: u32,
+}
+
+/// Shapes the systems need.
+#[derive(Clone, Copy, Debug)]
+struct Dims {
+    n_embd: usize,
+    q_dim: usize,
+    k_dim: usize,
+    v_dim: usize,
+    n_head: usize,
+    n_head_kv: usize,
+    head_dim_k: usize,
+    head_dim_v: usize,
+    n_rot: usize,
+    n_vocab: usize,
+    n_layer: usize,
+    neox: bool,
+    scale: f32,
+    softcap: f32,
+}
+
+impl Dims {
+    fn qkv(&self) -> usize {
+        self.q_dim + self.k_dim + self.v_dim
+    }
+    fn kv_stride(&self) -> usize {
+        self.k_dim + self.v_dim
+    }
+    fn attn_out(&self) -> usize {
+        self.n_head * self.head_dim_v
+    }
+}
+
+/// Everything on the GPU that is not per-sequence, plus the step's open encoder.
+#[derive(Resource)]
+pub struct GpuForward {
+    pub ctx: GpuContext,
+    dims: Dims,
+    /// Rows per step (n_batch) and logits rows per submit.
+    cap: usize,
+    lcap: usize,
+    step_buf: wgpu::Buffer,
+    table_buf: wgpu::Buffer,
+    qkv: wgpu::Buffer,
+    attn: wgpu::Buffer,
+    /// Split-K attention partials of one chunk.
+    part: wgpu::Buffer,
+    logits: wgpu::Buffer,
+    argmax: wgpu::Buffer,
+    logits_read: wgpu::Buffer,
+    argmax_read: wgpu::Buffer,
+    embed: Vec<Dispatch>,
+    layers: Vec<LayerPlan>,
+    head: Vec<Dispatch>,
+    argmax_dispatch: Dispatch,
+    argmax_params: wgpu::Buffer,
+    argmax_mask: wgpu::Buffer,
+    /// Distinct RoPE bases (one table each) .
+    bases: Vec<f32>,
+    encoder: Option<wgpu::CommandEncoder>,
+    /// The step's one compute pass (on `encoder`; ended before the readback copy).
+    pass: Option<wgpu::ComputePass<'static>>,
+    /// Rows recorded in the open encoder.
+    n_rows: usize,
+}
+
+/// A sequence's K/V cache on the GPU: one buffer per layer, `[cap × (k_dim + v_dim)]` f32, and
+/// the bind groups of its RoPE-store and attention dispatches.
+#[derive(Component)]
+pub struct GpuKv {
+    pub cap: usize,
+    /// Held so the caches outlive every bind group recorded into a step.
+    _kv: Vec<wgpu::Buffer>,
+    params: wgpu::Buffer,
+    rope: Vec<wgpu::BindGroup>,
+    attn: Vec<wgpu::BindGroup>,
+    merge: Vec<wgpu::BindGroup>,
+}
+
+const SLOT: u64 = 256;
+/// Most ids a greedy step can mask out on the GPU (logit bias −∞).
+const MAX_MASK: usize = 1024;
+
+fn storage(ctx: &GpuContext, label: &str, bytes: usize, extra: wgpu::BufferUsages) -> wgpu::Buffer {
+    ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: (bytes.max(16) as u64).next_multiple_of(4),
+        usage: wgpu::BufferUsages::STORAGE | extra,
+        mapped_at_creation: false,
+    })
+}
+
+fn uniform(ctx: &GpuContext, bytes: &[u8]) -> wgpu::Buffer {
+    ctx.device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: None,
+            contents: bytes,
+            usage: wgpu::BufferUsages::UNIFORM,
+        })
+}
+
+/// Why the model cannot run on the GPU path (None: it can).
+pub fn check_supported(w: &ModelWeights) -> Result<(), GpuError> {
+    let c = &w.config;
+    let no = |why: String| {
+        Err(GpuError::Unsupported(format!(
+            "{:?} ({}): {why}",
+            c.arch, c.name
+        )))
+    };
+    if c.attn_temperature.is_some() {
+        return no("attention temperature".into());
+    }
+    if c.final_logit_softcap.is_some() {
+        return no("final logit soft-capping".into());
+    }
+    if c.head_dim_k > 256 || c.head_dim_v > 256 || !c.head_dim_k.is_multiple_of(4) {
+        return no("head dimension above 256 or not a multiple of 4".into());
+    }
+    if c.n_head_kv == 0 || !c.n_head.is_multiple_of(c.n_head_kv) {
+        return no("heads not a multiple of KV heads".into());
+    }
+    for l in &w.layers {
+        if l.q_norm.is_some() || l.k_norm.is_some() {
+            return no("QK-norm".into());
+        }
+        if l.post_attn_norm.is_some() || l.post_ffn_norm.is_some() {
+            return no("post-norms".into());
+        }
+        let mats = l
+            .qkv
+            .parts
+            .iter()
+            .chain(&l.gate_up.parts)
+            .chain([&l.attn_output, &l.down]);
+        for t in mats {
+            if !supported_type(t.ty) {
+                return no(format!("weight type {} ({})", t.ty, t.name));
+            }
+        }
+    }
+    for t in [&w.token_embd, &w.output] {
+        if !supported_type(t.ty) {
+            return no(format!("weight type {} ({})", t.ty, t.name));
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn matmul_dispatches(
+    ctx: &GpuContext,
+    m: &GpuMatrix,
+    x: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+    nw: Option<&wgpu::Buffer>,
+    bias: Option<&wgpu::Buffer>,
+    step: &wgpu::Buffer,
+    dummy: &wgpu::Buffer,
+    base: MmParams,
+) -> Result<Vec<Dispatch>, GpuError> {
+    let mut out = Vec::new();
+    for part in &m.parts {
+        let mut p = base;
+        p.rows = part.rows as u32;
+        p.cols = part.cols as u32;
+        p.row_words = part.row_words as u32;
+        p.y_offset = base.y_offset + part.row_offset as u32;
+        p.bias_offset = part.row_offset as u32;
+        if bias.is_some() {
+            p.out_mode |= OUT_BIAS;
+        }
+        let ub = uniform(ctx, &uniform_bytes(&p)?);
+        let pipeline = ctx
+            .kernels
+            .matmul
+            .get(&part.ty)
+            .ok_or_else(|| GpuError::Unsupported(format!("weight type {}", part.ty)))?
+            .clone();
+        let bind = bind(
+            &ctx.device,
+            &pipeline,
+            &[
+                ub.as_entire_binding(),
+                part.buf.as_entire_binding(),
+                x.as_entire_binding(),
+                y.as_entire_binding(),
+                nw.unwrap_or(dummy).as_entire_binding(),
+                bias.unwrap_or(dummy).as_entire_binding(),
+                step.as_entire_binding(),
+            ],
+        );
+        out.push(Dispatch {
+            pipeline,
+            bind,
+            groups: grid(part.rows as u32),
+            per_row: false,
+        });
+    }
+    Ok(out)
+}
+
+impl GpuForward {
+    /// Upload the weights and build every step-independent dispatch.
+    pub fn new(
+        ctx: GpuContext,
+        w: &ModelWeights,
+        settings: &EngineSettings,
+    ) -> Result<Self, GpuError> {
+        check_supported(w)?;
+        let c = &w.config;
+        let dims = Dims {
+            n_embd: c.n_embd,
+            q_dim: c.q_dim(),
+            k_dim: c.k_dim(),
+            v_dim: c.v_dim(),
+            n_head: c.n_head,
+            n_head_kv: c.n_head_kv,
+            head_dim_k: c.head_dim_k,
+            head_dim_v: c.head_dim_v,
+            n_rot: c.n_rot,
+            n_vocab: c.n_vocab,
+            n_layer: c.n_layer,
+            neox: c.rope_style == RopeStyle::Neox,
+            scale: c.attn_scale,
+            softcap: c.attn_logit_softcap.unwrap_or(0.0),
+        };
+        let d = dims;
+        let cap = settings.n_batch.max(1);
+        let max_bind = ctx.max_binding() as usize;
+        let lcap = cap
+            .min(((256usize << 20) / (4 * d.n_vocab)).max(1))
+            .min((max_bind / (4 * d.n_vocab)).max(1));
+        let mut bases: Vec<f32> = Vec::new();
+        for l in &c.layers {
+            if !bases.contains(&l.rope_base) {
+                bases.push(l.rope_base);
+            }
+        }
+        let copy_dst = wgpu::BufferUsages::COPY_DST;
+        let copy_src = wgpu::BufferUsages::COPY_SRC;
+        let step_buf = storage(&ctx, "step", 4 * (4 + 3 * cap), copy_dst);
+        let table_buf = storage(
+            &ctx,
+            "rope table",
+            4 * bases.len() * cap * d.n_rot.max(2),
+            copy_dst,
+        );
+        let x = storage(&ctx, "x", 4 * cap * d.n_embd, wgpu::BufferUsages::empty());
+        let qkv = storage(&ctx, "qkv", 4 * cap * d.qkv(), wgpu::BufferUsages::empty());
+        let attn = storage(
+            &ctx,
+            "attn",
+            4 * cap * d.attn_out(),
+            wgpu::BufferUsages::empty(),
+        );
+        let part = storage(
+            &ctx,
+            "attention partials",
+            4 * cap.max(MAX_PARTIALS) * d.n_head * (d.head_dim_v + 2),
+            wgpu::BufferUsages::empty(),
+        );
+        let gu = storage(
+            &ctx,
+            "gate_up",
+            4 * cap * 2 * c.n_ff,
+            wgpu::BufferUsages::empty(),
+        );
+        let logits = storage(&ctx, "logits", 4 * lcap * d.n_vocab, copy_src);
+        let argmax = storage(&ctx, "argmax", 4 * lcap, copy_src);
+        let read = |label: &str, size: u64| {
+            ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        };
+        let logits_read = read("logits readback", logits.size());
+        let argmax_read = read("argmax readback", argmax.size());
+        let dummy = f32_buffer(&ctx, "dummy", &[0.0; 4]);
+
+        // Embedding gather (one dispatch per part of the table).
+        let emb = GpuMatrix::upload(&ctx, &w.token_embd.name, &[w.token_embd.view(w)])?;
+        let mut embed = Vec::new();
+        for part in &emb.parts {
+            let p = EmbParams {
+                rows: part.rows as u32,
+                cols: part.cols as u32,
+                row_words: part.row_words as u32,
+                scale: c.embedding_scale.unwrap_or(1.0),
+                row_offset: part.row_offset as u32,
+                n_vocab: d.n_vocab as u32,
+                ..Default::default()
+            };
+            let ub = uniform(&ctx, &uniform_bytes(&p)?);
+            let pipeline = ctx
+                .kernels
+                .get_rows
+                .get(&part.ty)
+                .ok_or_else(|| GpuError::Unsupported(format!("weight type {}", part.ty)))?
+                .clone();
+            let bind = bind(
+                &ctx.device,
+                &pipeline,
+                &[
+                    ub.as_entire_binding(),
+                    part.buf.as_entire_binding(),
+                    step_buf.as_entire_binding(),
+                    x.as_entire_binding(),
+                ],
+            );
+            embed.push(Dispatch {
+                pipeline,
+                bind,
+                groups: (1, 1),
+                per_row: true,
+            });
+        }
+
+        let act = match c.ffn_activation {
+            FfnActivation::Silu => 0,
+            FfnActivation::GeluTanh => 1,
+        };
+        let mut layers = Vec::with_capacity(d.n_layer);
+        for (il, l) in w.layers.iter().enumerate() {
+            let views: Vec<_> = l.qkv.parts.iter().map(|t| t.view(w)).collect();
+            let qkv_m = GpuMatrix::upload(&ctx, &format!("blk.{il}.qkv"), &views)?;
+            let attn_norm = f32_buffer(&ctx, "attn_norm", &l.attn_norm);
+            let bias = l.qkv_bias.as_ref().map(|b| f32_buffer(&ctx, "qkv bias", b));
+            let normed = MmParams {
+                in_mode: IN_RMSNORM,
+                x_stride: d.n_embd as u32,
+                eps: c.rms_eps,
+                ..Default::default()
+            };
+            let qkv_d = matmul_dispatches(
+                &ctx,
+                &qkv_m,
+                &x,
+                &qkv,
+                Some(&attn_norm),
+                bias.as_ref(),
+                &step_buf,
+                &dummy,
+                MmParams {
+                    y_stride: d.qkv() as u32,
+                    ..normed
+                },
+            )?;
+            let out_m = GpuMatrix::upload(&ctx, &l.attn_output.name, &[l.attn_output.view(w)])?;
+            let out_d = matmul_dispatches(
+                &ctx,
+                &out_m,
+                &attn,
+                &x,
+                None,
+                None,
+                &step_buf,
+                &dummy,
+                MmParams {
+                    in_mode: IN_PLAIN,
+                    out_mode: OUT_ACCUMULATE,
+                    x_stride: d.attn_out() as u32,
+                    y_stride: d.n_embd as u32,
+                    ..Default::default()
+                },
+            )?;
+            let views: Vec<_> = l.gate_up.parts.iter().map(|t| t.view(w)).collect();
+            let gu_m = GpuMatrix::upload(&ctx, &format!("blk.{il}.gate_up"), &views)?;
+            let ffn_norm = f32_buffer(&ctx, "ffn_norm", &l.ffn_norm);
+            let gu_d = matmul_dispatches(
+                &ctx,
+                &gu_m,
+                &x,
+                &gu,
+                Some(&ffn_norm),
+                None,
+                &step_buf,
+                &dummy,
+                MmParams {
+                    y_stride: 2 * c.n_ff as u32,
+                    ..normed
+                },
+            )?;
+            let down_m = GpuMatrix::upload(&ctx, &l.down.name, &[l.down.view(w)])?;
+            let down_d = matmul_dispatches(
+                &ctx,
+                &down_m,
+                &gu,
+                &x,
+                None,
+                None,
+                &step_buf,
+                &dummy,
+                MmParams {
+                    in_mode: IN_GATED,
+                    out_mode: OUT_ACCUMULATE,
+                    x_stride: 2 * c.n_ff as u32,
+                    y_stride: d.n_embd as u32,
+                    up_offset: c.n_ff as u32,
+                    act,
+                    ..Default::default()
+                },
+            )?;
+            let lc = &c.layers[il];
+            layers.push(LayerPlan {
+                qkv: qkv_d,
+                out: out_d,
+                gate_up: gu_d,
+                down: down_d,
+                table: bases.iter().position(|&b| b == lc.rope_base).unwrap_or(0),
+                window: lc.window.unwrap_or(0) as u32,
+            });
+        }
+        let head_m = if w.output.name == w.token_embd.name {
+            emb
+        } else {
+            GpuMatrix::upload(&ctx, &w.output.name, &[w.output.view(w)])?
+        };
+        let out_norm = f32_buffer(&ctx, "output_norm", &w.output_norm);
+        let head = matmul_dispatches(
+            &ctx,
+            &head_m,
+            &x,
+            &logits,
+            Some(&out_norm),
+            None,
+            &step_buf,
+            &dummy,
+            MmParams {
+                in_mode: IN_RMSNORM,
+                x_stride: d.n_embd as u32,
+                y_stride: d.n_vocab as u32,
+                eps: c.rms_eps,
+                gather: 1,
+                ..Default::default()
+            },
+        )?;
+        let argmax_params = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("argmax params"),
+            size: 16,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let argmax_mask = storage(&ctx, "argmax mask", 4 * MAX_MASK, copy_dst);
+        let pipeline = ctx.kernels.argmax.clone();
+        let bindg = bind(
+            &ctx.device,
+            &pipeline,
+            &[
+                argmax_params.as_entire_binding(),
+                logits.as_entire_binding(),
+                argmax.as_entire_binding(),
+                argmax_mask.as_entire_binding(),
+            ],
+        );
+        let argmax_dispatch = Dispatch {
+            pipeline,
+            bind: bindg,
+            groups: (1, 1),
+            per_row: false,
+        };
+        Ok(GpuForward {
+            ctx,
+            dims,
+            cap,
+            lcap,
+            step_buf,
+            table_buf,
+            qkv,
+            attn,
+            part,
+            logits,
+            argmax,
+            logits_read,
+            argmax_read,
+            embed,
+            layers,
+            head,
+            argmax_dispatch,
+            argmax_params,
+            argmax_mask,
+            bases,
+            encoder: None,
+            pass: None,
+            n_rows: 0,
+        })
+    }
+
+    /// A GPU cache for one sequence holding up to `cap` positions.
+    pub fn new_kv(&self, cap: usize) -> Result<GpuKv, GpuError> {
+        let d = self.dims;
+        let ctx = &self.ctx;
+        let cap = cap.max(1);
+        let mut kv = Vec::with_capacity(d.n_layer);
+        let mut rope_b = Vec::with_capacity(d.n_layer);
+        let mut attn_b = Vec::with_capacity(d.n_layer);
+        let mut merge_b = Vec::with_capacity(d.n_layer);
+        if (4 * cap * d.kv_stride()) as u64 > ctx.max_binding() {
+            return Err(GpuError::Unsupported(format!(
+                "a {cap}-position cache exceeds the binding limit"
+            )));
+        }
+        let params = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("kv params"),
+            size: SLOT * 2 * d.n_layer as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let slot = |i: u64| {
+            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &params,
+                offset: i * SLOT,
+                size: NonZeroU64::new(64),
+            })
+        };
+        for il in 0..d.n_layer {
+            let buf = storage(
+                ctx,
+                "kv",
+                4 * cap * d.kv_stride(),
+                wgpu::BufferUsages::empty(),
+            );
+            rope_b.push(bind(
+                &ctx.device,
+                &ctx.kernels.rope_store,
+                &[
+                    slot(2 * il as u64),
+                    self.qkv.as_entire_binding(),
+                    buf.as_entire_binding(),
+                    self.table_buf.as_entire_binding(),
+                ],
+            ));
+            attn_b.push(bind(
+                &ctx.device,
+                &ctx.kernels.attention,
+                &[
+                    slot(2 * il as u64 + 1),
+                    self.qkv.as_entire_binding(),
+                    buf.as_entire_binding(),
+                    self.attn.as_entire_binding(),
+                    self.part.as_entire_binding(),
+                ],
+            ));
+            merge_b.push(bind(
+                &ctx.device,
+                &ctx.kernels.attn_merge,
+                &[
+                    slot(2 * il as u64 + 1),
+                    self.part.as_entire_binding(),
+                    self.attn.as_entire_binding(),
+                ],
+            ));
+            kv.push(buf);
+        }
+        Ok(GpuKv {
+            cap,
+            _kv: kv,
+            params,
+            rope: rope_b,
+            attn: attn_b,
+            merge: merge_b,
+        })
+    }
+
+    /// Bytes of one sequence's cache per position (all layers).
+    pub fn kv_bytes_per_pos(&self) -> usize {
+        4 * self.dims.kv_stride() * self.dims.n_layer
+    }
+}
+
+fn debug_sync(g: &mut GpuForward, what: &str) {
+    if std::env::var_os("CHORD_GPU_SYNC").is_none() {
+        return;
+    }
+    g.pass = None;
+    if let Some(enc) = g.encoder.take() {
+        let t = std::time::Instant::now();
+        g.ctx.queue.submit([enc.finish()]);
+        let _ = g.ctx.device.poll(wgpu::PollType::wait_indefinitely());
+        eprintln!("gpu sync {what}: {:.3} ms", t.elapsed().as_secs_f64() * 1e3);
+        open_step(g);
+    }
+}
+
+/// Open the step's encoder and its compute pass.
+fn open_step(g: &mut GpuForward) {
+    let mut enc = g
+        .ctx
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("step"),
+        });
+    g.pass = Some(
+        enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default())
+            .forget_lifetime(),
+    );
+    g.encoder = Some(enc);
+}
+
+fn record(pass: &mut wgpu::ComputePass<'static>, ds: &[Dispatch], n_rows: u32) {
+    for dsp in ds {
+        pass.set_pipeline(&dsp.pipeline);
+        pass.set_bind_group(0, &dsp.bind, &[]);
+        let (x, y) = if dsp.per_row { (n_rows, 1) } else { dsp.groups };
+        pass.dispatch_workgroups(x, y, 1);
+    }
+}
+
+/// Give each new sequence its GPU cache, sized to what it can ever hold.
+pub fn gpu_attach_kv(
+    mut commands: Commands,
+    gpu: Res<GpuForward>,
+    mut seqs: Query<(Entity, &mut KvCache, &Tokens, &GenState), Without<GpuKv>>,
+) {
+    for (e, mut kv, tokens, g) in seqs.iter_mut() {
+        let total = tokens.evaluated.len() + tokens.pending.len();
+        let need = if g.score_all {
+            total
+        } else {
+            total + g.max_new_tokens + 1
+        };
+        let cap = need.next_multiple_of(64).min(kv.max_len).max(1);
+        match gpu.new_kv(cap) {
+            Ok(gkv) => {
+                kv.max_len = cap;
+                commands.entity(e).insert(gkv);
+            }
+            Err(err) => {
+                // Nothing can be evaluated without a cache: the sequence ends at once.
+                log_once(&format!("chord: GPU cache allocation failed: {err}"));
+                kv.max_len = 0;
+            }
+        }
+    }
+}
+
+fn log_once(msg: &str) {
+    eprintln!("{msg}");
+}
+
+/// Upload the step's inputs, open the step's encoder and gather the embeddings.
+pub fn gpu_embed(
+    mut gpu: ResMut<GpuForward>,
+    batch: Res<StepBatch>,
+    weights: Res<ModelWeights>,
+    settings: Res<EngineSettings>,
+    kvs: Query<&GpuKv>,
+) {
+    let g = &mut *gpu;
+    let b = &*batch;
+    let n = b.tokens.len();
+    g.pass = None;
+    g.encoder = None;
+    g.n_rows = n;
+    if n == 0 || n > g.cap {
+        return;
+    }
+    let d = g.dims;
+    let cap = g.cap;
+    // step: [n_rows, n_logit, cap, 0, tokens[cap], positions[cap], logit_rows[cap]]
+    let mut step = vec![0u32; 4 + 3 * cap];
+    step[0] = n as u32;
+    step[1] = b.logit_rows.len().min(g.lcap) as u32;
+    step[2] = cap as u32;
+    for (i, &t) in b.tokens.iter().enumerate() {
+        step[4 + i] = t;
+        step[4 + cap + i] = b.positions[i] as u32;
+    }
+    for (i, &r) in b.logit_rows.iter().take(cap).enumerate() {
+        step[4 + 2 * cap + i] = r as u32;
+    }
+    let q = &g.ctx.queue;
+    q.write_buffer(&g.step_buf, 0, bytemuck::cast_slice(&step[..4 + 3 * cap]));
+    // RoPE cos/sin per row, computed exactly as the CPU path's `apply_rope`.
+    let c = &weights.config;
+    let long_ctx = match c.rope_scaling {
+        RopeScaling::LongRope {
+            original_context, ..
+        } => settings.n_ctx > original_context as usize,
+        _ => false,
+    };
+    let factors = match (&weights.rope_freqs, &weights.rope_factors) {
+        (Some(freqs), _) => Some(freqs.as_slice()),
+        (None, Some((short, long))) => Some(if long_ctx { long } else { short }.as_slice()),
+        (None, None) => None,
+    };
+    let nr = d.n_rot;
+    for (ti, &base) in g.bases.iter().enumerate() {
+        let mut ext = rope::RopeExt::plain(c.rope_scaling.freq_scale());
+        ext.attn_factor = c.rope_attn_factor;
+        if let RopeScaling::Yarn {
+            original_context,
+            beta_fast,
+            beta_slow,
+            ..
+        } = c.rope_scaling
+        {
+            ext.ext_factor = 1.0;
+            ext.corr_dims = rope::yarn_corr_dims(nr, original_context, base, beta_fast, beta_slow);
+        }
+        let mut table = vec![0.0f32; n * nr];
+        for (r, &pos) in b.positions.iter().enumerate() {
+            let a = rope::rope_angles_ext(pos, nr, base, factors, &ext);
+            table[r * nr..r * nr + nr / 2].copy_from_slice(&a.cos);
+            table[r * nr + nr / 2..(r + 1) * nr].copy_from_slice(&a.sin);
+        }
+        q.write_buffer(
+            &g.table_buf,
+            (4 * ti * cap * nr) as u64,
+            bytemuck::cast_slice(&table),
+        );
+    }
+    // Per-sequence, per-layer parameters of RoPE-store and attention.
+    for ch in &b.chunks {
+        let Ok(kv) = kvs.get(ch.entity) else { continue };
+        let mut bytes = vec![0u8; (SLOT as usize) * 2 * d.n_layer];
+        let (n_split, span) = attention_splits(ch.start_pos + ch.n_rows, ch.n_rows);
+        for (il, lp) in g.layers.iter().enumerate() {
+            let rp = RopeParams {
+                n_head: d.n_head as u32,
+                n_head_kv: d.n_head_kv as u32,
+                head_dim_k: d.head_dim_k as u32,
+                head_dim_v: d.head_dim_v as u32,
+                qkv_stride: d.qkv() as u32,
+                q_dim: d.q_dim as u32,
+                k_dim: d.k_dim as u32,
+                n_rot: nr as u32,
+                neox: d.neox as u32,
+                start_row: ch.start_row as u32,
+                n_rows: ch.n_rows as u32,
+                start_pos: ch.start_pos as u32,
+                table_base: (lp.table * cap * nr) as u32,
+                kv_stride: d.kv_stride() as u32,
+                ..Default::default()
+            };
+            let ap = AttnParams {
+                n_head: d.n_head as u32,
+                n_head_kv: d.n_head_kv as u32,
+                head_dim_k: d.head_dim_k as u32,
+                head_dim_v: d.head_dim_v as u32,
+                qkv_stride: d.qkv() as u32,
+                out_stride: d.attn_out() as u32,
+                kv_stride: d.kv_stride() as u32,
+                k_dim: d.k_dim as u32,
+                start_row: ch.start_row as u32,
+                n_rows: ch.n_rows as u32,
+                start_pos: ch.start_pos as u32,
+                window: lp.window,
+                scale: d.scale,
+                softcap: d.softcap,
+                n_split,
+                span,
+            };
+            for (k, bytes_k) in [uniform_bytes(&rp), uniform_bytes(&ap)]
+                .into_iter()
+                .enumerate()
+            {
+                if let Ok(u) = bytes_k {
+                    let off = (2 * il + k) * SLOT as usize;
+                    bytes[off..off + u.len()].copy_from_slice(&u);
+                }
+            }
+        }
+        q.write_buffer(&kv.params, 0, &bytes);
+    }
+    open_step(g);
+    if let Some(pass) = g.pass.as_mut() {
+        record(pass, &g.embed, n as u32);
+    }
+    debug_sync(g, "embed");
+}
+
+/// QKV projection with the attention RMSNorm fused (and qwen2's biases).
+pub fn gpu_qkv(mut gpu: ResMut<GpuForward>, layer: Res<CurrentLayer>) {
+    let g = &mut *gpu;
+    if let (Some(enc), Some(lp)) = (g.pass.as_mut(), g.layers.get(layer.0)) {
+        record(enc, &lp.qkv, g.n_rows as u32);
+    }
+    debug_sync(g, "qkv");
+}
+
+/// RoPE on q and k; rotated K and V written into each sequence's GPU cache.
+pub fn gpu_rope(
+    mut gpu: ResMut<GpuForward>,
+    layer: Res<CurrentLayer>,
+    batch: Res<StepBatch>,
+    kvs: Query<&GpuKv>,
+) {
+    let g = &mut *gpu;
+    let d = g.dims;
+    let Some(pass) = g.pass.as_mut() else {
+        return;
+    };
+    {
+        pass.set_pipeline(&g.ctx.kernels.rope_store);
+        for ch in &batch.chunks {
+            let Ok(kv) = kvs.get(ch.entity) else { continue };
+            if let Some(bg) = kv.rope.get(layer.0) {
+                pass.set_bind_group(0, bg, &[]);
+                pass.dispatch_workgroups(ch.n_rows as u32, (d.n_head + d.n_head_kv) as u32, 1);
+            }
+        }
+    }
+    debug_sync(g, "rope");
+}
+
+/// Attention of each sequence's rows over its GPU cache.
+pub fn gpu_attend(
+    mut gpu: ResMut<GpuForward>,
+    layer: Res<CurrentLayer>,
+    batch: Res<StepBatch>,
+    kvs: Query<&GpuKv>,
+) {
+    let g = &mut *gpu;
+    let d = g.dims;
+    let Some(pass) = g.pass.as_mut() else {
+        return;
+    };
+    for ch in &batch.chunks {
+        let Ok(kv) = kvs.get(ch.entity) else { continue };
+        let (n_split, _) = attention_splits(ch.start_pos + ch.n_rows, ch.n_rows);
+        if let (Some(bg), Some(mg)) = (kv.attn.get(layer.0), kv.merge.get(layer.0)) {
+            pass.set_pipeline(&g.ctx.kernels.attention);
+            pass.set_bind_group(0, bg, &[]);
+            pass.dispatch_workgroups(ch.n_rows as u32, d.n_head as u32, n_split);
+            if n_split > 1 {
+                pass.set_pipeline(&g.ctx.kernels.attn_merge);
+                pass.set_bind_group(0, mg, &[]);
+                pass.dispatch_workgroups(ch.n_rows as u32, d.n_head as u32, 1);
+            }
+        }
+    }
+    debug_sync(g, "attend");
+}
+
+/// Output projection, residual add fused.
+pub fn gpu_attn_output(mut gpu: ResMut<GpuForward>, layer: Res<CurrentLayer>) {
+    let g = &mut *gpu;
+    if let (Some(enc), Some(lp)) = (g.pass.as_mut(), g.layers.get(layer.0)) {
+        record(enc, &lp.out, g.n_rows as u32);
+    }
+    debug_sync(g, "attn_output");
+}
+
+/// FFN: gate/up with the RMSNorm fused, then down with act(gate)·up and the residual fused.
+pub fn gpu_ffn(mut gpu: ResMut<GpuForward>, layer: Res<CurrentLayer>) {
+    let g = &mut *gpu;
+    if let (Some(enc), Some(lp)) = (g.pass.as_mut(), g.layers.get(layer.0)) {
+        record(enc, &lp.gate_up, g.n_rows as u32);
+        record(enc, &lp.down, g.n_rows as u32);
+    }
+    debug_sync(g, "ffn");
+}
+
+fn read_back(ctx: &GpuContext, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>, GpuError> {
+    let slice = buf.slice(..bytes);
+    let done: Arc<Mutex<Option<Result<(), wgpu::BufferAsyncError>>>> = Arc::new(Mutex::new(None));
+    let done2 = done.clone();
+    slice.map_async(wgpu::MapMode::Read, move |r| {
+        if let Ok(mut g) = done2.lock() {
+            *g = Some(r);
+        }
+    });
+    // Another thread polling the same device may be running our callback: poll until it has.
+    let mut status = None;
+    for _ in 0..10_000 {
+        ctx.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        status = done
+            .lock()
+            .map_err(|e| GpuError::Readback(e.to_string()))?
+            .take();
+        if status.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(100));
+    }
+    match status {
+        Some(Ok(())) => {}
+        Some(Err(e)) => return Err(GpuError::Readback(e.to_string())),
+        None => return Err(GpuError::Readback("mapping did not complete".into())),
+    }
+    let out = slice
+        .get_mapped_range()
+        .map_err(|e| GpuError::Readback(e.to_string()))?
+        .to_vec();
+    buf.unmap();
+    Ok(out)
+}
+
+/// Final norm + LM head for the rows that need logits, one submit for the whole step, and the
+/// readback: an argmax per row when all those sequences sample greedily, else the logits.
+pub fn gpu_logits(
+    mut gpu: ResMut<GpuForward>,
+    mut batch: ResMut<StepBatch>,
+    seqs: Query<(&SamplerState, &GenState)>,
+) {
+    let g = &mut *gpu;
+    let b = &mut *batch;
+    let mut pass = g.pass.take();
+    let Some(mut enc) = g.encoder.take() else {
+        return;
+    };
+    let n_logit = b.logit_rows.len();
+    let n_vocab = g.dims.n_vocab;
+    b.logits.clear();
+    if n_logit == 0 {
+        drop(pass);
+        g.ctx.queue.submit([enc.finish()]);
+        return;
+    }
+    // Greedy on the GPU when every sampler is plain greedy, with at most one shared list of
+    // masked ids (bias -inf); anything else reads the logits back for the CPU sampler.
+    let mut mask: Option<Vec<u32>> = None;
+    let greedy = b
+        .chunks
+        .iter()
+        .filter(|ch| ch.n_rows > ch.logits_from)
+        .all(|ch| {
+            seqs.get(ch.entity).is_ok_and(|(s, gs)| {
+                let p = &s.params;
+                let ids: Option<Vec<u32>> = p
+                    .logit_bias
+                    .iter()
+                    .map(|&(id, bias)| (bias == f32::NEG_INFINITY).then_some(id))
+                    .collect();
+                let same_mask = match (ids, &mask) {
+                    (Some(ids), None) => {
+                        mask = Some(ids);
+                        true
+                    }
+                    (Some(ids), Some(m)) => &ids == m,
+                    (None, _) => false,
+                };
+                !gs.score_all
+                    && p.temperature <= 0.0
+                    && p.repeat_penalty == 1.0
+                    && p.frequency_penalty == 0.0
+                    && p.presence_penalty == 0.0
+                    && same_mask
+            })
+        })
+        && mask.as_ref().is_none_or(|m| m.len() <= MAX_MASK);
+    let mask = mask.unwrap_or_default();
+    if greedy && !mask.is_empty() {
+        g.ctx
+            .queue
+            .write_buffer(&g.argmax_mask, 0, bytemuck::cast_slice(&mask));
+    }
+    b.logits.resize(n_logit * n_vocab, 0.0);
+    let mut done = 0;
+    let mut first = true;
+    while done < n_logit {
+        let m = (n_logit - done).min(g.lcap);
+        if !first {
+            // Later groups of scoring rows: a fresh submit each, with the step's logit rows
+            // shifted (queued writes land before the submit that follows them).
+            let mut hdr = [0u32; 2];
+            hdr[0] = g.n_rows as u32;
+            hdr[1] = m as u32;
+            g.ctx
+                .queue
+                .write_buffer(&g.step_buf, 0, bytemuck::cast_slice(&hdr));
+            let rows: Vec<u32> = b.logit_rows[done..done + m]
+                .iter()
+                .map(|&r| r as u32)
+                .collect();
+            g.ctx.queue.write_buffer(
+                &g.step_buf,
+                (4 * (4 + 2 * g.cap)) as u64,
+                bytemuck::cast_slice(&rows),
+            );
+            enc = g
+                .ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+            pass = Some(
+                enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default())
+                    .forget_lifetime(),
+            );
+        }
+        first = false;
+        if let Some(p) = pass.as_mut() {
+            record(p, &g.head, m as u32);
+        }
+        let result = if greedy {
+            let p = ArgmaxParams {
+                n_vocab: n_vocab as u32,
+                n_rows: m as u32,
+                n_mask: mask.len() as u32,
+                ..Default::default()
+            };
+            if let Ok(u) = uniform_bytes(&p) {
+                g.ctx.queue.write_buffer(&g.argmax_params, 0, &u);
+            }
+            if let Some(p) = pass.as_mut() {
+                p.set_pipeline(&g.argmax_dispatch.pipeline);
+                p.set_bind_group(0, &g.argmax_dispatch.bind, &[]);
+                p.dispatch_workgroups(m as u32, 1, 1);
+            }
+            pass = None;
+            let bytes = 4 * m as u64;
+            enc.copy_buffer_to_buffer(&g.argmax, 0, &g.argmax_read, 0, bytes);
+            g.ctx.queue.submit([enc.finish()]);
+            read_back(&g.ctx, &g.argmax_read, bytes).map(|raw| {
+                // Greedy sampling of a one-hot row picks exactly this id.
+                let ids: &[u32] = bytemuck::cast_slice(&raw);
+                for (i, &id) in ids.iter().enumerate() {
+                    let row = &mut b.logits[(done + i) * n_vocab..(done + i + 1) * n_vocab];
+                    if let Some(v) = row.get_mut(id as usize) {
+                        *v = 1.0;
+                    }
+                }
+            })
+        } else {
+            let bytes = (4 * m * n_vocab) as u64;
+            pass = None;
+            enc.copy_buffer_to_buffer(&g.logits, 0, &g.logits_read, 0, bytes);
+            g.ctx.queue.submit([enc.finish()]);
+            read_back(&g.ctx, &g.logits_read, bytes).map(|raw| {
+                b.logits[done * n_vocab..(done + m) * n_vocab]
+                    .copy_from_slice(bytemuck::cast_slice(&raw));
+            })
+        };
+        if let Err(e) = result {
+            // The rows keep zero logits; say why once per failed step.
+            eprintln!("chord: {e}");
+        }
+        done += m;
+        enc = g
+            .ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+    }
+}
+
+/// The GPU systems of the step schedule (run only while [`GpuForward`] exists).
+pub fn add_step_systems(s: &mut Schedule) {
+    s.add_systems((
+        gpu_attach_kv
+            .in_set(StepSystems::Batch)
+            .before(build_batch)
+            .run_if(resource_exists::<GpuForward>),
+        gpu_embed
+            .in_set(StepSystems::Embed)
+            .run_if(resource_exists::<GpuForward>),
+        gpu_logits
+            .in_set(StepSystems::Logits)
+            .run_if(resource_exists::<GpuForward>),
+    ));
+}
+
+/// The layer schedule of the GPU path: the same sets as the CPU one (the norms are fused into
+/// the projections that follow them, so `AttnNorm` and `FfnNorm` are empty).
+pub fn gpu_layer_schedule() -> Schedule {
+    let mut s = Schedule::default();
+    s.set_executor(SingleThreadedExecutor::new());
+    s.configure_sets(
+        (
+            LayerSystems::AttnNorm,
+            LayerSystems::Qkv,
+            LayerSystems::QkNorm,
+            LayerSystems::Rope,
+            LayerSystems::Attention,
+            LayerSystems::AttnOutput,
+            LayerSystems::FfnNorm,
+            LayerSystems::Ffn,
+        )
+            .chain(),
+    );
+    s.add_systems((
+        gpu_qkv.in_set(LayerSystems::Qkv),
+        gpu_rope.in_set(LayerSystems::Rope),
+        gpu_attend.in_set(LayerSystems::Attention),
+        gpu_attn_output.in_set(LayerSystems::AttnOutput),
+        gpu_ffn.in_set(LayerSystems::Ffn),
+    ));
+    s
+}
+
+/// Move the world's forward pass onto `ctx`: upload the weights, swap in the GPU layer
+/// schedule and switch the step schedule's CPU systems off. The prefix cache is disabled
+/// (its K/V would live on the CPU).
+pub fn install(world: &mut World, ctx: GpuContext) -> Result<(), GpuError> {
+    let fwd = {
+        let w = world.resource::<ModelWeights>();
+        let settings = world.resource::<EngineSettings>();
+        GpuForward::new(ctx, w, settings)?
+    };
+    world.insert_resource(fwd);
+    world.insert_resource(LayerSchedule(gpu_layer_schedule()));
+    world.insert_resource(GpuActive);
+    if let Some(mut p) = world.get_resource_mut::<PrefixCache>() {
+        p.max_entries = 0;
+        p.entries.clear();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) fn read_back_for_tests(ctx: &GpuContext, buf: &wgpu::Buffer) -> Vec<u8> {
+    read_back(ctx, buf, buf.size()).expect("readback")
+}

@@ -1,0 +1,185 @@
+//! Compiled pipelines and the uniform structs of each kernel (encoded with encase).
+
+use std::collections::HashMap;
+
+use chord_resources::GgmlType;
+use encase::ShaderType;
+
+use super::shaders;
+
+#[derive(ShaderType, Clone, Copy, Debug, Default)]
+pub struct MmParams {
+    pub rows: u32,
+    pub cols: u32,
+    pub row_words: u32,
+    pub in_mode: u32,
+    pub out_mode: u32,
+    pub x_stride: u32,
+    pub y_stride: u32,
+    pub y_offset: u32,
+    pub bias_offset: u32,
+    pub gather: u32,
+    pub eps: f32,
+    pub up_offset: u32,
+    pub act: u32,
+    pub _p0: u32,
+    pub _p1: u32,
+    pub _p2: u32,
+}
+
+pub const IN_PLAIN: u32 = 0;
+pub const IN_RMSNORM: u32 = 1;
+pub const IN_GATED: u32 = 2;
+pub const OUT_BIAS: u32 = 1;
+pub const OUT_ACCUMULATE: u32 = 2;
+
+#[derive(ShaderType, Clone, Copy, Debug, Default)]
+pub struct EmbParams {
+    pub rows: u32,
+    pub cols: u32,
+    pub row_words: u32,
+    pub scale: f32,
+    pub row_offset: u32,
+    pub n_vocab: u32,
+    pub _p0: u32,
+    pub _p1: u32,
+}
+
+#[derive(ShaderType, Clone, Copy, Debug, Default)]
+pub struct RopeParams {
+    pub n_head: u32,
+    pub n_head_kv: u32,
+    pub head_dim_k: u32,
+    pub head_dim_v: u32,
+    pub qkv_stride: u32,
+    pub q_dim: u32,
+    pub k_dim: u32,
+    pub n_rot: u32,
+    pub neox: u32,
+    pub start_row: u32,
+    pub n_rows: u32,
+    pub start_pos: u32,
+    pub table_base: u32,
+    pub kv_stride: u32,
+    pub _p0: u32,
+    pub _p1: u32,
+}
+
+#[derive(ShaderType, Clone, Copy, Debug, Default)]
+pub struct AttnParams {
+    pub n_head: u32,
+    pub n_head_kv: u32,
+    pub head_dim_k: u32,
+    pub head_dim_v: u32,
+    pub qkv_stride: u32,
+    pub out_stride: u32,
+    pub kv_stride: u32,
+    pub k_dim: u32,
+    pub start_row: u32,
+    pub n_rows: u32,
+    pub start_pos: u32,
+    pub window: u32,
+    pub scale: f32,
+    pub softcap: f32,
+    pub n_split: u32,
+    pub span: u32,
+}
+
+#[derive(ShaderType, Clone, Copy, Debug, Default)]
+pub struct ArgmaxParams {
+    pub n_vocab: u32,
+    pub n_rows: u32,
+    pub n_mask: u32,
+    pub _p1: u32,
+}
+
+/// Most split-K partial rows (rows × splits) attention writes per chunk.
+pub const MAX_PARTIALS: usize = 64;
+
+/// Key splits and keys per split for a chunk of `n_rows` rows ending at `kv_len` positions:
+/// decode spreads a long cache over up to 64 workgroups per head; prefill has rows enough.
+pub fn attention_splits(kv_len: usize, n_rows: usize) -> (u32, u32) {
+    let max_split = (MAX_PARTIALS / n_rows.max(1)).max(1);
+    let n_split = kv_len.div_ceil(64).clamp(1, max_split);
+    let span = kv_len.div_ceil(n_split).max(1);
+    (n_split as u32, span as u32)
+}
+
+/// Workgroups along x at most (the rest goes to y).
+pub const MAX_GROUPS_X: u32 = 32768;
+
+/// A 2-D grid covering `n` workgroups.
+pub fn grid(n: u32) -> (u32, u32) {
+    let x = n.clamp(1, MAX_GROUPS_X);
+    (x, n.div_ceil(x).max(1))
+}
+
+/// All pipelines, compiled once per device.
+pub struct Kernels {
+    pub matmul: HashMap<GgmlType, wgpu::ComputePipeline>,
+    pub get_rows: HashMap<GgmlType, wgpu::ComputePipeline>,
+    pub rope_store: wgpu::ComputePipeline,
+    pub attention: wgpu::ComputePipeline,
+    pub attn_merge: wgpu::ComputePipeline,
+    pub argmax: wgpu::ComputePipeline,
+}
+
+fn pipeline(device: &wgpu::Device, name: &str, src: &str) -> wgpu::ComputePipeline {
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(name),
+        source: wgpu::ShaderSource::Wgsl(src.into()),
+    });
+    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(name),
+        layout: None,
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: Default::default(),
+        cache: None,
+    })
+}
+
+impl Kernels {
+    pub fn new(device: &wgpu::Device) -> Kernels {
+        let mut matmul = HashMap::new();
+        let mut get_rows = HashMap::new();
+        for ty in shaders::TYPES {
+            if let Some(q) = shaders::quant_source(ty) {
+                let src = format!("{q}\n{}", shaders::MATMUL);
+                matmul.insert(ty, pipeline(device, &format!("matmul_{ty}"), &src));
+                let src = format!("{q}\n{}", shaders::GET_ROWS);
+                get_rows.insert(ty, pipeline(device, &format!("get_rows_{ty}"), &src));
+            }
+        }
+        Kernels {
+            matmul,
+            get_rows,
+            rope_store: pipeline(device, "rope_store", shaders::ROPE_STORE),
+            attention: pipeline(device, "attention", shaders::ATTENTION),
+            attn_merge: pipeline(device, "attn_merge", shaders::ATTN_MERGE),
+            argmax: pipeline(device, "argmax", shaders::ARGMAX),
+        }
+    }
+}
+
+/// Bind `buffers` (in binding order 0, 1, …) for `pipeline`'s group 0.
+pub fn bind(
+    device: &wgpu::Device,
+    pipeline: &wgpu::ComputePipeline,
+    buffers: &[wgpu::BindingResource<'_>],
+) -> wgpu::BindGroup {
+    let layout = pipeline.get_bind_group_layout(0);
+    let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
+        .iter()
+        .enumerate()
+        .map(|(i, r)| wgpu::BindGroupEntry {
+            binding: i as u32,
+            resource: r.clone(),
+        })
+        .collect();
+    device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &layout,
+        entries: &entries,
+    })
+}

@@ -1,0 +1,55 @@
+//! WGSL sources (`shaders/`, one file per kernel; the quantized kernels are a weight-type
+//! decoder `quant_*.wgsl` followed by the kernel body).
+
+use chord_resources::GgmlType;
+
+pub const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
+pub const GET_ROWS: &str = include_str!("../../../shaders/get_rows.wgsl");
+pub const ROPE_STORE: &str = include_str!("../../../shaders/rope_store.wgsl");
+pub const ATTENTION: &str = include_str!("../../../shaders/attention.wgsl");
+pub const ATTN_MERGE: &str = include_str!("../../../shaders/attn_merge.wgsl");
+pub const ARGMAX: &str = include_str!("../../../shaders/argmax.wgsl");
+
+/// Weight types the GPU kernels decode.
+pub const TYPES: [GgmlType; 8] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q8_0,
+    GgmlType::Q4K,
+    GgmlType::Q6K,
+];
+
+/// The decoder of `ty`, if the GPU path has one.
+pub fn quant_source(ty: GgmlType) -> Option<&'static str> {
+    Some(match ty {
+        GgmlType::F32 => include_str!("../../../shaders/quant_f32.wgsl"),
+        GgmlType::F16 => include_str!("../../../shaders/quant_f16.wgsl"),
+        GgmlType::Q4_0 => include_str!("../../../shaders/quant_q4_0.wgsl"),
+        GgmlType::Q4_1 => include_str!("../../../shaders/quant_q4_1.wgsl"),
+        GgmlType::Q5_0 => include_str!("../../../shaders/quant_q5_0.wgsl"),
+        GgmlType::Q8_0 => include_str!("../../../shaders/quant_q8_0.wgsl"),
+        GgmlType::Q4K => include_str!("../../../shaders/quant_q4_k.wgsl"),
+        GgmlType::Q6K => include_str!("../../../shaders/quant_q6_k.wgsl"),
+        _ => return None,
+    })
+}
+
+/// Every complete shader module: (name, source).
+pub fn all_modules() -> Vec<(String, String)> {
+    let mut v = vec![
+        ("rope_store".to_string(), ROPE_STORE.to_string()),
+        ("attention".to_string(), ATTENTION.to_string()),
+        ("attn_merge".to_string(), ATTN_MERGE.to_string()),
+        ("argmax".to_string(), ARGMAX.to_string()),
+    ];
+    for ty in TYPES {
+        if let Some(q) = quant_source(ty) {
+            v.push((format!("matmul_{ty}"), format!("{q}\n{MATMUL}")));
+            v.push((format!("get_rows_{ty}"), format!("{q}\n{GET_ROWS}")));
+        }
+    }
+    v
+}

@@ -1,0 +1,593 @@
+//! GPU kernels against their CPU twins on random data, and naga validation of every shader.
+//!
+//! Without an adapter the kernel tests print why and pass, unless `CHORD_REQUIRE_GPU=1`
+//! (CI, with lavapipe), where a missing adapter fails them.
+
+use std::sync::OnceLock;
+
+use chord_resources::GgmlType;
+use chord_resources::config::RopeStyle;
+use half::f16;
+use rand_chacha::ChaCha8Rng;
+use rand_core::{Rng, SeedableRng};
+use wgpu::util::DeviceExt;
+
+use super::kernels::*;
+use super::upload::GpuMatrix;
+use super::{GpuContext, shaders, uniform_bytes};
+use crate::components::KvView;
+use crate::kernels::matmul::{ActivationPrecision, WeightView, matmul};
+use crate::kernels::{activation, attention, norm, rope};
+
+#[test]
+fn every_shader_validates_with_naga() {
+    for (name, src) in shaders::all_modules() {
+        let module = naga::front::wgsl::parse_str(&src)
+            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&src)));
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            // unpack2x16float, core WGSL, is this capability in naga.
+            naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32,
+        )
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    }
+}
+
+fn ctx() -> Option<&'static GpuContext> {
+    static CTX: OnceLock<Option<GpuContext>> = OnceLock::new();
+    CTX.get_or_init(|| match GpuContext::new(true) {
+        Ok(c) => {
+            eprintln!("GPU tests on {}", c.describe());
+            Some(c)
+        }
+        Err(e) => {
+            if std::env::var("CHORD_REQUIRE_GPU").as_deref() == Ok("1") {
+                panic!("CHORD_REQUIRE_GPU=1 but {e}");
+            }
+            eprintln!("skipping GPU kernel tests: {e}");
+            None
+        }
+    })
+    .as_ref()
+}
+
+fn rng() -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(7)
+}
+
+fn randn(r: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| ((r.next_u32() as f32 / u32::MAX as f32) * 2.0 - 1.0) * scale)
+        .collect()
+}
+
+/// Random weights of `ty` (`rows × cols`), with the block scales set to sane f16 values.
+fn random_weights(r: &mut ChaCha8Rng, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
+    match ty {
+        GgmlType::F32 => bytemuck::cast_slice(&randn(r, rows * cols, 1.0)).to_vec(),
+        GgmlType::F16 => randn(r, rows * cols, 1.0)
+            .iter()
+            .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+            .collect(),
+        _ => {
+            let bs = ty.type_size();
+            let n = rows * cols / ty.block_size() * bs;
+            let mut bytes: Vec<u8> = (0..n).map(|_| r.next_u32() as u8).collect();
+            for block in bytes.chunks_exact_mut(bs) {
+                let d = f16::from_f32(0.01 + (r.next_u32() % 100) as f32 * 1e-3).to_le_bytes();
+                let m = f16::from_f32(-0.05 + (r.next_u32() % 100) as f32 * 1e-3).to_le_bytes();
+                match ty {
+                    GgmlType::Q6K => block[bs - 2..].copy_from_slice(&d),
+                    GgmlType::Q4_1 | GgmlType::Q4K => {
+                        block[..2].copy_from_slice(&d);
+                        block[2..4].copy_from_slice(&m);
+                    }
+                    _ => block[..2].copy_from_slice(&d),
+                }
+            }
+            bytes
+        }
+    }
+}
+
+fn storage_init(c: &GpuContext, data: &[u8]) -> wgpu::Buffer {
+    c.device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: None,
+            contents: data,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        })
+}
+
+fn uniform_init(c: &GpuContext, data: &[u8]) -> wgpu::Buffer {
+    c.device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: None,
+            contents: data,
+            usage: wgpu::BufferUsages::UNIFORM,
+        })
+}
+
+/// Run one dispatch and read `out` back.
+fn run(
+    c: &GpuContext,
+    pipeline: &wgpu::ComputePipeline,
+    buffers: &[&wgpu::Buffer],
+    groups: (u32, u32, u32),
+    out: &wgpu::Buffer,
+) -> Vec<u8> {
+    let bg = bind(
+        &c.device,
+        pipeline,
+        &buffers
+            .iter()
+            .map(|b| b.as_entire_binding())
+            .collect::<Vec<_>>(),
+    );
+    let read = c.device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: out.size(),
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut enc = c.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, &bg, &[]);
+        pass.dispatch_workgroups(groups.0, groups.1, groups.2);
+    }
+    enc.copy_buffer_to_buffer(out, 0, &read, 0, out.size());
+    c.queue.submit([enc.finish()]);
+    super::forward::read_back_for_tests(c, &read)
+}
+
+fn f32s(b: &[u8]) -> Vec<f32> {
+    bytemuck::cast_slice(b).to_vec()
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= tol * scale,
+            "{what}[{i}]: gpu {g} vs cpu {w} (scale {scale})"
+        );
+    }
+}
+
+/// Step buffer with `n` rows (tokens / positions / logit rows given).
+fn step_buf(c: &GpuContext, n: usize, tokens: &[u32], logit_rows: &[u32]) -> wgpu::Buffer {
+    let cap = n.max(tokens.len()).max(logit_rows.len()).max(1);
+    let mut s = vec![0u32; 4 + 3 * cap];
+    s[0] = n as u32;
+    s[1] = logit_rows.len() as u32;
+    s[2] = cap as u32;
+    s[4..4 + tokens.len()].copy_from_slice(tokens);
+    s[4 + 2 * cap..4 + 2 * cap + logit_rows.len()].copy_from_slice(logit_rows);
+    storage_init(c, bytemuck::cast_slice(&s))
+}
+
+#[test]
+fn matmul_matches_cpu_for_every_type_and_mode() {
+    let Some(c) = ctx() else { return };
+    let mut r = rng();
+    let (rows, cols, n) = (37, 512, 11);
+    for ty in shaders::TYPES {
+        let data = random_weights(&mut r, ty, rows, cols);
+        let view = WeightView {
+            ty,
+            rows,
+            cols,
+            data: &data,
+        };
+        let m = GpuMatrix::upload(c, "w", &[view]).expect("upload");
+        assert_eq!(m.parts.len(), 1);
+        let part = &m.parts[0];
+        let pipeline = &c.kernels.matmul[&ty];
+        for mode in [IN_PLAIN, IN_RMSNORM, IN_GATED] {
+            let xw = if mode == IN_GATED { 2 * cols } else { cols };
+            let x = randn(&mut r, n * xw, 1.0);
+            let nw = randn(&mut r, cols, 1.5);
+            let bias = randn(&mut r, rows, 0.5);
+            let y0 = randn(&mut r, n * rows, 1.0);
+            // CPU twin.
+            let xin: Vec<f32> = match mode {
+                IN_RMSNORM => {
+                    let mut o = vec![0.0; n * cols];
+                    norm::rms_norm(&x, &nw, 1e-5, &mut o);
+                    o
+                }
+                IN_GATED => x
+                    .chunks_exact(xw)
+                    .flat_map(|row| {
+                        let mut g = row[..cols].to_vec();
+                        activation::gated(&mut g, &row[cols..], activation::silu);
+                        g
+                    })
+                    .collect(),
+                _ => x.clone(),
+            };
+            let mut want = vec![0.0; n * rows];
+            matmul(view, &xin, &mut want, ActivationPrecision::F32);
+            let accumulate = mode == IN_GATED;
+            for (i, v) in want.iter_mut().enumerate() {
+                *v += bias[i % rows];
+                if accumulate {
+                    *v += y0[i];
+                }
+            }
+            let p = MmParams {
+                rows: rows as u32,
+                cols: cols as u32,
+                row_words: part.row_words as u32,
+                in_mode: mode,
+                out_mode: OUT_BIAS | if accumulate { OUT_ACCUMULATE } else { 0 },
+                x_stride: xw as u32,
+                y_stride: rows as u32,
+                eps: 1e-5,
+                up_offset: cols as u32,
+                ..Default::default()
+            };
+            let ub = uniform_init(c, &uniform_bytes(&p).unwrap());
+            let xb = storage_init(c, bytemuck::cast_slice(&x));
+            let yb = storage_init(c, bytemuck::cast_slice(&y0));
+            let nb = storage_init(c, bytemuck::cast_slice(&nw));
+            let bb = storage_init(c, bytemuck::cast_slice(&bias));
+            let sb = step_buf(c, n, &[], &[]);
+            let (gx, gy) = grid(rows as u32);
+            let got = run(
+                c,
+                pipeline,
+                &[&ub, &part.buf, &xb, &yb, &nb, &bb, &sb],
+                (gx, gy, 1),
+                &yb,
+            );
+            assert_close(
+                &format!("matmul {ty} mode {mode}"),
+                &f32s(&got),
+                &want,
+                2e-4,
+            );
+        }
+    }
+}
+
+#[test]
+fn matmul_gathers_logit_rows() {
+    let Some(c) = ctx() else { return };
+    let mut r = rng();
+    let (rows, cols, n) = (70, 64, 5);
+    let ty = GgmlType::Q8_0;
+    let data = random_weights(&mut r, ty, rows, cols);
+    let view = WeightView {
+        ty,
+        rows,
+        cols,
+        data: &data,
+    };
+    let m = GpuMatrix::upload(c, "w", &[view]).unwrap();
+    let x = randn(&mut r, n * cols, 1.0);
+    let gather = [4u32, 1];
+    let mut want = vec![0.0; gather.len() * rows];
+    let xs: Vec<f32> = gather
+        .iter()
+        .flat_map(|&g| x[g as usize * cols..(g as usize + 1) * cols].to_vec())
+        .collect();
+    matmul(view, &xs, &mut want, ActivationPrecision::F32);
+    let p = MmParams {
+        rows: rows as u32,
+        cols: cols as u32,
+        row_words: m.parts[0].row_words as u32,
+        x_stride: cols as u32,
+        y_stride: rows as u32,
+        gather: 1,
+        ..Default::default()
+    };
+    let ub = uniform_init(c, &uniform_bytes(&p).unwrap());
+    let xb = storage_init(c, bytemuck::cast_slice(&x));
+    let yb = storage_init(c, &vec![0u8; 4 * gather.len() * rows]);
+    let dummy = storage_init(c, &[0u8; 16]);
+    let sb = step_buf(c, n, &[], &gather);
+    let got = run(
+        c,
+        &c.kernels.matmul[&ty],
+        &[&ub, &m.parts[0].buf, &xb, &yb, &dummy, &dummy, &sb],
+        (rows as u32, 1, 1),
+        &yb,
+    );
+    assert_close("gathered matmul", &f32s(&got), &want, 2e-4);
+}
+
+#[test]
+fn get_rows_matches_cpu_dequantize_for_every_type() {
+    let Some(c) = ctx() else { return };
+    let mut r = rng();
+    let (rows, cols) = (9, 256);
+    let tokens = [3u32, 0, 8, 3, 100];
+    for ty in shaders::TYPES {
+        let data = random_weights(&mut r, ty, rows, cols);
+        let view = WeightView {
+            ty,
+            rows,
+            cols,
+            data: &data,
+        };
+        let m = GpuMatrix::upload(c, "emb", &[view]).unwrap();
+        let p = EmbParams {
+            rows: rows as u32,
+            cols: cols as u32,
+            row_words: m.parts[0].row_words as u32,
+            scale: 2.0,
+            row_offset: 0,
+            n_vocab: rows as u32,
+            ..Default::default()
+        };
+        let ub = uniform_init(c, &uniform_bytes(&p).unwrap());
+        let sb = step_buf(c, tokens.len(), &tokens, &[]);
+        let out = storage_init(c, &vec![0u8; 4 * tokens.len() * cols]);
+        let got = run(
+            c,
+            &c.kernels.get_rows[&ty],
+            &[&ub, &m.parts[0].buf, &sb, &out],
+            (tokens.len() as u32, 1, 1),
+            &out,
+        );
+        let mut want = vec![0.0; tokens.len() * cols];
+        for (i, &t) in tokens.iter().enumerate() {
+            let row = &mut want[i * cols..(i + 1) * cols];
+            view.dequantize_row((t as usize).min(rows - 1), row);
+            row.iter_mut().for_each(|v| *v *= 2.0);
+        }
+        assert_close(&format!("get_rows {ty}"), &f32s(&got), &want, 1e-6);
+    }
+}
+
+#[test]
+fn rope_store_and_attention_match_cpu() {
+    let Some(c) = ctx() else { return };
+    let mut r = rng();
+    for (style, n_head, n_head_kv, hd, n_rot) in [
+        (RopeStyle::Normal, 4, 2, 64, 64),
+        (RopeStyle::Neox, 6, 2, 128, 128),
+        (RopeStyle::Neox, 2, 1, 32, 16),
+    ] {
+        let (qd, kd, vd) = (n_head * hd, n_head_kv * hd, n_head_kv * hd);
+        let stride = qd + kd + vd;
+        // A chunk of 5 rows at positions 70..75 after 70 cached positions (two key tiles).
+        let (start_pos, n_rows, start_row) = (70usize, 5usize, 1usize);
+        let total_rows = start_row + n_rows;
+        let cap = 96;
+        let qkv = randn(&mut r, total_rows * stride, 1.0);
+        let mut cache = randn(&mut r, cap * (kd + vd), 1.0);
+        let base = 10000.0;
+        let mut table = vec![0.0f32; total_rows * n_rot];
+        let mut cpu_q = qkv.clone();
+        for rr in 0..n_rows {
+            let row = start_row + rr;
+            let pos = start_pos + rr;
+            let a = rope::rope_angles(pos, n_rot, base, None, 1.0);
+            table[row * n_rot..row * n_rot + n_rot / 2].copy_from_slice(&a.cos);
+            table[row * n_rot + n_rot / 2..(row + 1) * n_rot].copy_from_slice(&a.sin);
+            let q = &mut cpu_q[row * stride..row * stride + qd + kd];
+            rope::apply_rope(&mut q[..qd], hd, n_rot, style, &a);
+            rope::apply_rope(&mut q[qd..], hd, n_rot, style, &a);
+        }
+        let mut want_cache = cache.clone();
+        for rr in 0..n_rows {
+            let row = start_row + rr;
+            let dst = (start_pos + rr) * (kd + vd);
+            want_cache[dst..dst + kd]
+                .copy_from_slice(&cpu_q[row * stride + qd..row * stride + qd + kd]);
+            want_cache[dst + kd..dst + kd + vd]
+                .copy_from_slice(&qkv[row * stride + qd + kd..(row + 1) * stride]);
+        }
+        let rp = RopeParams {
+            n_head: n_head as u32,
+            n_head_kv: n_head_kv as u32,
+            head_dim_k: hd as u32,
+            head_dim_v: hd as u32,
+            qkv_stride: stride as u32,
+            q_dim: qd as u32,
+            k_dim: kd as u32,
+            n_rot: n_rot as u32,
+            neox: (style == RopeStyle::Neox) as u32,
+            start_row: start_row as u32,
+            n_rows: n_rows as u32,
+            start_pos: start_pos as u32,
+            table_base: 0,
+            kv_stride: (kd + vd) as u32,
+            ..Default::default()
+        };
+        let ub = uniform_init(c, &uniform_bytes(&rp).unwrap());
+        let qb = storage_init(c, bytemuck::cast_slice(&qkv));
+        let kvb = storage_init(c, bytemuck::cast_slice(&cache));
+        let tb = storage_init(c, bytemuck::cast_slice(&table));
+        let groups = (n_rows as u32, (n_head + n_head_kv) as u32, 1);
+        let got_kv = run(
+            c,
+            &c.kernels.rope_store,
+            &[&ub, &qb, &kvb, &tb],
+            groups,
+            &kvb,
+        );
+        assert_close(
+            &format!("kv cache {style:?}"),
+            &f32s(&got_kv),
+            &want_cache,
+            1e-5,
+        );
+        let got_q = f32s(&super::forward::read_back_for_tests(c, &copy_of(c, &qb)));
+        for row in start_row..total_rows {
+            assert_close(
+                &format!("rotated q {style:?}"),
+                &got_q[row * stride..row * stride + qd],
+                &cpu_q[row * stride..row * stride + qd],
+                1e-5,
+            );
+        }
+        cache = want_cache;
+        // Attention of the chunk over the cache (keys 0..=pos).
+        for (window, n_split) in [(0usize, 1u32), (30, 1), (0, 3), (30, 4)] {
+            let shape = attention::AttentionShape {
+                n_head,
+                n_head_kv,
+                head_dim_k: hd,
+                head_dim_v: hd,
+                scale: 1.0 / (hd as f32).sqrt(),
+                window: (window > 0).then_some(window),
+                softcap: None,
+            };
+            let q_rows: Vec<f32> = (start_row..total_rows)
+                .flat_map(|row| cpu_q[row * stride..row * stride + qd].to_vec())
+                .collect();
+            let positions: Vec<usize> = (start_pos..start_pos + n_rows).collect();
+            let ks: Vec<f32> = (0..cap)
+                .flat_map(|t| cache[t * (kd + vd)..t * (kd + vd) + kd].to_vec())
+                .collect();
+            let vs: Vec<f32> = (0..cap)
+                .flat_map(|t| cache[t * (kd + vd) + kd..(t + 1) * (kd + vd)].to_vec())
+                .collect();
+            let mut want = vec![0.0; n_rows * qd];
+            attention::attention(
+                &q_rows,
+                &positions,
+                KvView::F32(&ks),
+                KvView::F32(&vs),
+                shape,
+                &mut want,
+            );
+            let ap = AttnParams {
+                n_head: n_head as u32,
+                n_head_kv: n_head_kv as u32,
+                head_dim_k: hd as u32,
+                head_dim_v: hd as u32,
+                qkv_stride: stride as u32,
+                out_stride: qd as u32,
+                kv_stride: (kd + vd) as u32,
+                k_dim: kd as u32,
+                start_row: start_row as u32,
+                n_rows: n_rows as u32,
+                start_pos: start_pos as u32,
+                window: window as u32,
+                scale: shape.scale,
+                softcap: 0.0,
+                n_split,
+                span: ((start_pos + n_rows) as u32).div_ceil(n_split),
+            };
+            let ub = uniform_init(c, &uniform_bytes(&ap).unwrap());
+            let qb = storage_init(c, bytemuck::cast_slice(&cpu_q));
+            let kvb = storage_init(c, bytemuck::cast_slice(&cache));
+            let out = storage_init(c, &vec![0u8; 4 * total_rows * qd]);
+            let part = storage_init(
+                c,
+                &vec![0u8; 4 * n_rows * n_head * n_split as usize * (hd + 2)],
+            );
+            let groups = (n_rows as u32, n_head as u32, n_split);
+            let attn_bufs = [&ub, &qb, &kvb, &out, &part];
+            let mut got = f32s(&run(c, &c.kernels.attention, &attn_bufs, groups, &out));
+            if n_split > 1 {
+                let merge_bufs = [&ub, &part, &out];
+                let g2 = (n_rows as u32, n_head as u32, 1);
+                got = f32s(&run(c, &c.kernels.attn_merge, &merge_bufs, g2, &out));
+            }
+            assert_close(
+                &format!("attention {style:?} window {window} splits {n_split}"),
+                &got[start_row * qd..total_rows * qd],
+                &want,
+                1e-4,
+            );
+        }
+    }
+}
+
+fn copy_of(c: &GpuContext, b: &wgpu::Buffer) -> wgpu::Buffer {
+    let read = c.device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: b.size(),
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut enc = c.device.create_command_encoder(&Default::default());
+    enc.copy_buffer_to_buffer(b, 0, &read, 0, b.size());
+    c.queue.submit([enc.finish()]);
+    read
+}
+
+#[test]
+fn argmax_matches_cpu() {
+    let Some(c) = ctx() else { return };
+    let mut r = rng();
+    let n_vocab = 1000;
+    let mut logits = randn(&mut r, 3 * n_vocab, 5.0);
+    // A tie (the lower id wins) and a NaN (never wins).
+    logits[n_vocab + 10] = 50.0;
+    logits[n_vocab + 900] = 50.0;
+    logits[2 * n_vocab] = f32::NAN;
+    let lb = storage_init(c, bytemuck::cast_slice(&logits));
+    let out = storage_init(c, &[0u8; 12]);
+    let run_masked = |mask: &[u32]| -> Vec<u32> {
+        let p = ArgmaxParams {
+            n_vocab: n_vocab as u32,
+            n_rows: 3,
+            n_mask: mask.len() as u32,
+            ..Default::default()
+        };
+        let ub = uniform_init(c, &uniform_bytes(&p).unwrap());
+        let mb = storage_init(c, bytemuck::cast_slice(&[mask, &[0u32]].concat()));
+        let raw = run(
+            c,
+            &c.kernels.argmax,
+            &[&ub, &lb, &out, &mb],
+            (3, 1, 1),
+            &out,
+        );
+        bytemuck::cast_slice(&raw).to_vec()
+    };
+    let got = run_masked(&[]);
+    let want: Vec<u32> = logits
+        .chunks_exact(n_vocab)
+        .map(crate::sampling::argmax)
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(got[1], 10);
+    // Masked ids (logit bias -inf) never win: id 10 leaves its tie partner 900.
+    let mut biased = logits.clone();
+    for row in biased.chunks_exact_mut(n_vocab) {
+        row[10] = f32::NEG_INFINITY;
+        row[want[0] as usize] = f32::NEG_INFINITY;
+    }
+    let want_masked: Vec<u32> = biased
+        .chunks_exact(n_vocab)
+        .map(crate::sampling::argmax)
+        .collect();
+    assert_eq!(run_masked(&[10, want[0]]), want_masked);
+    assert_eq!(want_masked[1], 900);
+}
+
+#[test]
+fn oversized_tensors_are_split_by_rows() {
+    let Some(c) = ctx() else { return };
+    // Splitting is driven by the binding limit; exercise it by uploading views whose fused
+    // size would pass it with the real limit — check the row bookkeeping of fused parts.
+    let mut r = rng();
+    let a = random_weights(&mut r, GgmlType::Q8_0, 8, 64);
+    let b = random_weights(&mut r, GgmlType::Q4_0, 4, 64);
+    let va = WeightView {
+        ty: GgmlType::Q8_0,
+        rows: 8,
+        cols: 64,
+        data: &a,
+    };
+    let vb = WeightView {
+        ty: GgmlType::Q4_0,
+        rows: 4,
+        cols: 64,
+        data: &b,
+    };
+    let m = GpuMatrix::upload(c, "qkv", &[va, va, vb]).unwrap();
+    let parts: Vec<(usize, usize)> = m.parts.iter().map(|p| (p.row_offset, p.rows)).collect();
+    assert_eq!(parts, vec![(0, 16), (16, 4)]);
+}

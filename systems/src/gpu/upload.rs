@@ -1,0 +1,179 @@
+//! Weights in GPU storage buffers, in their quantized encoding.
+//!
+//! Blocks whose size is not a multiple of 4 bytes get 2 padding bytes (after the leading f16
+//! scale for Q4_0/Q5_0/Q8_0, at the end for Q6_K) so every field the shaders read as words is
+//! word-aligned; the quantized bits themselves are copied unchanged.
+
+use chord_resources::GgmlType;
+use wgpu::util::DeviceExt;
+
+use super::{GpuContext, GpuError, shaders};
+use crate::kernels::matmul::WeightView;
+
+/// Bytes of one block as uploaded, and elements per block.
+pub fn padded_block(ty: GgmlType) -> Option<(usize, usize)> {
+    Some(match ty {
+        GgmlType::F32 => (4, 1),
+        GgmlType::F16 => (2, 1),
+        GgmlType::Q4_0 => (20, 32),
+        GgmlType::Q4_1 => (20, 32),
+        GgmlType::Q5_0 => (24, 32),
+        GgmlType::Q8_0 => (36, 32),
+        GgmlType::Q4K => (144, 256),
+        GgmlType::Q6K => (212, 256),
+        _ => return None,
+    })
+}
+
+/// Words per uploaded row of `cols` elements, if the GPU path decodes `ty` and the row is
+/// whole blocks and whole 8-element chunks.
+pub fn row_words(ty: GgmlType, cols: usize) -> Option<usize> {
+    let (bytes, elems) = padded_block(ty)?;
+    if !cols.is_multiple_of(elems) || !cols.is_multiple_of(8) {
+        return None;
+    }
+    Some(cols / elems * bytes / 4)
+}
+
+/// `data` (whole blocks of `ty`) in the uploaded layout.
+pub fn repack(ty: GgmlType, data: &[u8]) -> Result<Vec<u8>, GpuError> {
+    let bs = ty.type_size();
+    let unsupported = || GpuError::Unsupported(format!("weight type {ty}"));
+    let (padded, _) = padded_block(ty).ok_or_else(unsupported)?;
+    if padded == bs {
+        return Ok(data.to_vec());
+    }
+    if !data.len().is_multiple_of(bs) {
+        return Err(GpuError::Unsupported(format!(
+            "{ty}: {} bytes is not whole blocks",
+            data.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(data.len() / bs * padded);
+    for block in data.chunks_exact(bs) {
+        match ty {
+            GgmlType::Q6K => {
+                out.extend_from_slice(block);
+                out.extend_from_slice(&[0, 0]);
+            }
+            _ => {
+                out.extend_from_slice(&block[..2]);
+                out.extend_from_slice(&[0, 0]);
+                out.extend_from_slice(&block[2..]);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One dispatchable piece of a matrix: `rows` output features starting at output column
+/// `row_offset` of the (possibly fused) projection.
+#[derive(Debug)]
+pub struct MatPart {
+    pub buf: wgpu::Buffer,
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    pub row_words: usize,
+    pub row_offset: usize,
+}
+
+/// A projection on the GPU: its parts side by side make the output.
+#[derive(Debug, Default)]
+pub struct GpuMatrix {
+    pub parts: Vec<MatPart>,
+}
+
+impl GpuMatrix {
+    /// Upload `views` (outputs side by side, all with the same `cols`). Consecutive views of
+    /// the same type are fused into one buffer (one dispatch) while it fits the binding limit;
+    /// a single view larger than the limit is split by rows.
+    pub fn upload(
+        ctx: &GpuContext,
+        name: &str,
+        views: &[WeightView<'_>],
+    ) -> Result<Self, GpuError> {
+        let max = ctx.max_binding() as usize;
+        let mut parts = Vec::new();
+        let mut pending: Option<(GgmlType, usize, usize, usize, Vec<u8>)> = None; // ty, rows, cols, offset, bytes
+        let mut offset = 0;
+        let flush = |p: Option<(GgmlType, usize, usize, usize, Vec<u8>)>,
+                     parts: &mut Vec<MatPart>|
+         -> Result<(), GpuError> {
+            if let Some((ty, rows, cols, off, bytes)) = p {
+                let rw = row_words(ty, cols).ok_or_else(|| {
+                    GpuError::Unsupported(format!("{name}: {ty} with {cols} columns"))
+                })?;
+                let buf = ctx
+                    .device
+                    .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                        label: Some(name),
+                        contents: &bytes,
+                        usage: wgpu::BufferUsages::STORAGE,
+                    });
+                parts.push(MatPart {
+                    buf,
+                    ty,
+                    rows,
+                    cols,
+                    row_words: rw,
+                    row_offset: off,
+                });
+            }
+            Ok(())
+        };
+        for v in views {
+            let rw = row_words(v.ty, v.cols).ok_or_else(|| {
+                GpuError::Unsupported(format!("{name}: {} with {} columns", v.ty, v.cols))
+            })?;
+            let row_bytes = rw * 4;
+            if row_bytes > max {
+                return Err(GpuError::Unsupported(format!(
+                    "{name}: a row exceeds the binding limit"
+                )));
+            }
+            let packed = repack(v.ty, v.data)?;
+            if packed.len() != row_bytes * v.rows {
+                return Err(GpuError::Unsupported(format!("{name}: unexpected size")));
+            }
+            let rows_per_part = (max / row_bytes).max(1);
+            let mut r = 0;
+            while r < v.rows {
+                let n = rows_per_part.min(v.rows - r);
+                let chunk = &packed[r * row_bytes..(r + n) * row_bytes];
+                match &mut pending {
+                    Some((ty, rows, cols, _, bytes))
+                        if *ty == v.ty && *cols == v.cols && bytes.len() + chunk.len() <= max =>
+                    {
+                        bytes.extend_from_slice(chunk);
+                        *rows += n;
+                    }
+                    _ => {
+                        flush(pending.take(), &mut parts)?;
+                        pending = Some((v.ty, n, v.cols, offset, chunk.to_vec()));
+                    }
+                }
+                offset += n;
+                r += n;
+            }
+        }
+        flush(pending.take(), &mut parts)?;
+        Ok(GpuMatrix { parts })
+    }
+}
+
+/// A read-only f32 storage buffer.
+pub fn f32_buffer(ctx: &GpuContext, label: &str, data: &[f32]) -> wgpu::Buffer {
+    let data = if data.is_empty() { &[0.0f32][..] } else { data };
+    ctx.device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::cast_slice(data),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        })
+}
+
+/// Whether the GPU kernels decode `ty`.
+pub fn supported_type(ty: GgmlType) -> bool {
+    shaders::quant_source(ty).is_some() && padded_block(ty).is_some()
+}
