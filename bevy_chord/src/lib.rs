@@ -55,7 +55,7 @@ use bevy_ecs::prelude::*;
 use crossbeam_channel::{Receiver, Sender, unbounded};
 
 pub use chord_engine::{
-    ActivationPrecision, EngineOptions, FinishReason, SamplingParams, SeqStats,
+    ActivationPrecision, EngineOptions, FinishReason, SamplingParams, SeqStats, SpeculateParams,
 };
 pub use chord_resources::tokenizer::ChatMessage;
 
@@ -146,6 +146,10 @@ pub struct DialogueRequest {
     pub max_tokens: usize,
     /// Generation stops at the first of these (which is not part of the reply).
     pub stop: Vec<String>,
+    /// Speculative decoding, e.g. [`SpeculateParams::lookup`]: NPCs that repeat names and
+    /// phrases from the conversation get those tokens checked several at a time. The reply is
+    /// the same (greedy) or equally distributed (sampling).
+    pub speculate: Option<SpeculateParams>,
 }
 
 impl DialogueRequest {
@@ -158,6 +162,7 @@ impl DialogueRequest {
             sampling: SamplingParams::default(),
             max_tokens: 64,
             stop: Vec::new(),
+            speculate: None,
         }
     }
 
@@ -182,6 +187,12 @@ impl DialogueRequest {
 
     pub fn with_max_tokens(mut self, max_tokens: usize) -> Self {
         self.max_tokens = max_tokens;
+        self
+    }
+
+    /// Speculative decoding for this reply (see [`DialogueRequest::speculate`]).
+    pub fn with_speculation(mut self, speculate: SpeculateParams) -> Self {
+        self.speculate = Some(speculate);
         self
     }
 
@@ -402,6 +413,7 @@ fn send_requests(
                 max_new_tokens: r.max_tokens,
                 sampling: r.sampling.clone(),
                 stop: r.stop.clone(),
+                speculate: r.speculate,
                 ..Default::default()
             },
         };

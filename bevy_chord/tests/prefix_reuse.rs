@@ -5,7 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use bevy_chord::{ChatMessage, ChordPlugin, DialogueRequest, FinishReason, SamplingParams};
+use bevy_chord::{
+    ChatMessage, ChordPlugin, DialogueRequest, FinishReason, SamplingParams, SpeculateParams,
+};
 use chord_engine::{Engine, GenerateParams};
 use common::{Log, app, run_until, stats, tiny_model};
 
@@ -69,9 +71,13 @@ fn persona_prefix_is_computed_once_and_changes_nothing() {
     drop(engine);
 
     for (i, (&npc, q)) in npcs.iter().zip(QUESTIONS).enumerate() {
-        let req = DialogueRequest::ask(npc, PERSONAS[i % 2], None, q)
+        let mut req = DialogueRequest::ask(npc, PERSONAS[i % 2], None, q)
             .with_sampling(SamplingParams::greedy())
             .with_max_tokens(N_TOKENS);
+        // Half of them speculate by prompt lookup: the replies must not change.
+        if i % 4 >= 2 {
+            req = req.with_speculation(SpeculateParams::lookup(4));
+        }
         app.world_mut().write_message(req);
     }
     run_until(&mut app, Duration::from_secs(120), |app| {
