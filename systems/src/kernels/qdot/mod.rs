@@ -402,6 +402,9 @@ fn vec_dot<const I: usize>(k: usize, w_row: &[u8], act_row: &[u8]) -> f32 {
     out[0]
 }
 
+/// Weight bytes of one tile of rows (see [`matmul_rows`]).
+const TILE_BYTES: usize = 8 * 1024;
+
 /// `out_block[r·rows.len() + (j − rows.start)] = w_j · act_r` for every activation row
 /// `r < n` and weight row `j` in `rows`.
 ///
@@ -451,22 +454,32 @@ pub fn matmul_rows(
         n * len
     );
     let kernels = &best().rows[ti];
+    // Weight rows go in tiles that stay in L1 while every group of activation rows passes
+    // over them, so the activations stream from L2 once per tile rather than once per weight
+    // row (prefill). Each output is the same `run_rows` call either way: same bits.
+    let tile = (TILE_BYTES / s.w_row.max(1)).max(1);
     with_acts(s, act, n, |all| {
         let mut tmp = [0.0f32; MAX_ROWS];
-        for (jj, j) in rows.enumerate() {
-            let w_row = &w[j * s.w_row..(j + 1) * s.w_row];
+        let mut j0 = rows.start;
+        while j0 < rows.end {
+            let j1 = (j0 + tile).min(rows.end);
             for r0 in (0..n).step_by(MAX_ROWS) {
-                let out = &mut tmp[..(n - r0).min(MAX_ROWS)];
                 let acts = Acts {
                     bytes: &all.bytes[r0 * s.act_row..],
                     stride: s.act_row,
                     scales: all.scales.get(r0 * s.nb..).unwrap_or_default(),
                 };
-                run_rows(kernels, s, w_row, acts, out);
-                for (r, &v) in out.iter().enumerate() {
-                    out_block[(r0 + r) * len + jj] = v;
+                for j in j0..j1 {
+                    let w_row = &w[j * s.w_row..(j + 1) * s.w_row];
+                    let out = &mut tmp[..(n - r0).min(MAX_ROWS)];
+                    run_rows(kernels, s, w_row, acts, out);
+                    let jj = j - rows.start;
+                    for (r, &v) in out.iter().enumerate() {
+                        out_block[(r0 + r) * len + jj] = v;
+                    }
                 }
             }
+            j0 = j1;
         }
     });
 }
