@@ -10,12 +10,15 @@
 //!   weights come from DRAM as in decode of a real model.
 //! - `mem/sum_f32_l2` and `mem/sum_f32_dram`: summing a 1 MB (cache-resident) and a 256 MB f32
 //!   buffer: what a kernel that only had to read its bytes could reach.
+//! - `fdot/<type>/n1`, `n4`, `n8`: the same matrices through the default f32-activation kernels
+//!   (`fdot::matmul_rows_f32`, exact math): decode, one verification group, prefill.
 //! - `quantize/<act type>`: `quantize_activations` of 8 rows of 1536.
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use chord_resources::GgmlType;
+use chord_systems::kernels::fdot::matmul_rows_f32;
 use chord_systems::kernels::qdot::{matmul_rows, quantize_activations};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
@@ -134,6 +137,26 @@ fn matmuls(c: &mut Criterion) {
     g.finish();
 }
 
+fn f32_matmuls(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fdot");
+    for ty in TYPES {
+        let name = ty.name();
+        let w = weights(ty, 7, M);
+        g.throughput(Throughput::BytesDecimal(w.len() as u64));
+        for n in [1, 4, 8] {
+            let x: Vec<f32> = bytes(11, n * K)
+                .iter()
+                .map(|&b| f32::from(b) / 64.0 - 2.0)
+                .collect();
+            let mut out = vec![0.0f32; n * M];
+            g.bench_function(format!("{name}/n{n}"), |b| {
+                b.iter(|| matmul_rows_f32(ty, black_box(&w), K, black_box(&x), n, 0..M, &mut out))
+            });
+        }
+    }
+    g.finish();
+}
+
 fn quantizers(c: &mut Criterion) {
     let mut g = c.benchmark_group("quantize");
     let n = 8;
@@ -162,5 +185,5 @@ fn config() -> Criterion {
         .sample_size(20)
 }
 
-criterion_group! { name = benches; config = config(); targets = memory_baselines, matmuls, quantizers }
+criterion_group! { name = benches; config = config(); targets = memory_baselines, matmuls, f32_matmuls, quantizers }
 criterion_main!(benches);
