@@ -78,6 +78,9 @@ pub struct EngineOptions {
     pub threads: usize,
     /// Quantized activations (fast, ggml's arithmetic) or f32 activations (exact math).
     pub precision: ActivationPrecision,
+    /// Activations of the speculative-decoding draft model (default int8: it only proposes,
+    /// the model's own pass decides, so output does not depend on it).
+    pub draft_precision: ActivationPrecision,
     /// K/V cache element type (f32 exact, f16 half the memory).
     pub kv_precision: KvPrecision,
     /// Keep the compute threads spinning between the parallel jobs of a step (hand-off in well
@@ -94,6 +97,7 @@ impl Default for EngineOptions {
             n_batch: 512,
             threads: 0,
             precision: ActivationPrecision::F32,
+            draft_precision: ActivationPrecision::Q8,
             kv_precision: KvPrecision::F32,
             spin_threads: true,
             backend: Backend::Cpu,
@@ -231,6 +235,7 @@ impl Engine {
                 n_batch: opts.n_batch,
                 n_ctx,
                 precision: opts.precision,
+                draft_precision: opts.draft_precision,
                 kv_precision: opts.kv_precision,
             },
             RequestQueue(rx),
@@ -267,6 +272,12 @@ impl Engine {
         check_same_vocab(&self.tokenizer, &draft_tok)?;
         chord_systems::speculative::insert_draft_model(&mut self.world, weights);
         Ok(())
+    }
+
+    /// Activations of the draft model's matrix products (see
+    /// [`EngineOptions::draft_precision`]).
+    pub fn set_draft_precision(&mut self, precision: ActivationPrecision) {
+        self.world.resource_mut::<EngineSettings>().draft_precision = precision;
     }
 
     /// Whether a draft model is loaded.

@@ -228,6 +228,10 @@ struct SpecArgs {
     /// Keep the draft length fixed instead of adapting it to the acceptance rate.
     #[arg(long)]
     draft_fixed: bool,
+    /// Activations of the draft model: q8 (default, faster) or f32. The output does not depend
+    /// on it, only how often drafts are accepted.
+    #[arg(long, default_value = "q8", value_parser = parse_precision)]
+    draft_precision: ActivationPrecision,
 }
 
 impl SpecArgs {
@@ -244,6 +248,7 @@ impl SpecArgs {
     }
 
     fn load_into(&self, engine: &mut Engine) -> CliResult {
+        engine.set_draft_precision(self.draft_precision);
         if let Some(path) = &self.draft_model {
             let t = Instant::now();
             engine.load_draft(path)?;

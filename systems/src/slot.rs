@@ -12,7 +12,8 @@ use bevy_ecs::prelude::*;
 
 use crate::batch::{CurrentLayer, StepBatch};
 use crate::components::KvCache;
-use crate::systems::LayerSchedule;
+use crate::kernels::matmul::ActivationPrecision;
+use crate::systems::{EngineSettings, LayerSchedule};
 use crate::weights::ModelWeights;
 
 /// Borrow the value a slot's resource or component wraps.
@@ -28,6 +29,8 @@ pub trait ModelSlot: Send + Sync + 'static {
     type Layer: Resource + Component<Mutability = Mutable> + Slotted<CurrentLayer>;
     type Layers: Resource + Component<Mutability = Mutable> + Slotted<LayerSchedule>;
     type Kv: Component<Mutability = Mutable> + Slotted<KvCache>;
+    /// Activation precision of this model's matrix products.
+    fn precision(settings: &EngineSettings) -> ActivationPrecision;
 }
 
 /// The model that answers requests.
@@ -115,6 +118,9 @@ impl ModelSlot for Target {
     type Layer = CurrentLayer;
     type Layers = LayerSchedule;
     type Kv = KvCache;
+    fn precision(settings: &EngineSettings) -> ActivationPrecision {
+        settings.precision
+    }
 }
 
 impl ModelSlot for Draft {
@@ -123,4 +129,7 @@ impl ModelSlot for Draft {
     type Layer = DraftLayer;
     type Layers = DraftLayers;
     type Kv = DraftKv;
+    fn precision(settings: &EngineSettings) -> ActivationPrecision {
+        settings.draft_precision
+    }
 }

@@ -147,6 +147,9 @@ pub struct EngineSettings {
     pub n_ctx: usize,
     /// Quantized (ggml-like, fast) or f32 (exact) activations in matrix products.
     pub precision: ActivationPrecision,
+    /// The same for the speculative-decoding draft model. It only proposes tokens (the target
+    /// decides), so it defaults to the faster int8 activations.
+    pub draft_precision: ActivationPrecision,
     /// Element type of every sequence's K/V cache.
     pub kv_precision: KvPrecision,
 }
@@ -157,6 +160,7 @@ impl Default for EngineSettings {
             n_batch: 512,
             n_ctx: 4096,
             precision: ActivationPrecision::F32,
+            draft_precision: ActivationPrecision::Q8,
             kv_precision: KvPrecision::F32,
         }
     }
@@ -451,7 +455,7 @@ pub fn qkv_projection<S: ModelSlot>(
 ) {
     let weights = weights.get();
     let layer = layer.get();
-    let prec = settings.precision;
+    let prec = S::precision(&settings);
     let b = batch.get_mut();
     let lw = &weights.layers[layer.0];
     let c = &weights.config;
@@ -600,7 +604,7 @@ pub fn attn_output<S: ModelSlot>(
 ) {
     let weights = weights.get();
     let layer = layer.get();
-    let prec = settings.precision;
+    let prec = S::precision(&settings);
     let b = batch.get_mut();
     let lw = &weights.layers[layer.0];
     resize(&mut b.proj, b.x.len());
@@ -646,7 +650,7 @@ pub fn ffn<S: ModelSlot>(
 ) {
     let weights = weights.get();
     let layer = layer.get();
-    let prec = settings.precision;
+    let prec = S::precision(&settings);
     let b = batch.get_mut();
     let lw = &weights.layers[layer.0];
     let n_ff = weights.config.n_ff;
@@ -679,7 +683,7 @@ pub fn compute_logits<S: ModelSlot>(
     settings: Res<EngineSettings>,
 ) {
     let weights = weights.get();
-    let prec = settings.precision;
+    let prec = S::precision(&settings);
     let b = batch.get_mut();
     let c = &weights.config;
     let d = c.n_embd;
