@@ -105,6 +105,14 @@ pub fn attention_splits(kv_len: usize, n_rows: usize) -> (u32, u32) {
     (n_split as u32, span as u32)
 }
 
+/// Output features per matmul workgroup (`RPW` in matmul.wgsl).
+pub const MM_ROWS_PER_WG: u32 = 16;
+
+/// The workgroup grid of a matmul over `rows` output features.
+pub fn matmul_grid(rows: u32) -> (u32, u32) {
+    grid(rows.div_ceil(MM_ROWS_PER_WG))
+}
+
 /// Workgroups along x at most (the rest goes to y).
 pub const MAX_GROUPS_X: u32 = 32768;
 

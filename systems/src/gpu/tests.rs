@@ -237,7 +237,7 @@ fn matmul_matches_cpu_for_every_type_and_mode() {
             let nb = storage_init(c, bytemuck::cast_slice(&nw));
             let bb = storage_init(c, bytemuck::cast_slice(&bias));
             let sb = step_buf(c, n, &[], &[]);
-            let (gx, gy) = grid(rows as u32);
+            let (gx, gy) = matmul_grid(rows as u32);
             let got = run(
                 c,
                 pipeline,
@@ -295,7 +295,7 @@ fn matmul_gathers_logit_rows() {
         c,
         &c.kernels.matmul[&ty],
         &[&ub, &m.parts[0].buf, &xb, &yb, &dummy, &dummy, &sb],
-        (rows as u32, 1, 1),
+        (matmul_grid(rows as u32).0, 1, 1),
         &yb,
     );
     assert_close("gathered matmul", &f32s(&got), &want, 2e-4);
