@@ -1,4 +1,4 @@
-// y[r][j] = Σ_k W[j][k] · in(x)[r][k]: 16 output features per workgroup, 16 threads each;
+// y[r][j] = Σ_k W[j][k] · in(x)[r][k]: a group of lanes per output feature (see below);
 // activation rows in tiles of RT so each weight chunk is decoded once per tile. Prepended with one quant_*.wgsl,
 // which supplies `load8(row_word, chunk)`.
 //
@@ -21,7 +21,7 @@ struct MmParams {
     eps: f32,
     up_offset: u32,
     act: u32,
-    _p0: u32,
+    tpr: u32,
     _p1: u32,
     _p2: u32,
 }
@@ -34,10 +34,10 @@ struct MmParams {
 @group(0) @binding(5) var<storage, read> bias: array<f32>;
 @group(0) @binding(6) var<storage, read> step: array<u32>;
 
-// 256 threads: 16 output features per workgroup, 16 threads (a "row group") per feature.
+// 256 threads: `tpr` threads (a "row group", a power of two from 16 to 256) per output
+// feature, 256 / tpr features per workgroup; the host picks tpr so narrow matrices with long
+// rows still spread over enough workgroups.
 const WG: u32 = 256u;
-const TPR: u32 = 16u;
-const RPW: u32 = 16u;
 const RT: u32 = 8u;
 
 // Per activation row of the tile: partial dot products, then sums of squares.
@@ -71,8 +71,9 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) tid: u32,
 ) {
-    let lane = tid % TPR;
-    let j = (wg.x + wg.y * nwg.x) * RPW + tid / TPR;
+    let tpr = p.tpr;
+    let lane = tid % tpr;
+    let j = (wg.x + wg.y * nwg.x) * (WG / tpr) + tid / tpr;
     let valid = j < p.rows;
     let n = select(step[0], step[1], p.gather != 0u);
     let logit_base = 4u + 2u * step[2];
@@ -83,7 +84,7 @@ fn main(
         var ss = array<f32, RT>();
         let nr = min(RT, n - r0);
         if valid {
-            for (var c = lane; c < nchunks; c += TPR) {
+            for (var c = lane; c < nchunks; c += tpr) {
                 let wv = load8(wrow, c);
                 var n0 = vec4<f32>(1.0);
                 var n1 = vec4<f32>(1.0);
@@ -105,13 +106,13 @@ fn main(
                 }
             }
         }
-        // Reduce each row group's TPR lanes (only the live activation rows).
+        // Reduce each row group's lanes (only the live activation rows).
         for (var rr = 0u; rr < nr; rr++) {
             red[rr * WG + tid] = acc[rr];
             red[(RT + rr) * WG + tid] = ss[rr];
         }
         workgroupBarrier();
-        for (var s = TPR / 2u; s > 0u; s >>= 1u) {
+        for (var s = tpr / 2u; s > 0u; s >>= 1u) {
             if lane < s {
                 for (var i = 0u; i < nr; i++) {
                     red[i * WG + tid] += red[i * WG + tid + s];

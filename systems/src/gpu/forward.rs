@@ -217,6 +217,7 @@ fn matmul_dispatches(
         p.row_words = part.row_words as u32;
         p.y_offset = base.y_offset + part.row_offset as u32;
         p.bias_offset = part.row_offset as u32;
+        p.tpr = matmul_tpr(p.rows, p.cols);
         if bias.is_some() {
             p.out_mode |= OUT_BIAS;
         }
@@ -243,7 +244,7 @@ fn matmul_dispatches(
         out.push(Dispatch {
             pipeline,
             bind,
-            groups: matmul_grid(part.rows as u32),
+            groups: matmul_grid(p.rows, p.tpr),
             per_row: false,
         });
     }

@@ -22,7 +22,7 @@ pub struct MmParams {
     pub eps: f32,
     pub up_offset: u32,
     pub act: u32,
-    pub _p0: u32,
+    pub tpr: u32,
     pub _p1: u32,
     pub _p2: u32,
 }
@@ -105,12 +105,19 @@ pub fn attention_splits(kv_len: usize, n_rows: usize) -> (u32, u32) {
     (n_split as u32, span as u32)
 }
 
-/// Output features per matmul workgroup (`RPW` in matmul.wgsl).
-pub const MM_ROWS_PER_WG: u32 = 16;
+/// Lanes per output feature for a `rows × cols` matmul: 16, doubled (up to 256, and while
+/// there are 8-element chunks for every lane) until there are at least 256 workgroups.
+pub fn matmul_tpr(rows: u32, cols: u32) -> u32 {
+    let mut tpr = 16u32;
+    while tpr < 256 && rows.div_ceil(256 / tpr) < 256 && tpr * 2 <= cols / 8 {
+        tpr *= 2;
+    }
+    tpr
+}
 
-/// The workgroup grid of a matmul over `rows` output features.
-pub fn matmul_grid(rows: u32) -> (u32, u32) {
-    grid(rows.div_ceil(MM_ROWS_PER_WG))
+/// The workgroup grid of a matmul over `rows` output features with `tpr` lanes each.
+pub fn matmul_grid(rows: u32, tpr: u32) -> (u32, u32) {
+    grid(rows.div_ceil(256 / tpr))
 }
 
 /// Workgroups along x at most (the rest goes to y).
