@@ -218,13 +218,23 @@ fn matmul_dispatches(
         p.y_offset = base.y_offset + part.row_offset as u32;
         p.bias_offset = part.row_offset as u32;
         p.tpr = matmul_tpr(p.rows, p.cols);
+        let sg = ctx
+            .subgroup
+            .filter(|_| ctx.kernels.matmul_subgroup.contains_key(&part.ty));
+        if let Some(sg) = sg {
+            // Every lane of a row group in one subgroup.
+            p.tpr = p.tpr.min(sg);
+        }
         if bias.is_some() {
             p.out_mode |= OUT_BIAS;
         }
         let ub = uniform(ctx, &uniform_bytes(&p)?);
-        let pipeline = ctx
-            .kernels
-            .matmul
+        let kernels = if sg.is_some() {
+            &ctx.kernels.matmul_subgroup
+        } else {
+            &ctx.kernels.matmul
+        };
+        let pipeline = kernels
             .get(&part.ty)
             .ok_or_else(|| GpuError::Unsupported(format!("weight type {}", part.ty)))?
             .clone();

@@ -132,6 +132,8 @@ pub fn grid(n: u32) -> (u32, u32) {
 /// All pipelines, compiled once per device.
 pub struct Kernels {
     pub matmul: HashMap<GgmlType, wgpu::ComputePipeline>,
+    /// The subgroup-reduction matmuls (empty without subgroups).
+    pub matmul_subgroup: HashMap<GgmlType, wgpu::ComputePipeline>,
     pub get_rows: HashMap<GgmlType, wgpu::ComputePipeline>,
     pub rope_store: wgpu::ComputePipeline,
     pub attention: wgpu::ComputePipeline,
@@ -155,19 +157,26 @@ fn pipeline(device: &wgpu::Device, name: &str, src: &str) -> wgpu::ComputePipeli
 }
 
 impl Kernels {
-    pub fn new(device: &wgpu::Device) -> Kernels {
+    pub fn new(device: &wgpu::Device, subgroups: bool) -> Kernels {
         let mut matmul = HashMap::new();
+        let mut matmul_subgroup = HashMap::new();
         let mut get_rows = HashMap::new();
         for ty in shaders::TYPES {
             if let Some(q) = shaders::quant_source(ty) {
                 let src = format!("{q}\n{}", shaders::MATMUL);
                 matmul.insert(ty, pipeline(device, &format!("matmul_{ty}"), &src));
+                if subgroups {
+                    let src = shaders::subgroup_matmul(q);
+                    let name = format!("matmul_subgroup_{ty}");
+                    matmul_subgroup.insert(ty, pipeline(device, &name, &src));
+                }
                 let src = format!("{q}\n{}", shaders::GET_ROWS);
                 get_rows.insert(ty, pipeline(device, &format!("get_rows_{ty}"), &src));
             }
         }
         Kernels {
             matmul,
+            matmul_subgroup,
             get_rows,
             rope_store: pipeline(device, "rope_store", shaders::ROPE_STORE),
             attention: pipeline(device, "attention", shaders::ATTENTION),
