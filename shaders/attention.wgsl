@@ -126,7 +126,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
             if d < p.head_dim_v {
                 var a = acc[i] * alpha;
                 let vb = t0 * p.kv_stride + p.k_dim + kvh * p.head_dim_v + d;
-                for (var u = kg; u < nt; u += 4u) {
+                // Keys kg, kg+4, …: four independent loads in flight per step.
+                var u = kg;
+                for (; u + 12u < nt; u += 16u) {
+                    let v0 = kv[vb + u * p.kv_stride];
+                    let v1 = kv[vb + (u + 4u) * p.kv_stride];
+                    let v2 = kv[vb + (u + 8u) * p.kv_stride];
+                    let v3 = kv[vb + (u + 12u) * p.kv_stride];
+                    a += ps[u] * v0 + ps[u + 4u] * v1 + ps[u + 8u] * v2 + ps[u + 12u] * v3;
+                }
+                for (; u < nt; u += 4u) {
                     a += ps[u] * kv[vb + u * p.kv_stride];
                 }
                 acc[i] = a;
