@@ -218,13 +218,11 @@ fn matmul_dispatches(
         p.y_offset = base.y_offset + part.row_offset as u32;
         p.bias_offset = part.row_offset as u32;
         p.tpr = matmul_tpr(p.rows, p.cols);
+        // The subgroup kernel when a row group fits in one subgroup; long rows that want more
+        // lanes than a subgroup has keep the shared-memory kernel and all their lanes.
         let sg = ctx
             .subgroup
-            .filter(|_| ctx.kernels.matmul_subgroup.contains_key(&part.ty));
-        if let Some(sg) = sg {
-            // Every lane of a row group in one subgroup.
-            p.tpr = p.tpr.min(sg);
-        }
+            .filter(|&sg| p.tpr <= sg && ctx.kernels.matmul_subgroup.contains_key(&part.ty));
         if bias.is_some() {
             p.out_mode |= OUT_BIAS;
         }
