@@ -28,9 +28,9 @@ struct MmParams {
 
 @group(0) @binding(0) var<uniform> p: MmParams;
 @group(0) @binding(1) var<storage, read> w: array<u32>;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<storage, read> nw: array<f32>;
+@group(0) @binding(4) var<storage, read> nw: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> bias: array<f32>;
 @group(0) @binding(6) var<storage, read> step: array<u32>;
 
@@ -52,11 +52,11 @@ fn gelu4(v: vec4<f32>) -> vec4<f32> {
     return 0.5 * v * (1.0 + t);
 }
 
+// `base` is an element index, a multiple of 4 (strides and offsets are).
 fn load_x(base: u32) -> vec4<f32> {
-    let v = vec4<f32>(x[base], x[base + 1u], x[base + 2u], x[base + 3u]);
+    let v = x[base / 4u];
     if p.in_mode == 2u {
-        let u = base + p.up_offset;
-        let up = vec4<f32>(x[u], x[u + 1u], x[u + 2u], x[u + 3u]);
+        let up = x[(base + p.up_offset) / 4u];
         if p.act == 1u {
             return gelu4(v) * up;
         }
@@ -89,9 +89,8 @@ fn main(
                 var n0 = vec4<f32>(1.0);
                 var n1 = vec4<f32>(1.0);
                 if p.in_mode == 1u {
-                    let k = c * 8u;
-                    n0 = vec4<f32>(nw[k], nw[k + 1u], nw[k + 2u], nw[k + 3u]);
-                    n1 = vec4<f32>(nw[k + 4u], nw[k + 5u], nw[k + 6u], nw[k + 7u]);
+                    n0 = nw[2u * c];
+                    n1 = nw[2u * c + 1u];
                 }
                 for (var rr = 0u; rr < nr; rr++) {
                     var xr = r0 + rr;

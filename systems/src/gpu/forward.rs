@@ -134,7 +134,7 @@ const MAX_MASK: usize = 1024;
 fn storage(ctx: &GpuContext, label: &str, bytes: usize, extra: wgpu::BufferUsages) -> wgpu::Buffer {
     ctx.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some(label),
-        size: (bytes.max(16) as u64).next_multiple_of(4),
+        size: (bytes.max(16) as u64).next_multiple_of(16),
         usage: wgpu::BufferUsages::STORAGE | extra,
         mapped_at_creation: false,
     })
@@ -166,6 +166,9 @@ pub fn check_supported(w: &ModelWeights) -> Result<(), GpuError> {
     }
     if c.head_dim_k > 256 || c.head_dim_v > 256 || !c.head_dim_k.is_multiple_of(16) {
         return no("head dimension above 256 or not a multiple of 16".into());
+    }
+    if !c.n_embd.is_multiple_of(8) || !c.n_ff.is_multiple_of(4) {
+        return no("embedding or FFN width not a multiple of 8 / 4".into());
     }
     if c.n_head_kv == 0 || !c.n_head.is_multiple_of(c.n_head_kv) {
         return no("heads not a multiple of KV heads".into());
