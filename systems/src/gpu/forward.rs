@@ -704,15 +704,11 @@ pub fn gpu_attach_kv(
             }
             Err(err) => {
                 // Nothing can be evaluated without a cache: the sequence ends at once.
-                log_once(&format!("chord: GPU cache allocation failed: {err}"));
+                eprintln!("chord: GPU cache allocation failed: {err}");
                 kv.max_len = 0;
             }
         }
     }
-}
-
-fn log_once(msg: &str) {
-    eprintln!("{msg}");
 }
 
 /// Upload the step's inputs, open the step's encoder and gather the embeddings.
