@@ -34,6 +34,9 @@ struct Dispatch {
     groups: (u32, u32),
     /// The grid's x is the step's row count (`groups.0` ignored).
     per_row: bool,
+    /// The tiled matmul of the same product (pipeline, bind group, feature tiles), used when
+    /// a step has at least `TILED_MIN_ROWS` activation rows.
+    tiled: Option<(wgpu::ComputePipeline, wgpu::BindGroup, u32)>,
 }
 
 struct LayerPlan {
@@ -252,11 +255,30 @@ fn matmul_dispatches(
                 step.as_entire_binding(),
             ],
         );
+        let entries = [
+            ub.as_entire_binding(),
+            part.buf.as_entire_binding(),
+            x.as_entire_binding(),
+            y.as_entire_binding(),
+            nw.unwrap_or(dummy).as_entire_binding(),
+            bias.unwrap_or(dummy).as_entire_binding(),
+            step.as_entire_binding(),
+        ];
+        let tiled = ctx
+            .kernels
+            .matmul_tiled
+            .get(&part.ty)
+            .filter(|_| part.cols.is_multiple_of(32))
+            .map(|tp| {
+                let bg = super::kernels::bind(&ctx.device, tp, &entries);
+                (tp.clone(), bg, (part.rows as u32).div_ceil(64))
+            });
         out.push(Dispatch {
             pipeline,
             bind,
             groups: matmul_grid(p.rows, p.tpr),
             per_row: false,
+            tiled,
         });
     }
     Ok(out)
@@ -377,6 +399,7 @@ impl GpuForward {
                 bind,
                 groups: (1, 1),
                 per_row: true,
+                tiled: None,
             });
         }
 
@@ -522,6 +545,7 @@ impl GpuForward {
             bind: bindg,
             groups: (1, 1),
             per_row: false,
+            tiled: None,
         };
         Ok(GpuForward {
             ctx,
@@ -676,6 +700,12 @@ fn reps(g: &GpuForward, what: &str) -> usize {
 
 fn record(pass: &mut wgpu::ComputePass<'static>, ds: &[Dispatch], n_rows: u32) {
     for dsp in ds {
+        if let Some((tp, tb, gx)) = dsp.tiled.as_ref().filter(|_| n_rows >= TILED_MIN_ROWS) {
+            pass.set_pipeline(tp);
+            pass.set_bind_group(0, tb, &[]);
+            pass.dispatch_workgroups(*gx, n_rows.div_ceil(64), 1);
+            continue;
+        }
         pass.set_pipeline(&dsp.pipeline);
         pass.set_bind_group(0, &dsp.bind, &[]);
         let (x, y) = if dsp.per_row { (n_rows, 1) } else { dsp.groups };

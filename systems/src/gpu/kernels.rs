@@ -120,6 +120,9 @@ pub fn matmul_grid(rows: u32, tpr: u32) -> (u32, u32) {
     grid(rows.div_ceil(256 / tpr))
 }
 
+/// Activation rows from which the tiled matmul is used (its tiles are 64 × 64).
+pub const TILED_MIN_ROWS: u32 = 16;
+
 /// Workgroups along x at most (the rest goes to y).
 pub const MAX_GROUPS_X: u32 = 32768;
 
@@ -132,6 +135,8 @@ pub fn grid(n: u32) -> (u32, u32) {
 /// All pipelines, compiled once per device.
 pub struct Kernels {
     pub matmul: HashMap<GgmlType, wgpu::ComputePipeline>,
+    /// The tiled matmuls (many activation rows).
+    pub matmul_tiled: HashMap<GgmlType, wgpu::ComputePipeline>,
     /// The subgroup-reduction matmuls (empty without subgroups).
     pub matmul_subgroup: HashMap<GgmlType, wgpu::ComputePipeline>,
     pub get_rows: HashMap<GgmlType, wgpu::ComputePipeline>,
@@ -160,11 +165,14 @@ impl Kernels {
     pub fn new(device: &wgpu::Device, subgroups: bool) -> Kernels {
         let mut matmul = HashMap::new();
         let mut matmul_subgroup = HashMap::new();
+        let mut matmul_tiled = HashMap::new();
         let mut get_rows = HashMap::new();
         for ty in shaders::TYPES {
             if let Some(q) = shaders::quant_source(ty) {
                 let src = format!("{q}\n{}", shaders::MATMUL);
                 matmul.insert(ty, pipeline(device, &format!("matmul_{ty}"), &src));
+                let src = format!("{q}\n{}", shaders::MATMUL_TILED);
+                matmul_tiled.insert(ty, pipeline(device, &format!("matmul_tiled_{ty}"), &src));
                 if subgroups {
                     let src = shaders::subgroup_matmul(q);
                     let name = format!("matmul_subgroup_{ty}");
@@ -177,6 +185,7 @@ impl Kernels {
         Kernels {
             matmul,
             matmul_subgroup,
+            matmul_tiled,
             get_rows,
             rope_store: pipeline(device, "rope_store", shaders::ROPE_STORE),
             attention: pipeline(device, "attention", shaders::ATTENTION),

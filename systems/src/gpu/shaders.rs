@@ -5,6 +5,7 @@ use chord_resources::GgmlType;
 
 pub const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 pub const MATMUL_SUBGROUP: &str = include_str!("../../../shaders/matmul_subgroup.wgsl");
+pub const MATMUL_TILED: &str = include_str!("../../../shaders/matmul_tiled.wgsl");
 pub const GET_ROWS: &str = include_str!("../../../shaders/get_rows.wgsl");
 pub const ROPE_STORE: &str = include_str!("../../../shaders/rope_store.wgsl");
 pub const ATTENTION: &str = include_str!("../../../shaders/attention.wgsl");
@@ -51,6 +52,7 @@ pub fn all_modules() -> Vec<(String, String)> {
             v.push((format!("matmul_{ty}"), format!("{q}\n{MATMUL}")));
             v.push((format!("get_rows_{ty}"), format!("{q}\n{GET_ROWS}")));
             v.push((format!("matmul_subgroup_{ty}"), subgroup_matmul(q)));
+            v.push((format!("matmul_tiled_{ty}"), format!("{q}\n{MATMUL_TILED}")));
         }
     }
     v

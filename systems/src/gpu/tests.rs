@@ -179,7 +179,7 @@ fn matmul_matches_cpu_for_every_type_and_mode() {
     let Some(c) = ctx() else { return };
     eprintln!("subgroups: {:?}", c.subgroup);
     let mut r = rng();
-    let (rows, cols, n) = (37, 512, 11);
+    let (rows, cols, n) = (37, 512, 70);
     for ty in shaders::TYPES {
         let data = random_weights(&mut r, ty, rows, cols);
         let view = WeightView {
@@ -197,6 +197,8 @@ fn matmul_matches_cpu_for_every_type_and_mode() {
         if let (Some(sg), Some(k)) = (c.subgroup, c.kernels.matmul_subgroup.get(&ty)) {
             variants.push((k, sg.min(64)));
         }
+        // The tiled kernel (tpr unused; grid: 64-feature tiles × 64-row tiles).
+        variants.push((&c.kernels.matmul_tiled[&ty], 0));
         for (pipeline, max_tpr) in variants {
             for mode in [IN_PLAIN, IN_RMSNORM, IN_GATED] {
                 let xw = if mode == IN_GATED { 2 * cols } else { cols };
@@ -243,7 +245,11 @@ fn matmul_matches_cpu_for_every_type_and_mode() {
                     ..Default::default()
                 };
                 // Every lane count the host may pick gives the same result.
-                let tpr = [16u32, 32, 64][(mode as usize + ty as usize) % 3].min(max_tpr);
+                // (max_tpr 0 marks the tiled kernel, which has no lanes per feature.)
+            let tpr = match max_tpr {
+                0 => 16,
+                m => [16u32, 32, 64][(mode as usize + ty as usize) % 3].min(m),
+            };
                 let p = MmParams { tpr, ..p };
                 let ub = uniform_init(c, &uniform_bytes(&p).unwrap());
                 let xb = storage_init(c, bytemuck::cast_slice(&x));
@@ -251,7 +257,11 @@ fn matmul_matches_cpu_for_every_type_and_mode() {
                 let nb = storage_init(c, bytemuck::cast_slice(&nw));
                 let bb = storage_init(c, bytemuck::cast_slice(&bias));
                 let sb = step_buf(c, n, &[], &[]);
-                let (gx, gy) = matmul_grid(rows as u32, tpr);
+                let (gx, gy) = if max_tpr == 0 {
+                    ((rows as u32).div_ceil(64), (n as u32).div_ceil(64))
+                } else {
+                    matmul_grid(rows as u32, tpr)
+                };
                 let got = run(
                     c,
                     pipeline,
@@ -260,7 +270,7 @@ fn matmul_matches_cpu_for_every_type_and_mode() {
                     &yb,
                 );
                 assert_close(
-                    &format!("matmul {ty} mode {mode} tpr {tpr}"),
+                    &format!("matmul {ty} mode {mode} tpr {tpr} variant max_tpr {max_tpr}"),
                     &f32s(&got),
                     &want,
                     2e-4,
