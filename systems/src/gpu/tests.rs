@@ -246,10 +246,10 @@ fn matmul_matches_cpu_for_every_type_and_mode() {
                 };
                 // Every lane count the host may pick gives the same result.
                 // (max_tpr 0 marks the tiled kernel, which has no lanes per feature.)
-            let tpr = match max_tpr {
-                0 => 16,
-                m => [16u32, 32, 64][(mode as usize + ty as usize) % 3].min(m),
-            };
+                let tpr = match max_tpr {
+                    0 => 16,
+                    m => [16u32, 32, 64][(mode as usize + ty as usize) % 3].min(m),
+                };
                 let p = MmParams { tpr, ..p };
                 let ub = uniform_init(c, &uniform_bytes(&p).unwrap());
                 let xb = storage_init(c, bytemuck::cast_slice(&x));
