@@ -3,7 +3,7 @@
 // Split-K (flash-decoding): grid (n_rows, n_head, n_split); workgroup z covers keys
 // [first + z·span, first + (z+1)·span) of its row. With one split it writes the normalised
 // output; with several it writes (max, sum, unnormalised acc) to `part` for attn_merge.wgsl.
-// Thread t owns output dims t, t+64, … (head_dim ≤ 256).
+// head_dim ≤ 256, head_dim_k a multiple of 16.
 // Cache layout per position: [k (n_head_kv·head_dim_k) | v (n_head_kv·head_dim_v)].
 
 struct AttnParams {
@@ -31,16 +31,20 @@ struct AttnParams {
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read_write> part: array<f32>;
 
-const WG: u32 = 64u;
+// 256 threads: scores with 4 threads per key (a quarter of the head each), values with
+// 4 key groups × 64 dims (each thread a quarter of the tile's keys for up to 4 dims).
+const WG: u32 = 256u;
 const TILE: u32 = 64u;
 const MAX_HEAD_DIM: u32 = 256u;
 const NEG: f32 = -3.0e38;
 
 var<workgroup> qs: array<f32, MAX_HEAD_DIM>;
+var<workgroup> sc: array<f32, WG>;
 var<workgroup> ps: array<f32, TILE>;
-var<workgroup> red: array<f32, WG>;
+var<workgroup> red: array<f32, TILE>;
+var<workgroup> comb: array<f32, 1024>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     let rr = wg.x;
     let h = wg.y;
@@ -57,28 +61,41 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     }
     let lo = first + z * p.span;
     let hi = min(pos + 1u, lo + p.span);
+    let quarter = p.head_dim_k / 4u;
+    let key = tid / 4u;
+    let q4 = tid % 4u;
+    let dim = tid % 64u;
+    let kg = tid / 64u;
     var m = NEG;
     var l = 0.0;
     var acc = array<f32, 4>();
     workgroupBarrier();
     for (var t0 = lo; t0 < hi; t0 += TILE) {
-        let t = t0 + tid;
-        var s = NEG;
+        // Partial scores: thread (key, q4) dots a quarter of the head.
+        let t = t0 + key;
+        var part_dot = 0.0;
         if t < hi {
-            let kb = t * p.kv_stride + kvh * p.head_dim_k;
-            var dotv = 0.0;
-            for (var d = 0u; d < p.head_dim_k; d += 4u) {
-                dotv += dot(vec4<f32>(qs[d], qs[d + 1u], qs[d + 2u], qs[d + 3u]),
-                            vec4<f32>(kv[kb + d], kv[kb + d + 1u], kv[kb + d + 2u], kv[kb + d + 3u]));
-            }
-            s = dotv * p.scale;
-            if p.softcap > 0.0 {
-                s = p.softcap * tanh(s / p.softcap);
+            let kb = t * p.kv_stride + kvh * p.head_dim_k + q4 * quarter;
+            let qb = q4 * quarter;
+            for (var d = 0u; d < quarter; d += 4u) {
+                part_dot += dot(vec4<f32>(qs[qb + d], qs[qb + d + 1u], qs[qb + d + 2u], qs[qb + d + 3u]),
+                                vec4<f32>(kv[kb + d], kv[kb + d + 1u], kv[kb + d + 2u], kv[kb + d + 3u]));
             }
         }
-        red[tid] = s;
+        sc[tid] = part_dot;
         workgroupBarrier();
-        for (var st = WG / 2u; st > 0u; st >>= 1u) {
+        var s = NEG;
+        if tid < TILE {
+            if t0 + tid < hi {
+                s = (sc[4u * tid] + sc[4u * tid + 1u] + sc[4u * tid + 2u] + sc[4u * tid + 3u]) * p.scale;
+                if p.softcap > 0.0 {
+                    s = p.softcap * tanh(s / p.softcap);
+                }
+            }
+            red[tid] = s;
+        }
+        workgroupBarrier();
+        for (var st = TILE / 2u; st > 0u; st >>= 1u) {
             if tid < st {
                 red[tid] = max(red[tid], red[tid + st]);
             }
@@ -87,14 +104,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         let m_new = max(m, red[0]);
         workgroupBarrier();
         let alpha = exp(m - m_new);
-        var pt = 0.0;
-        if t < hi {
-            pt = exp(s - m_new);
+        if tid < TILE {
+            var pt = 0.0;
+            if t0 + tid < hi {
+                pt = exp(s - m_new);
+            }
+            ps[tid] = pt;
+            red[tid] = pt;
         }
-        ps[tid] = pt;
-        red[tid] = pt;
         workgroupBarrier();
-        for (var st = WG / 2u; st > 0u; st >>= 1u) {
+        for (var st = TILE / 2u; st > 0u; st >>= 1u) {
             if tid < st {
                 red[tid] += red[tid + st];
             }
@@ -103,11 +122,20 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         l = l * alpha + red[0];
         let nt = min(TILE, hi - t0);
         for (var i = 0u; i < 4u; i++) {
-            let d = tid + i * WG;
+            let d = dim + i * 64u;
             if d < p.head_dim_v {
                 var a = acc[i] * alpha;
                 let vb = t0 * p.kv_stride + p.k_dim + kvh * p.head_dim_v + d;
-                for (var u = 0u; u < nt; u++) {
+                // Keys kg, kg+4, …: four independent loads in flight per step.
+                var u = kg;
+                for (; u + 12u < nt; u += 16u) {
+                    let v0 = kv[vb + u * p.kv_stride];
+                    let v1 = kv[vb + (u + 4u) * p.kv_stride];
+                    let v2 = kv[vb + (u + 8u) * p.kv_stride];
+                    let v3 = kv[vb + (u + 12u) * p.kv_stride];
+                    a += ps[u] * v0 + ps[u + 4u] * v1 + ps[u + 8u] * v2 + ps[u + 12u] * v3;
+                }
+                for (; u < nt; u += 4u) {
                     a += ps[u] * kv[vb + u * p.kv_stride];
                 }
                 acc[i] = a;
@@ -116,24 +144,28 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         m = m_new;
         workgroupBarrier();
     }
-    if p.n_split == 1u {
+    // Combine the 4 key groups.
+    for (var i = 0u; i < 4u; i++) {
+        comb[kg * 256u + i * 64u + dim] = acc[i];
+    }
+    workgroupBarrier();
+    if kg == 0u {
         for (var i = 0u; i < 4u; i++) {
-            let d = tid + i * WG;
+            let d = dim + i * 64u;
             if d < p.head_dim_v {
-                out[row * p.out_stride + h * p.head_dim_v + d] = acc[i] / l;
+                let c = i * 64u + dim;
+                let a = comb[c] + comb[256u + c] + comb[512u + c] + comb[768u + c];
+                if p.n_split == 1u {
+                    out[row * p.out_stride + h * p.head_dim_v + d] = a / l;
+                } else {
+                    part[((rr * p.n_head + h) * p.n_split + z) * (p.head_dim_v + 2u) + 2u + d] = a;
+                }
             }
         }
-    } else {
-        let pb = ((rr * p.n_head + h) * p.n_split + z) * (p.head_dim_v + 2u);
-        if tid == 0u {
+        if p.n_split > 1u && tid == 0u {
+            let pb = ((rr * p.n_head + h) * p.n_split + z) * (p.head_dim_v + 2u);
             part[pb] = m;
             part[pb + 1u] = l;
-        }
-        for (var i = 0u; i < 4u; i++) {
-            let d = tid + i * WG;
-            if d < p.head_dim_v {
-                part[pb + 2u + d] = acc[i];
-            }
         }
     }
 }

@@ -1,5 +1,5 @@
-// y[r][j] = Σ_k W[j][k] · in(x)[r][k], one workgroup per output feature j, activation rows in
-// tiles of RT so each weight chunk is decoded once per tile. Prepended with one quant_*.wgsl,
+// y[r][j] = Σ_k W[j][k] · in(x)[r][k]: a group of lanes per output feature (see below);
+// activation rows in tiles of RT so each weight chunk is decoded once per tile. Prepended with one quant_*.wgsl,
 // which supplies `load8(row_word, chunk)`.
 //
 // in_mode 0: x as is. 1: RMSNorm fused: x·norm_w, the row's 1/rms applied at the end.
@@ -21,23 +21,27 @@ struct MmParams {
     eps: f32,
     up_offset: u32,
     act: u32,
-    _p0: u32,
+    tpr: u32,
     _p1: u32,
     _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: MmParams;
 @group(0) @binding(1) var<storage, read> w: array<u32>;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<storage, read> nw: array<f32>;
+@group(0) @binding(4) var<storage, read> nw: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> bias: array<f32>;
 @group(0) @binding(6) var<storage, read> step: array<u32>;
 
-const WG: u32 = 64u;
+// 256 threads: `tpr` threads (a "row group", a power of two from 16 to 256) per output
+// feature, 256 / tpr features per workgroup; the host picks tpr so narrow matrices with long
+// rows still spread over enough workgroups.
+const WG: u32 = 256u;
 const RT: u32 = 8u;
 
-var<workgroup> red: array<f32, 1024>;
+// Per activation row of the tile: partial dot products, then sums of squares.
+var<workgroup> red: array<f32, 4096>;
 
 fn silu4(v: vec4<f32>) -> vec4<f32> {
     return v / (1.0 + exp(-v));
@@ -48,11 +52,11 @@ fn gelu4(v: vec4<f32>) -> vec4<f32> {
     return 0.5 * v * (1.0 + t);
 }
 
+// `base` is an element index, a multiple of 4 (strides and offsets are).
 fn load_x(base: u32) -> vec4<f32> {
-    let v = vec4<f32>(x[base], x[base + 1u], x[base + 2u], x[base + 3u]);
+    let v = x[base / 4u];
     if p.in_mode == 2u {
-        let u = base + p.up_offset;
-        let up = vec4<f32>(x[u], x[u + 1u], x[u + 2u], x[u + 3u]);
+        let up = x[(base + p.up_offset) / 4u];
         if p.act == 1u {
             return gelu4(v) * up;
         }
@@ -61,13 +65,15 @@ fn load_x(base: u32) -> vec4<f32> {
     return v;
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(256)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) tid: u32,
 ) {
-    let j = wg.x + wg.y * nwg.x;
+    let tpr = p.tpr;
+    let lane = tid % tpr;
+    let j = (wg.x + wg.y * nwg.x) * (WG / tpr) + tid / tpr;
     let valid = j < p.rows;
     let n = select(step[0], step[1], p.gather != 0u);
     let logit_base = 4u + 2u * step[2];
@@ -78,14 +84,13 @@ fn main(
         var ss = array<f32, RT>();
         let nr = min(RT, n - r0);
         if valid {
-            for (var c = tid; c < nchunks; c += WG) {
+            for (var c = lane; c < nchunks; c += tpr) {
                 let wv = load8(wrow, c);
                 var n0 = vec4<f32>(1.0);
                 var n1 = vec4<f32>(1.0);
                 if p.in_mode == 1u {
-                    let k = c * 8u;
-                    n0 = vec4<f32>(nw[k], nw[k + 1u], nw[k + 2u], nw[k + 3u]);
-                    n1 = vec4<f32>(nw[k + 4u], nw[k + 5u], nw[k + 6u], nw[k + 7u]);
+                    n0 = nw[2u * c];
+                    n1 = nw[2u * c + 1u];
                 }
                 for (var rr = 0u; rr < nr; rr++) {
                     var xr = r0 + rr;
@@ -100,14 +105,14 @@ fn main(
                 }
             }
         }
-        // Reduce only the live rows (and their sums of squares when normalising).
+        // Reduce each row group's lanes (only the live activation rows).
         for (var rr = 0u; rr < nr; rr++) {
             red[rr * WG + tid] = acc[rr];
             red[(RT + rr) * WG + tid] = ss[rr];
         }
         workgroupBarrier();
-        for (var s = WG / 2u; s > 0u; s >>= 1u) {
-            if tid < s {
+        for (var s = tpr / 2u; s > 0u; s >>= 1u) {
+            if lane < s {
                 for (var i = 0u; i < nr; i++) {
                     red[i * WG + tid] += red[i * WG + tid + s];
                     if p.in_mode == 1u {
@@ -117,16 +122,18 @@ fn main(
             }
             workgroupBarrier();
         }
-        if valid && tid < nr {
-            var v = red[tid * WG];
+        // Lane l of the group writes activation row l of the tile.
+        let gbase = tid - lane;
+        if valid && lane < nr {
+            var v = red[lane * WG + gbase];
             if p.in_mode == 1u {
-                let ms = red[(RT + tid) * WG] / f32(p.cols);
+                let ms = red[(RT + lane) * WG + gbase] / f32(p.cols);
                 v *= 1.0 / sqrt(ms + p.eps);
             }
             if (p.out_mode & 1u) != 0u {
                 v += bias[p.bias_offset + j];
             }
-            let yi = (r0 + tid) * p.y_stride + p.y_offset + j;
+            let yi = (r0 + lane) * p.y_stride + p.y_offset + j;
             if (p.out_mode & 2u) != 0u {
                 v += y[yi];
             }

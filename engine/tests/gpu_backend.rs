@@ -43,3 +43,46 @@ fn gpu_greedy_matches_cpu_on_tiny_models() {
         );
     }
 }
+
+/// Several sequences in one step (each with its own GPU cache and attention dispatches): the
+/// batch's greedy tokens equal each prompt's CPU generation.
+#[test]
+fn gpu_batch_matches_cpu() {
+    let path = models_dir().join("derived/tiny-smollm2-4L-q8_0.gguf");
+    if !path.is_file() {
+        eprintln!("skip: {} not present", path.display());
+        return;
+    }
+    let opts = |backend| EngineOptions {
+        n_ctx: 64,
+        backend,
+        ..Default::default()
+    };
+    let mut gpu = match Engine::load_with(&path, opts(Backend::Gpu)) {
+        Ok(e) => e,
+        Err(e) => {
+            if std::env::var("CHORD_REQUIRE_GPU").as_deref() == Ok("1") {
+                panic!("CHORD_REQUIRE_GPU=1 but the GPU backend failed: {e}");
+            }
+            eprintln!("skip: no GPU backend ({e})");
+            return;
+        }
+    };
+    let mut cpu = Engine::load_with(&path, opts(Backend::Cpu)).expect("load on CPU");
+    let prompts = ["Once upon a time", "The capital of France is a city"];
+    let reqs: Vec<_> = prompts
+        .iter()
+        .map(|p| (*p, GenerateParams::greedy(3)))
+        .collect();
+    let outs = gpu.generate_batch(&reqs).expect("GPU batch");
+    assert_eq!(outs.len(), 2);
+    for (p, out) in prompts.iter().zip(&outs) {
+        let c = cpu
+            .generate(p, &GenerateParams::greedy(3))
+            .expect("CPU generate");
+        assert_eq!(
+            out.ids, c.ids,
+            "{p:?}: batched GPU tokens differ from the CPU's"
+        );
+    }
+}

@@ -289,7 +289,11 @@ pub fn propose_drafts(world: &mut World) {
         // and every draft needs a cache position.
         let remaining = g.max_new_tokens.saturating_sub(g.n_generated + 1);
         let room = kv.max_len.saturating_sub(kv.len + 1);
-        let want = spec.k.min(remaining).min(room).min(settings.n_batch.saturating_sub(1));
+        let want = spec
+            .k
+            .min(remaining)
+            .min(room)
+            .min(settings.n_batch.saturating_sub(1));
         if want == 0 {
             continue;
         }

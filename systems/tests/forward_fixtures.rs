@@ -29,6 +29,15 @@ struct Harness {
 
 impl Harness {
     fn new(path: &std::path::Path, precision: ActivationPrecision) -> Harness {
+        Self::with_world_setup(path, precision, |_| {})
+    }
+
+    /// A harness whose world is changed by `setup` after `init_world` (the GPU path).
+    fn with_world_setup(
+        path: &std::path::Path,
+        precision: ActivationPrecision,
+        setup: impl FnOnce(&mut World),
+    ) -> Harness {
         let file = Arc::new(GgufFile::open(path).expect("open model"));
         let weights = ModelWeights::from_gguf(file).expect("weights");
         let n_vocab = weights.config.n_vocab;
@@ -47,6 +56,7 @@ impl Harness {
             settings,
             RequestQueue(rx),
         );
+        setup(&mut world);
         Harness {
             world,
             step: step_schedule(),
@@ -111,6 +121,14 @@ struct Figures {
 }
 
 fn run_fixture(name: &str, precision: ActivationPrecision) -> Option<Figures> {
+    run_fixture_with(name, precision, |p| Some(Harness::new(p, precision)))
+}
+
+fn run_fixture_with(
+    name: &str,
+    precision: ActivationPrecision,
+    make: impl FnOnce(&std::path::Path) -> Option<Harness>,
+) -> Option<Figures> {
     let fx: Value = serde_json::from_str(
         &std::fs::read_to_string(fixtures_dir().join("models").join(name)).unwrap(),
     )
@@ -120,7 +138,7 @@ fn run_fixture(name: &str, precision: ActivationPrecision) -> Option<Figures> {
         eprintln!("skip {name}: {} not present", path.display());
         return None;
     }
-    let mut h = Harness::new(&path, precision);
+    let mut h = make(&path)?;
     let mut f = Figures {
         positions: 0,
         exact_math_agree_llamacpp: 0,
@@ -294,4 +312,44 @@ fn qwen2_5_coder_0_5b() {
 #[ignore]
 fn qwen2_5_coder_1_5b() {
     check_quantized("qwen2.5-coder-1.5b-instruct-q4_k_m.json");
+}
+
+/// The GPU path (wgpu; lavapipe in CI) on the SmolLM2 Q4_1 fixture: the same bar as the CPU's
+/// f32 path. Skips with a note without an adapter, unless `CHORD_REQUIRE_GPU=1`.
+#[cfg(feature = "gpu")]
+#[test]
+fn gpu_smollm2_q4_1() {
+    let name = "SmolLM2-135M-Instruct.Q4_1.json";
+    let f = run_fixture_with(name, ActivationPrecision::F32, |path| {
+        let ctx = match chord_systems::gpu::GpuContext::new(true) {
+            Ok(c) => c,
+            Err(e) => {
+                if std::env::var("CHORD_REQUIRE_GPU").as_deref() == Ok("1") {
+                    panic!("CHORD_REQUIRE_GPU=1 but {e}");
+                }
+                eprintln!("skip {name} on the GPU: {e}");
+                return None;
+            }
+        };
+        eprintln!("GPU: {}", ctx.describe());
+        Some(Harness::with_world_setup(
+            path,
+            ActivationPrecision::F32,
+            |w| {
+                chord_systems::gpu::install(w, ctx).expect("install the GPU path");
+            },
+        ))
+    });
+    let Some(f) = f else { return };
+    let rate = f.agree_llamacpp as f64 / f.positions as f64;
+    let exact = f.exact_math_agree_llamacpp as f64 / f.positions as f64;
+    assert!(
+        rate >= 0.95f64.min(exact),
+        "GPU {name}: top-1 agreement with llama.cpp {rate:.3} below both 0.95 and exact math's {exact:.3}"
+    );
+    assert!(
+        f.max_abs_numpy <= 2e-3,
+        "GPU {name}: logits off float64 by {}",
+        f.max_abs_numpy
+    );
 }

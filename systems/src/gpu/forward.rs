@@ -34,6 +34,9 @@ struct Dispatch {
     groups: (u32, u32),
     /// The grid's x is the step's row count (`groups.0` ignored).
     per_row: bool,
+    /// The tiled matmul of the same product (pipeline, bind group, feature tiles), used when
+    /// a step has at least `TILED_MIN_ROWS` activation rows.
+    tiled: Option<(wgpu::ComputePipeline, wgpu::BindGroup, u32)>,
 }
 
 struct LayerPlan {
@@ -105,6 +108,11 @@ pub struct GpuForward {
     encoder: Option<wgpu::CommandEncoder>,
     /// The step's one compute pass (on `encoder`; ended before the readback copy).
     pass: Option<wgpu::ComputePass<'static>>,
+    /// `CHORD_GPU_PROFILE`: step start, and (steps, record seconds, wait seconds) so far.
+    profile: Option<(web_time::Instant, u64, f64, f64)>,
+    /// `CHORD_GPU_REPEAT=system:k` (profiling): record that layer system's passes k times, so
+    /// the step time grows by (k−1)·n_layer times its GPU cost. Results are then meaningless.
+    repeat: Option<(String, usize)>,
     /// Rows recorded in the open encoder.
     n_rows: usize,
 }
@@ -129,7 +137,7 @@ const MAX_MASK: usize = 1024;
 fn storage(ctx: &GpuContext, label: &str, bytes: usize, extra: wgpu::BufferUsages) -> wgpu::Buffer {
     ctx.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some(label),
-        size: (bytes.max(16) as u64).next_multiple_of(4),
+        size: (bytes.max(16) as u64).next_multiple_of(16),
         usage: wgpu::BufferUsages::STORAGE | extra,
         mapped_at_creation: false,
     })
@@ -159,8 +167,11 @@ pub fn check_supported(w: &ModelWeights) -> Result<(), GpuError> {
     if c.final_logit_softcap.is_some() {
         return no("final logit soft-capping".into());
     }
-    if c.head_dim_k > 256 || c.head_dim_v > 256 || !c.head_dim_k.is_multiple_of(4) {
-        return no("head dimension above 256 or not a multiple of 4".into());
+    if c.head_dim_k > 256 || c.head_dim_v > 256 || !c.head_dim_k.is_multiple_of(16) {
+        return no("head dimension above 256 or not a multiple of 16".into());
+    }
+    if !c.n_embd.is_multiple_of(8) || !c.n_ff.is_multiple_of(4) {
+        return no("embedding or FFN width not a multiple of 8 / 4".into());
     }
     if c.n_head_kv == 0 || !c.n_head.is_multiple_of(c.n_head_kv) {
         return no("heads not a multiple of KV heads".into());
@@ -212,13 +223,22 @@ fn matmul_dispatches(
         p.row_words = part.row_words as u32;
         p.y_offset = base.y_offset + part.row_offset as u32;
         p.bias_offset = part.row_offset as u32;
+        p.tpr = matmul_tpr(p.rows, p.cols);
+        // The subgroup kernel when a row group fits in one subgroup; long rows that want more
+        // lanes than a subgroup has keep the shared-memory kernel and all their lanes.
+        let sg = ctx
+            .subgroup
+            .filter(|&sg| p.tpr <= sg && ctx.kernels.matmul_subgroup.contains_key(&part.ty));
         if bias.is_some() {
             p.out_mode |= OUT_BIAS;
         }
         let ub = uniform(ctx, &uniform_bytes(&p)?);
-        let pipeline = ctx
-            .kernels
-            .matmul
+        let kernels = if sg.is_some() {
+            &ctx.kernels.matmul_subgroup
+        } else {
+            &ctx.kernels.matmul
+        };
+        let pipeline = kernels
             .get(&part.ty)
             .ok_or_else(|| GpuError::Unsupported(format!("weight type {}", part.ty)))?
             .clone();
@@ -235,11 +255,30 @@ fn matmul_dispatches(
                 step.as_entire_binding(),
             ],
         );
+        let entries = [
+            ub.as_entire_binding(),
+            part.buf.as_entire_binding(),
+            x.as_entire_binding(),
+            y.as_entire_binding(),
+            nw.unwrap_or(dummy).as_entire_binding(),
+            bias.unwrap_or(dummy).as_entire_binding(),
+            step.as_entire_binding(),
+        ];
+        let tiled = ctx
+            .kernels
+            .matmul_tiled
+            .get(&part.ty)
+            .filter(|_| part.cols.is_multiple_of(32))
+            .map(|tp| {
+                let bg = super::kernels::bind(&ctx.device, tp, &entries);
+                (tp.clone(), bg, (part.rows as u32).div_ceil(64))
+            });
         out.push(Dispatch {
             pipeline,
             bind,
-            groups: grid(part.rows as u32),
+            groups: matmul_grid(p.rows, p.tpr),
             per_row: false,
+            tiled,
         });
     }
     Ok(out)
@@ -360,6 +399,7 @@ impl GpuForward {
                 bind,
                 groups: (1, 1),
                 per_row: true,
+                tiled: None,
             });
         }
 
@@ -505,6 +545,7 @@ impl GpuForward {
             bind: bindg,
             groups: (1, 1),
             per_row: false,
+            tiled: None,
         };
         Ok(GpuForward {
             ctx,
@@ -529,6 +570,12 @@ impl GpuForward {
             bases,
             encoder: None,
             pass: None,
+            repeat: std::env::var("CHORD_GPU_REPEAT").ok().and_then(|v| {
+                let (name, k) = v.split_once(':')?;
+                Some((name.to_string(), k.parse().ok()?))
+            }),
+            profile: std::env::var_os("CHORD_GPU_PROFILE")
+                .map(|_| (web_time::Instant::now(), 0, 0.0, 0.0)),
             n_rows: 0,
         })
     }
@@ -644,8 +691,21 @@ fn open_step(g: &mut GpuForward) {
     g.encoder = Some(enc);
 }
 
+fn reps(g: &GpuForward, what: &str) -> usize {
+    match &g.repeat {
+        Some((name, k)) if name == what => *k,
+        _ => 1,
+    }
+}
+
 fn record(pass: &mut wgpu::ComputePass<'static>, ds: &[Dispatch], n_rows: u32) {
     for dsp in ds {
+        if let Some((tp, tb, gx)) = dsp.tiled.as_ref().filter(|_| n_rows >= TILED_MIN_ROWS) {
+            pass.set_pipeline(tp);
+            pass.set_bind_group(0, tb, &[]);
+            pass.dispatch_workgroups(*gx, n_rows.div_ceil(64), 1);
+            continue;
+        }
         pass.set_pipeline(&dsp.pipeline);
         pass.set_bind_group(0, &dsp.bind, &[]);
         let (x, y) = if dsp.per_row { (n_rows, 1) } else { dsp.groups };
@@ -674,15 +734,11 @@ pub fn gpu_attach_kv(
             }
             Err(err) => {
                 // Nothing can be evaluated without a cache: the sequence ends at once.
-                log_once(&format!("chord: GPU cache allocation failed: {err}"));
+                eprintln!("chord: GPU cache allocation failed: {err}");
                 kv.max_len = 0;
             }
         }
     }
-}
-
-fn log_once(msg: &str) {
-    eprintln!("{msg}");
 }
 
 /// Upload the step's inputs, open the step's encoder and gather the embeddings.
@@ -699,6 +755,9 @@ pub fn gpu_embed(
     g.pass = None;
     g.encoder = None;
     g.n_rows = n;
+    if let Some(p) = g.profile.as_mut() {
+        p.0 = web_time::Instant::now();
+    }
     if n == 0 || n > g.cap {
         return;
     }
@@ -820,8 +879,11 @@ pub fn gpu_embed(
 /// QKV projection with the attention RMSNorm fused (and qwen2's biases).
 pub fn gpu_qkv(mut gpu: ResMut<GpuForward>, layer: Res<CurrentLayer>) {
     let g = &mut *gpu;
+    let k = reps(g, "qkv");
     if let (Some(enc), Some(lp)) = (g.pass.as_mut(), g.layers.get(layer.0)) {
-        record(enc, &lp.qkv, g.n_rows as u32);
+        for _ in 0..k {
+            record(enc, &lp.qkv, g.n_rows as u32);
+        }
     }
     debug_sync(g, "qkv");
 }
@@ -835,10 +897,11 @@ pub fn gpu_rope(
 ) {
     let g = &mut *gpu;
     let d = g.dims;
+    let k = reps(g, "rope");
     let Some(pass) = g.pass.as_mut() else {
         return;
     };
-    {
+    for _ in 0..k {
         pass.set_pipeline(&g.ctx.kernels.rope_store);
         for ch in &batch.chunks {
             let Ok(kv) = kvs.get(ch.entity) else { continue };
@@ -860,10 +923,15 @@ pub fn gpu_attend(
 ) {
     let g = &mut *gpu;
     let d = g.dims;
+    let k = reps(g, "attend");
     let Some(pass) = g.pass.as_mut() else {
         return;
     };
-    for ch in &batch.chunks {
+    for ch in batch
+        .chunks
+        .iter()
+        .flat_map(|ch| std::iter::repeat_n(ch, k))
+    {
         let Ok(kv) = kvs.get(ch.entity) else { continue };
         let (n_split, _) = attention_splits(ch.start_pos + ch.n_rows, ch.n_rows);
         if let (Some(bg), Some(mg)) = (kv.attn.get(layer.0), kv.merge.get(layer.0)) {
@@ -883,8 +951,11 @@ pub fn gpu_attend(
 /// Output projection, residual add fused.
 pub fn gpu_attn_output(mut gpu: ResMut<GpuForward>, layer: Res<CurrentLayer>) {
     let g = &mut *gpu;
+    let k = reps(g, "out");
     if let (Some(enc), Some(lp)) = (g.pass.as_mut(), g.layers.get(layer.0)) {
-        record(enc, &lp.out, g.n_rows as u32);
+        for _ in 0..k {
+            record(enc, &lp.out, g.n_rows as u32);
+        }
     }
     debug_sync(g, "attn_output");
 }
@@ -892,9 +963,14 @@ pub fn gpu_attn_output(mut gpu: ResMut<GpuForward>, layer: Res<CurrentLayer>) {
 /// FFN: gate/up with the RMSNorm fused, then down with act(gate)·up and the residual fused.
 pub fn gpu_ffn(mut gpu: ResMut<GpuForward>, layer: Res<CurrentLayer>) {
     let g = &mut *gpu;
+    let (kg, kd) = (reps(g, "gate_up"), reps(g, "down"));
     if let (Some(enc), Some(lp)) = (g.pass.as_mut(), g.layers.get(layer.0)) {
-        record(enc, &lp.gate_up, g.n_rows as u32);
-        record(enc, &lp.down, g.n_rows as u32);
+        for _ in 0..kg {
+            record(enc, &lp.gate_up, g.n_rows as u32);
+        }
+        for _ in 0..kd {
+            record(enc, &lp.down, g.n_rows as u32);
+        }
     }
     debug_sync(g, "ffn");
 }
@@ -1028,8 +1104,11 @@ pub fn gpu_logits(
             );
         }
         first = false;
+        let kh = reps(g, "head");
         if let Some(p) = pass.as_mut() {
-            record(p, &g.head, m as u32);
+            for _ in 0..kh {
+                record(p, &g.head, m as u32);
+            }
         }
         let result = if greedy {
             let p = ArgmaxParams {
@@ -1050,7 +1129,24 @@ pub fn gpu_logits(
             let bytes = 4 * m as u64;
             enc.copy_buffer_to_buffer(&g.argmax, 0, &g.argmax_read, 0, bytes);
             g.ctx.queue.submit([enc.finish()]);
-            read_back(&g.ctx, &g.argmax_read, bytes).map(|raw| {
+            let t_submit = web_time::Instant::now();
+            if let Some(p) = g.profile.as_mut() {
+                p.1 += 1;
+                p.2 += (t_submit - p.0).as_secs_f64();
+            }
+            let r = read_back(&g.ctx, &g.argmax_read, bytes);
+            if let Some(p) = g.profile.as_mut() {
+                p.3 += t_submit.elapsed().as_secs_f64();
+                if p.1.is_multiple_of(64) {
+                    eprintln!(
+                        "gpu profile: {} greedy steps, record {:.3} ms/step, wait {:.3} ms/step",
+                        p.1,
+                        1e3 * p.2 / p.1 as f64,
+                        1e3 * p.3 / p.1 as f64
+                    );
+                }
+            }
+            r.map(|raw| {
                 // Greedy sampling of a one-hot row picks exactly this id.
                 let ids: &[u32] = bytemuck::cast_slice(&raw);
                 for (i, &id) in ids.iter().enumerate() {

@@ -22,7 +22,7 @@ pub struct MmParams {
     pub eps: f32,
     pub up_offset: u32,
     pub act: u32,
-    pub _p0: u32,
+    pub tpr: u32,
     pub _p1: u32,
     pub _p2: u32,
 }
@@ -105,6 +105,24 @@ pub fn attention_splits(kv_len: usize, n_rows: usize) -> (u32, u32) {
     (n_split as u32, span as u32)
 }
 
+/// Lanes per output feature for a `rows × cols` matmul: 16, doubled (up to 256, and while
+/// there are 8-element chunks for every lane) until there are at least 256 workgroups.
+pub fn matmul_tpr(rows: u32, cols: u32) -> u32 {
+    let mut tpr = 16u32;
+    while tpr < 256 && rows.div_ceil(256 / tpr) < 256 && tpr * 2 <= cols / 8 {
+        tpr *= 2;
+    }
+    tpr
+}
+
+/// The workgroup grid of a matmul over `rows` output features with `tpr` lanes each.
+pub fn matmul_grid(rows: u32, tpr: u32) -> (u32, u32) {
+    grid(rows.div_ceil(256 / tpr))
+}
+
+/// Activation rows from which the tiled matmul is used (its tiles are 64 × 64).
+pub const TILED_MIN_ROWS: u32 = 16;
+
 /// Workgroups along x at most (the rest goes to y).
 pub const MAX_GROUPS_X: u32 = 32768;
 
@@ -117,6 +135,10 @@ pub fn grid(n: u32) -> (u32, u32) {
 /// All pipelines, compiled once per device.
 pub struct Kernels {
     pub matmul: HashMap<GgmlType, wgpu::ComputePipeline>,
+    /// The tiled matmuls (many activation rows).
+    pub matmul_tiled: HashMap<GgmlType, wgpu::ComputePipeline>,
+    /// The subgroup-reduction matmuls (empty without subgroups).
+    pub matmul_subgroup: HashMap<GgmlType, wgpu::ComputePipeline>,
     pub get_rows: HashMap<GgmlType, wgpu::ComputePipeline>,
     pub rope_store: wgpu::ComputePipeline,
     pub attention: wgpu::ComputePipeline,
@@ -140,19 +162,30 @@ fn pipeline(device: &wgpu::Device, name: &str, src: &str) -> wgpu::ComputePipeli
 }
 
 impl Kernels {
-    pub fn new(device: &wgpu::Device) -> Kernels {
+    pub fn new(device: &wgpu::Device, subgroups: bool) -> Kernels {
         let mut matmul = HashMap::new();
+        let mut matmul_subgroup = HashMap::new();
+        let mut matmul_tiled = HashMap::new();
         let mut get_rows = HashMap::new();
         for ty in shaders::TYPES {
             if let Some(q) = shaders::quant_source(ty) {
                 let src = format!("{q}\n{}", shaders::MATMUL);
                 matmul.insert(ty, pipeline(device, &format!("matmul_{ty}"), &src));
+                let src = format!("{q}\n{}", shaders::MATMUL_TILED);
+                matmul_tiled.insert(ty, pipeline(device, &format!("matmul_tiled_{ty}"), &src));
+                if subgroups {
+                    let src = shaders::subgroup_matmul(q);
+                    let name = format!("matmul_subgroup_{ty}");
+                    matmul_subgroup.insert(ty, pipeline(device, &name, &src));
+                }
                 let src = format!("{q}\n{}", shaders::GET_ROWS);
                 get_rows.insert(ty, pipeline(device, &format!("get_rows_{ty}"), &src));
             }
         }
         Kernels {
             matmul,
+            matmul_subgroup,
+            matmul_tiled,
             get_rows,
             rope_store: pipeline(device, "rope_store", shaders::ROPE_STORE),
             attention: pipeline(device, "attention", shaders::ATTENTION),

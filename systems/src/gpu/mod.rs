@@ -41,6 +41,9 @@ pub struct GpuContext {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
+    /// Smallest subgroup size, when the device has subgroup operations (the matmul then
+    /// reduces with subgroup shuffles; `CHORD_GPU_NO_SUBGROUPS=1` turns that off).
+    pub subgroup: Option<u32>,
     pub kernels: Kernels,
 }
 
@@ -73,7 +76,13 @@ impl GpuContext {
             return Err(GpuError::SoftwareAdapter(info.name));
         }
         let limits = adapter.limits();
-        let wanted = wgpu::Features::TIMESTAMP_QUERY;
+        let use_subgroups = adapter.features().contains(wgpu::Features::SUBGROUP)
+            && info.subgroup_min_size >= 8
+            && std::env::var_os("CHORD_GPU_NO_SUBGROUPS").is_none();
+        let mut wanted = wgpu::Features::TIMESTAMP_QUERY;
+        if use_subgroups {
+            wanted |= wgpu::Features::SUBGROUP;
+        }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("chord"),
@@ -85,12 +94,14 @@ impl GpuContext {
             })
             .await
             .map_err(|e| GpuError::Device(e.to_string()))?;
-        let kernels = Kernels::new(&device);
+        let subgroup = use_subgroups.then_some(info.subgroup_min_size);
+        let kernels = Kernels::new(&device, subgroup.is_some());
         Ok(GpuContext {
             device,
             queue,
             info,
             limits,
+            subgroup,
             kernels,
         })
     }

@@ -4,6 +4,8 @@
 use chord_resources::GgmlType;
 
 pub const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
+pub const MATMUL_SUBGROUP: &str = include_str!("../../../shaders/matmul_subgroup.wgsl");
+pub const MATMUL_TILED: &str = include_str!("../../../shaders/matmul_tiled.wgsl");
 pub const GET_ROWS: &str = include_str!("../../../shaders/get_rows.wgsl");
 pub const ROPE_STORE: &str = include_str!("../../../shaders/rope_store.wgsl");
 pub const ATTENTION: &str = include_str!("../../../shaders/attention.wgsl");
@@ -49,7 +51,15 @@ pub fn all_modules() -> Vec<(String, String)> {
         if let Some(q) = quant_source(ty) {
             v.push((format!("matmul_{ty}"), format!("{q}\n{MATMUL}")));
             v.push((format!("get_rows_{ty}"), format!("{q}\n{GET_ROWS}")));
+            v.push((format!("matmul_subgroup_{ty}"), subgroup_matmul(q)));
+            v.push((format!("matmul_tiled_{ty}"), format!("{q}\n{MATMUL_TILED}")));
         }
     }
     v
+}
+
+/// The subgroup matmul for the decoder `q`. (naga 30 takes the subgroup builtins with the
+/// device's SUBGROUP feature and rejects the standard `enable subgroups;` directive.)
+pub fn subgroup_matmul(q: &str) -> String {
+    format!("{q}\n{MATMUL_SUBGROUP}")
 }

@@ -26,9 +26,13 @@ fn every_shader_validates_with_naga() {
             .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&src)));
         naga::valid::Validator::new(
             naga::valid::ValidationFlags::all(),
-            // unpack2x16float, core WGSL, is this capability in naga.
-            naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32,
+            // unpack2x16float, core WGSL, is this capability in naga; subgroups for the
+            // subgroup matmul (used only where the device has them).
+            naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32
+                | naga::valid::Capabilities::SUBGROUP,
         )
+        .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+        .subgroup_operations(naga::valid::SubgroupOperationSet::all())
         .validate(&module)
         .unwrap_or_else(|e| panic!("{name}: {e:?}"));
     }
@@ -173,8 +177,9 @@ fn step_buf(c: &GpuContext, n: usize, tokens: &[u32], logit_rows: &[u32]) -> wgp
 #[test]
 fn matmul_matches_cpu_for_every_type_and_mode() {
     let Some(c) = ctx() else { return };
+    eprintln!("subgroups: {:?}", c.subgroup);
     let mut r = rng();
-    let (rows, cols, n) = (37, 512, 11);
+    let (rows, cols, n) = (37, 512, 70);
     for ty in shaders::TYPES {
         let data = random_weights(&mut r, ty, rows, cols);
         let view = WeightView {
@@ -186,71 +191,91 @@ fn matmul_matches_cpu_for_every_type_and_mode() {
         let m = GpuMatrix::upload(c, "w", &[view]).expect("upload");
         assert_eq!(m.parts.len(), 1);
         let part = &m.parts[0];
-        let pipeline = &c.kernels.matmul[&ty];
-        for mode in [IN_PLAIN, IN_RMSNORM, IN_GATED] {
-            let xw = if mode == IN_GATED { 2 * cols } else { cols };
-            let x = randn(&mut r, n * xw, 1.0);
-            let nw = randn(&mut r, cols, 1.5);
-            let bias = randn(&mut r, rows, 0.5);
-            let y0 = randn(&mut r, n * rows, 1.0);
-            // CPU twin.
-            let xin: Vec<f32> = match mode {
-                IN_RMSNORM => {
-                    let mut o = vec![0.0; n * cols];
-                    norm::rms_norm(&x, &nw, 1e-5, &mut o);
-                    o
+        // The shared-memory kernel, and the subgroup one where the device has subgroups (its
+        // lane count stays within the smallest subgroup, at least 8).
+        let mut variants = vec![(&c.kernels.matmul[&ty], 64u32)];
+        if let (Some(sg), Some(k)) = (c.subgroup, c.kernels.matmul_subgroup.get(&ty)) {
+            variants.push((k, sg.min(64)));
+        }
+        // The tiled kernel (tpr unused; grid: 64-feature tiles × 64-row tiles).
+        variants.push((&c.kernels.matmul_tiled[&ty], 0));
+        for (pipeline, max_tpr) in variants {
+            for mode in [IN_PLAIN, IN_RMSNORM, IN_GATED] {
+                let xw = if mode == IN_GATED { 2 * cols } else { cols };
+                let x = randn(&mut r, n * xw, 1.0);
+                let nw = randn(&mut r, cols, 1.5);
+                let bias = randn(&mut r, rows, 0.5);
+                let y0 = randn(&mut r, n * rows, 1.0);
+                // CPU twin.
+                let xin: Vec<f32> = match mode {
+                    IN_RMSNORM => {
+                        let mut o = vec![0.0; n * cols];
+                        norm::rms_norm(&x, &nw, 1e-5, &mut o);
+                        o
+                    }
+                    IN_GATED => x
+                        .chunks_exact(xw)
+                        .flat_map(|row| {
+                            let mut g = row[..cols].to_vec();
+                            activation::gated(&mut g, &row[cols..], activation::silu);
+                            g
+                        })
+                        .collect(),
+                    _ => x.clone(),
+                };
+                let mut want = vec![0.0; n * rows];
+                matmul(view, &xin, &mut want, ActivationPrecision::F32);
+                let accumulate = mode == IN_GATED;
+                for (i, v) in want.iter_mut().enumerate() {
+                    *v += bias[i % rows];
+                    if accumulate {
+                        *v += y0[i];
+                    }
                 }
-                IN_GATED => x
-                    .chunks_exact(xw)
-                    .flat_map(|row| {
-                        let mut g = row[..cols].to_vec();
-                        activation::gated(&mut g, &row[cols..], activation::silu);
-                        g
-                    })
-                    .collect(),
-                _ => x.clone(),
-            };
-            let mut want = vec![0.0; n * rows];
-            matmul(view, &xin, &mut want, ActivationPrecision::F32);
-            let accumulate = mode == IN_GATED;
-            for (i, v) in want.iter_mut().enumerate() {
-                *v += bias[i % rows];
-                if accumulate {
-                    *v += y0[i];
-                }
+                let p = MmParams {
+                    rows: rows as u32,
+                    cols: cols as u32,
+                    row_words: part.row_words as u32,
+                    in_mode: mode,
+                    out_mode: OUT_BIAS | if accumulate { OUT_ACCUMULATE } else { 0 },
+                    x_stride: xw as u32,
+                    y_stride: rows as u32,
+                    eps: 1e-5,
+                    up_offset: cols as u32,
+                    ..Default::default()
+                };
+                // Every lane count the host may pick gives the same result.
+                // (max_tpr 0 marks the tiled kernel, which has no lanes per feature.)
+                let tpr = match max_tpr {
+                    0 => 16,
+                    m => [16u32, 32, 64][(mode as usize + ty as usize) % 3].min(m),
+                };
+                let p = MmParams { tpr, ..p };
+                let ub = uniform_init(c, &uniform_bytes(&p).unwrap());
+                let xb = storage_init(c, bytemuck::cast_slice(&x));
+                let yb = storage_init(c, bytemuck::cast_slice(&y0));
+                let nb = storage_init(c, bytemuck::cast_slice(&nw));
+                let bb = storage_init(c, bytemuck::cast_slice(&bias));
+                let sb = step_buf(c, n, &[], &[]);
+                let (gx, gy) = if max_tpr == 0 {
+                    ((rows as u32).div_ceil(64), (n as u32).div_ceil(64))
+                } else {
+                    matmul_grid(rows as u32, tpr)
+                };
+                let got = run(
+                    c,
+                    pipeline,
+                    &[&ub, &part.buf, &xb, &yb, &nb, &bb, &sb],
+                    (gx, gy, 1),
+                    &yb,
+                );
+                assert_close(
+                    &format!("matmul {ty} mode {mode} tpr {tpr} variant max_tpr {max_tpr}"),
+                    &f32s(&got),
+                    &want,
+                    2e-4,
+                );
             }
-            let p = MmParams {
-                rows: rows as u32,
-                cols: cols as u32,
-                row_words: part.row_words as u32,
-                in_mode: mode,
-                out_mode: OUT_BIAS | if accumulate { OUT_ACCUMULATE } else { 0 },
-                x_stride: xw as u32,
-                y_stride: rows as u32,
-                eps: 1e-5,
-                up_offset: cols as u32,
-                ..Default::default()
-            };
-            let ub = uniform_init(c, &uniform_bytes(&p).unwrap());
-            let xb = storage_init(c, bytemuck::cast_slice(&x));
-            let yb = storage_init(c, bytemuck::cast_slice(&y0));
-            let nb = storage_init(c, bytemuck::cast_slice(&nw));
-            let bb = storage_init(c, bytemuck::cast_slice(&bias));
-            let sb = step_buf(c, n, &[], &[]);
-            let (gx, gy) = grid(rows as u32);
-            let got = run(
-                c,
-                pipeline,
-                &[&ub, &part.buf, &xb, &yb, &nb, &bb, &sb],
-                (gx, gy, 1),
-                &yb,
-            );
-            assert_close(
-                &format!("matmul {ty} mode {mode}"),
-                &f32s(&got),
-                &want,
-                2e-4,
-            );
         }
     }
 }
@@ -284,6 +309,7 @@ fn matmul_gathers_logit_rows() {
         x_stride: cols as u32,
         y_stride: rows as u32,
         gather: 1,
+        tpr: 16,
         ..Default::default()
     };
     let ub = uniform_init(c, &uniform_bytes(&p).unwrap());
@@ -295,7 +321,7 @@ fn matmul_gathers_logit_rows() {
         c,
         &c.kernels.matmul[&ty],
         &[&ub, &m.parts[0].buf, &xb, &yb, &dummy, &dummy, &sb],
-        (rows as u32, 1, 1),
+        (matmul_grid(rows as u32, 16).0, 1, 1),
         &yb,
     );
     assert_close("gathered matmul", &f32s(&got), &want, 2e-4);
