@@ -202,6 +202,13 @@ fn matmul_matches_cpu_for_every_type_and_mode() {
         for (pipeline, max_tpr) in variants {
             for mode in [IN_PLAIN, IN_RMSNORM, IN_GATED] {
                 let xw = if mode == IN_GATED { 2 * cols } else { cols };
+                // The gated mode alternates SiLU and GELU(tanh) by weight type.
+                let act = (ty as u32) % 2;
+                let act_fn = if act == 1 {
+                    activation::gelu_tanh
+                } else {
+                    activation::silu
+                };
                 let x = randn(&mut r, n * xw, 1.0);
                 let nw = randn(&mut r, cols, 1.5);
                 let bias = randn(&mut r, rows, 0.5);
@@ -217,7 +224,7 @@ fn matmul_matches_cpu_for_every_type_and_mode() {
                         .chunks_exact(xw)
                         .flat_map(|row| {
                             let mut g = row[..cols].to_vec();
-                            activation::gated(&mut g, &row[cols..], activation::silu);
+                            activation::gated(&mut g, &row[cols..], act_fn);
                             g
                         })
                         .collect(),
@@ -242,6 +249,7 @@ fn matmul_matches_cpu_for_every_type_and_mode() {
                     y_stride: rows as u32,
                     eps: 1e-5,
                     up_offset: cols as u32,
+                    act,
                     ..Default::default()
                 };
                 // Every lane count the host may pick gives the same result.
