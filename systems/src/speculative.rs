@@ -107,7 +107,13 @@ pub struct Speculation {
     /// first rejected one of each step): their ratio estimates the per-token acceptance rate.
     accepted_decayed: f32,
     judged_decayed: f32,
+    /// Steps decoded without drafts since speculation last looked unprofitable (`k == 0`);
+    /// every [`PROBE_EVERY`] such steps one draft is tried again to refresh the estimate.
+    idle_steps: usize,
 }
+
+/// With speculation paused (`k == 0`), how often a one-draft probe runs.
+pub const PROBE_EVERY: usize = 16;
 
 impl Speculation {
     pub fn new(params: SpeculateParams) -> Self {
@@ -118,6 +124,7 @@ impl Speculation {
             draft_dists: Vec::new(),
             accepted_decayed: 0.0,
             judged_decayed: 0.0,
+            idle_steps: 0,
         }
     }
 
@@ -130,10 +137,24 @@ impl Speculation {
         }
     }
 
+    /// Drafts wanted this step: `k`, or while paused (`k == 0`) one every [`PROBE_EVERY`] steps.
+    fn wanted(&mut self) -> usize {
+        if self.k > 0 {
+            return self.k;
+        }
+        self.idle_steps += 1;
+        if self.idle_steps >= PROBE_EVERY {
+            self.idle_steps = 0;
+            1
+        } else {
+            0
+        }
+    }
+
     /// Record a step that judged `drafted` drafts and accepted `accepted` of them, then choose
     /// the next draft length with [`best_draft_len`] (`cost`: one draft token's time relative
-    /// to a one-row target step).
-    fn record(&mut self, drafted: usize, accepted: usize, cost: f32) {
+    /// to a one-row target step; `verify`: how the target's step time grows with rows).
+    fn record(&mut self, drafted: usize, accepted: usize, cost: f32, verify: VerifyCost) {
         if drafted == 0 {
             return;
         }
@@ -142,21 +163,22 @@ impl Speculation {
         self.accepted_decayed = DECAY * self.accepted_decayed + accepted as f32;
         self.judged_decayed = DECAY * self.judged_decayed + judged as f32;
         if self.params.adaptive {
-            self.k = best_draft_len(self.acceptance_rate(), cost, self.params.k);
+            self.k = best_draft_len(self.acceptance_rate(), cost, self.params.k, verify);
         }
     }
 }
 
-/// The draft length in `1..=k_max` with the most expected tokens per unit of time when each
+/// The draft length in `0..=k_max` with the most expected tokens per unit of time when each
 /// draft is accepted with probability `alpha` and costs `cost` one-row target steps: the step
-/// yields `(1 − αᵏ⁺¹)/(1 − α)` tokens on average and costs `k·cost + verify_cost(k + 1)`.
-pub fn best_draft_len(alpha: f32, cost: f32, k_max: usize) -> usize {
+/// yields `(1 − αᵏ⁺¹)/(1 − α)` tokens on average and costs `k·cost + verify.cost(k + 1)`.
+/// `0` (no drafts: one token per one-row step) when no draft length beats that.
+pub fn best_draft_len(alpha: f32, cost: f32, k_max: usize, verify: VerifyCost) -> usize {
     let alpha = alpha.clamp(0.0, 0.999) as f64;
     let cost = cost.max(0.0) as f64;
-    let mut best = (1, 0.0f64);
+    let mut best = (0, 1.0f64 + 1e-6);
     for k in 1..=k_max.max(1) {
         let expected = (1.0 - alpha.powi(k as i32 + 1)) / (1.0 - alpha);
-        let rate = expected / (k as f64 * cost + verify_cost(k + 1));
+        let rate = expected / (k as f64 * cost + verify.cost(k + 1));
         if rate > best.1 + 1e-9 {
             best = (k, rate);
         }
@@ -173,15 +195,37 @@ pub struct SpecTiming {
     pub target_step_s: Option<f64>,
     /// When the target's part of the current step began.
     target_started: Option<Instant>,
+    /// The target's cost model this step (from its precision and backend).
+    pub verify: Option<VerifyCost>,
 }
 
-/// Time of a target step over `rows` rows relative to a one-row step, on the CPU kernels: each
-/// weight block is decoded once per group of [`MAX_ROWS`](crate::kernels::fdot::MAX_ROWS) rows
-/// (from cache: memory is read once per step), and each row adds its arithmetic. Measured on
-/// qwen2.5-1.5B, 2 threads: 3 rows 1.16×, 5 rows 2.3× a one-row step.
-pub fn verify_cost(rows: usize) -> f64 {
-    let groups = rows.div_ceil(crate::kernels::fdot::MAX_ROWS).max(1);
-    groups as f64 + 0.04 * rows.saturating_sub(1) as f64
+/// How a target step's time grows with its rows, relative to a one-row step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum VerifyCost {
+    /// CPU, f32 activations: each weight block is decoded once per group of
+    /// [`MAX_ROWS`](crate::kernels::fdot::MAX_ROWS) rows (memory is read once per step) and each
+    /// row adds a little arithmetic. Measured on qwen2.5-1.5B, 2 threads: 3 rows 1.16×, 5 rows
+    /// about 2× a one-row step.
+    RowGroups,
+    /// CPU, int8 activations: the one-row kernel is already cheap per weight, so each extra row
+    /// costs about half a step (qwen2.5-1.5B: prefill 53 tok/s against decode 26).
+    PerRow,
+    /// GPU: a few more rows hardly change a step (dispatch latency dominates).
+    Flat,
+}
+
+impl VerifyCost {
+    pub fn cost(self, rows: usize) -> f64 {
+        let extra = rows.saturating_sub(1) as f64;
+        match self {
+            VerifyCost::RowGroups => {
+                let groups = rows.div_ceil(crate::kernels::fdot::MAX_ROWS).max(1);
+                groups as f64 + 0.04 * extra
+            }
+            VerifyCost::PerRow => 1.0 + 0.5 * extra,
+            VerifyCost::Flat => 1.0 + 0.05 * extra,
+        }
+    }
 }
 
 fn ema(old: Option<f64>, new: f64) -> Option<f64> {
@@ -260,6 +304,14 @@ pub fn insert_draft_model(world: &mut World, weights: crate::weights::ModelWeigh
 pub fn propose_drafts(world: &mut World) {
     let settings = world.resource::<EngineSettings>().clone();
     let has_draft_model = world.contains_resource::<DraftWeights>();
+    let verify = if world.contains_resource::<crate::backend::GpuActive>() {
+        VerifyCost::Flat
+    } else if settings.precision == crate::kernels::matmul::ActivationPrecision::Q8 {
+        VerifyCost::PerRow
+    } else {
+        VerifyCost::RowGroups
+    };
+    world.resource_mut::<SpecTiming>().verify = Some(verify);
     let mut model_seqs: Vec<(Entity, usize)> = Vec::new();
     // Sequences still in their prompt: the draft model reads the prompt in the same step as
     // the target (so it counts as prefill, as llama.cpp's speculative example counts it).
@@ -290,7 +342,7 @@ pub fn propose_drafts(world: &mut World) {
         let remaining = g.max_new_tokens.saturating_sub(g.n_generated + 1);
         let room = kv.max_len.saturating_sub(kv.len + 1);
         let want = spec
-            .k
+            .wanted()
             .min(remaining)
             .min(room)
             .min(settings.n_batch.saturating_sub(1));
@@ -508,7 +560,8 @@ pub fn verify_drafts(
     }
     if let Some(t0) = timing.target_started.take() {
         let rows: usize = batch.chunks.iter().map(|c| c.n_rows).sum();
-        let one_row = t0.elapsed().as_secs_f64() / verify_cost(rows);
+        let verify = timing.verify.unwrap_or(VerifyCost::RowGroups);
+        let one_row = t0.elapsed().as_secs_f64() / verify.cost(rows);
         timing.target_step_s = ema(timing.target_step_s, one_row);
     }
     let c = &weights.config;
@@ -552,7 +605,8 @@ pub fn verify_drafts(
         gen_state.stats.n_drafted += ch.n_draft;
         gen_state.stats.n_draft_accepted += accepted;
         let cost = timing.draft_cost(spec.params.source);
-        spec.record(ch.n_draft, accepted, cost);
+        let verify = timing.verify.unwrap_or(VerifyCost::RowGroups);
+        spec.record(ch.n_draft, accepted, cost, verify);
         commands.entity(ch.entity).insert(Sampled(out));
     }
 }
@@ -643,31 +697,50 @@ mod tests {
 
     #[test]
     fn draft_length_follows_acceptance_and_cost() {
-        // Free drafts that are always accepted: as many as allowed.
-        // (Four rows fill one group of the CPU kernels: three drafts plus the pending token.)
-        assert_eq!(best_draft_len(0.999, 0.0, 7), 3);
-        assert_eq!(best_draft_len(0.999, 0.0, 2), 2);
-        // Drafts that are never accepted: the minimum.
-        assert_eq!(best_draft_len(0.0, 0.3, 8), 1);
+        use VerifyCost::*;
+        // Free drafts that are always accepted: as many as pay. On the f32 CPU kernels four
+        // rows fill one group (three drafts plus the pending token); on the GPU more rows are
+        // nearly free.
+        assert_eq!(best_draft_len(0.999, 0.0, 7, RowGroups), 3);
+        assert_eq!(best_draft_len(0.999, 0.0, 2, RowGroups), 2);
+        assert_eq!(best_draft_len(0.999, 0.0, 7, Flat), 7);
+        // Drafts that are never accepted: none (plain decoding is faster).
+        assert_eq!(best_draft_len(0.0, 0.3, 8, RowGroups), 0);
         // Rows past a group of four cost a whole extra pass: a good free draft stops at 3.
-        assert_eq!(best_draft_len(0.75, 0.0, 4), 3);
+        assert_eq!(best_draft_len(0.75, 0.0, 4, RowGroups), 3);
         // Expensive drafts need a higher acceptance rate to be worth a longer run.
-        assert!(best_draft_len(0.8, 0.05, 16) > best_draft_len(0.8, 0.5, 16));
+        assert!(best_draft_len(0.8, 0.05, 16, RowGroups) > best_draft_len(0.8, 0.5, 16, RowGroups));
+        // With int8 kernels a row costs half a step: a 70 % draft costing 0.6 steps does not
+        // pay (qwen2.5-1.5B with a 0.5B draft, measured 0.78×), free 80 % lookup drafts do.
+        assert_eq!(best_draft_len(0.7, 0.6, 8, PerRow), 0);
+        assert!(best_draft_len(0.8, 0.0, 8, PerRow) > 0);
     }
 
     #[test]
-    fn adaptive_k_grows_on_acceptance_and_shrinks_on_rejection() {
+    fn adaptive_k_grows_on_acceptance_pauses_on_rejection_and_probes() {
         let mut s = Speculation::new(SpeculateParams::lookup(8));
         for _ in 0..10 {
-            s.record(4, 4, 0.25);
+            s.record(4, 4, 0.25, VerifyCost::RowGroups);
         }
         let high = s.k;
+        assert!(high >= 3, "k {high}");
         for _ in 0..30 {
-            s.record(4, 0, 0.25);
+            s.record(4, 0, 0.25, VerifyCost::RowGroups);
         }
-        assert!(high > s.k, "k {high} → {}", s.k);
-        assert_eq!(s.k, 1);
+        assert_eq!(s.k, 0, "rejected drafts pause speculation");
         assert!(s.acceptance_rate() < 0.2);
+        // Paused: no drafts, except one probe every PROBE_EVERY steps.
+        let wanted: Vec<usize> = (0..2 * PROBE_EVERY).map(|_| s.wanted()).collect();
+        assert_eq!(wanted.iter().filter(|&&w| w == 1).count(), 2);
+        assert_eq!(
+            wanted.iter().filter(|&&w| w == 0).count(),
+            2 * PROBE_EVERY - 2
+        );
+        // Probes that succeed bring speculation back.
+        for _ in 0..10 {
+            s.record(1, 1, 0.0, VerifyCost::RowGroups);
+        }
+        assert!(s.k > 0);
     }
 
     fn dist(p: &[f32]) -> Vec<(u32, f32)> {
