@@ -110,6 +110,9 @@ pub struct Speculation {
     /// Steps decoded without drafts since speculation last looked unprofitable (`k == 0`);
     /// every [`PROBE_EVERY`] such steps one draft is tried again to refresh the estimate.
     idle_steps: usize,
+    /// Even drafts that are always accepted would not pay at the measured costs (e.g. a draft
+    /// model almost as slow per token as the target's int8 kernels): no probes either.
+    hopeless: bool,
 }
 
 /// With speculation paused (`k == 0`), how often a one-draft probe runs.
@@ -125,6 +128,7 @@ impl Speculation {
             accepted_decayed: 0.0,
             judged_decayed: 0.0,
             idle_steps: 0,
+            hopeless: false,
         }
     }
 
@@ -141,6 +145,9 @@ impl Speculation {
     fn wanted(&mut self) -> usize {
         if self.k > 0 {
             return self.k;
+        }
+        if self.hopeless {
+            return 0;
         }
         self.idle_steps += 1;
         if self.idle_steps >= PROBE_EVERY {
@@ -164,6 +171,7 @@ impl Speculation {
         self.judged_decayed = DECAY * self.judged_decayed + judged as f32;
         if self.params.adaptive {
             self.k = best_draft_len(self.acceptance_rate(), cost, self.params.k, verify);
+            self.hopeless = best_draft_len(0.999, cost, self.params.k, verify) == 0;
         }
     }
 }
@@ -736,6 +744,11 @@ mod tests {
             wanted.iter().filter(|&&w| w == 0).count(),
             2 * PROBE_EVERY - 2
         );
+        // Drafts that could never pay (costly draft, int8 target) are not probed at all.
+        let mut h = Speculation::new(SpeculateParams::draft_model(8));
+        h.record(4, 4, 0.6, VerifyCost::PerRow);
+        assert_eq!(h.k, 0);
+        assert!((0..3 * PROBE_EVERY).all(|_| h.wanted() == 0));
         // Probes that succeed bring speculation back.
         for _ in 0..10 {
             s.record(1, 1, 0.0, VerifyCost::RowGroups);
