@@ -243,14 +243,19 @@ fn ema(old: Option<f64>, new: f64) -> Option<f64> {
     })
 }
 
+/// A draft token's cost relative to a one-row target step before (or without) measuring it.
+fn nominal_draft_cost(source: DraftSource) -> f32 {
+    match source {
+        DraftSource::Lookup { .. } => 0.0,
+        DraftSource::Model => 0.3,
+    }
+}
+
 impl SpecTiming {
     fn draft_cost(&self, source: DraftSource) -> f32 {
-        match source {
-            DraftSource::Lookup { .. } => 0.0,
-            DraftSource::Model => match (self.draft_iter_s, self.target_step_s) {
-                (Some(d), Some(t)) if t > 0.0 => (d / t) as f32,
-                _ => 0.3,
-            },
+        match (source, self.draft_iter_s, self.target_step_s) {
+            (DraftSource::Model, Some(d), Some(t)) if t > 0.0 => (d / t) as f32,
+            _ => nominal_draft_cost(source),
         }
     }
 }
@@ -612,7 +617,15 @@ pub fn verify_drafts(
         }
         gen_state.stats.n_drafted += ch.n_draft;
         gen_state.stats.n_draft_accepted += accepted;
-        let cost = timing.draft_cost(spec.params.source);
+        // Sampling: the draft length decides how many random numbers a step draws, so it must
+        // not depend on measured time, or a seed would not reproduce its output. It adapts to
+        // the acceptance rate only, with a nominal draft cost. (Greedy output never depends on
+        // the draft length, so greedy uses the measured costs.)
+        let cost = if greedy {
+            timing.draft_cost(spec.params.source)
+        } else {
+            nominal_draft_cost(spec.params.source)
+        };
         let verify = timing.verify.unwrap_or(VerifyCost::RowGroups);
         spec.record(ch.n_draft, accepted, cost, verify);
         commands.entity(ch.entity).insert(Sampled(out));
