@@ -31,7 +31,7 @@ unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[inline(always)]
-fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     let mut acc = [0.0f32; 8];
     let chunks_a = a.chunks_exact(8);
@@ -69,7 +69,7 @@ unsafe fn axpy_avx2(y: &mut [f32], a: f32, x: &[f32]) {
 }
 
 #[inline(always)]
-fn axpy_portable(y: &mut [f32], a: f32, x: &[f32]) {
+pub(crate) fn axpy_portable(y: &mut [f32], a: f32, x: &[f32]) {
     for (yi, xi) in y.iter_mut().zip(x) {
         *yi += a * xi;
     }
