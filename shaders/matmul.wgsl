@@ -1,38 +1,7 @@
 // y[r][j] = Σ_k W[j][k] · in(x)[r][k]: a group of lanes per output feature (see below);
-// activation rows in tiles of RT so each weight chunk is decoded once per tile. Prepended with one quant_*.wgsl,
-// which supplies `load8(row_word, chunk)`.
-//
-// in_mode 0: x as is. 1: RMSNorm fused: x·norm_w, the row's 1/rms applied at the end.
-// 2: gated activation fused: act(x[k]) · x[k + up_offset] (SiLU, or GELU-tanh when act = 1).
-// out_mode bit 0: + bias[bias_offset + j]; bit 1: accumulate into y (residual add).
-// gather != 0: activation row r is step.logit_rows[r] and n = step.n_logit.
-
-struct MmParams {
-    rows: u32,
-    cols: u32,
-    row_words: u32,
-    in_mode: u32,
-    out_mode: u32,
-    x_stride: u32,
-    y_stride: u32,
-    y_offset: u32,
-    bias_offset: u32,
-    gather: u32,
-    eps: f32,
-    up_offset: u32,
-    act: u32,
-    tpr: u32,
-    _p1: u32,
-    _p2: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: MmParams;
-@group(0) @binding(1) var<storage, read> w: array<u32>;
-@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<storage, read> nw: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read> bias: array<f32>;
-@group(0) @binding(6) var<storage, read> step: array<u32>;
+// activation rows in tiles of RT so each weight chunk is decoded once per tile. Prepended with one
+// quant_*.wgsl, which supplies `load8(row_word, chunk)`, and matmul_common.wgsl (MmParams, the
+// bindings, the input modes: silu4/gelu4, load_x).
 
 // 256 threads: `tpr` threads (a "row group", a power of two from 16 to 256) per output
 // feature, 256 / tpr features per workgroup; the host picks tpr so narrow matrices with long
@@ -42,28 +11,6 @@ const RT: u32 = 8u;
 
 // Per activation row of the tile: partial dot products, then sums of squares.
 var<workgroup> red: array<f32, 4096>;
-
-fn silu4(v: vec4<f32>) -> vec4<f32> {
-    return v / (1.0 + exp(-v));
-}
-
-fn gelu4(v: vec4<f32>) -> vec4<f32> {
-    let t = tanh(0.7978846 * v * (1.0 + 0.044715 * v * v));
-    return 0.5 * v * (1.0 + t);
-}
-
-// `base` is an element index, a multiple of 4 (strides and offsets are).
-fn load_x(base: u32) -> vec4<f32> {
-    let v = x[base / 4u];
-    if p.in_mode == 2u {
-        let up = x[(base + p.up_offset) / 4u];
-        if p.act == 1u {
-            return gelu4(v) * up;
-        }
-        return silu4(v) * up;
-    }
-    return v;
-}
 
 @compute @workgroup_size(256)
 fn main(

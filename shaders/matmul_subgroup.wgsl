@@ -1,62 +1,13 @@
 // The matmul of matmul.wgsl with the lanes of a row group summed by subgroup shuffles instead
 // of a shared-memory tree: no barriers. Used when the adapter has subgroups; the host keeps
 // tpr ≤ the subgroup size (lanes of a row group then share a subgroup) and prepends one
-// quant_*.wgsl. (wgpu's SUBGROUP feature enables the builtins; naga 30 rejects `enable`.)
-
-struct MmParams {
-    rows: u32,
-    cols: u32,
-    row_words: u32,
-    in_mode: u32,
-    out_mode: u32,
-    x_stride: u32,
-    y_stride: u32,
-    y_offset: u32,
-    bias_offset: u32,
-    gather: u32,
-    eps: f32,
-    up_offset: u32,
-    act: u32,
-    tpr: u32,
-    _p1: u32,
-    _p2: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: MmParams;
-@group(0) @binding(1) var<storage, read> w: array<u32>;
-@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<storage, read> nw: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read> bias: array<f32>;
-@group(0) @binding(6) var<storage, read> step: array<u32>;
+// quant_*.wgsl and matmul_common.wgsl. (wgpu's SUBGROUP feature enables the builtins; naga 30 rejects `enable`.)
 
 // 256 threads: `tpr` threads (a "row group", a power of two from 16 to 256) per output
 // feature, 256 / tpr features per workgroup; the host picks tpr so narrow matrices with long
 // rows still spread over enough workgroups.
 const WG: u32 = 256u;
 const RT: u32 = 8u;
-
-fn silu4(v: vec4<f32>) -> vec4<f32> {
-    return v / (1.0 + exp(-v));
-}
-
-fn gelu4(v: vec4<f32>) -> vec4<f32> {
-    let t = tanh(0.7978846 * v * (1.0 + 0.044715 * v * v));
-    return 0.5 * v * (1.0 + t);
-}
-
-// `base` is an element index, a multiple of 4 (strides and offsets are).
-fn load_x(base: u32) -> vec4<f32> {
-    let v = x[base / 4u];
-    if p.in_mode == 2u {
-        let up = x[(base + p.up_offset) / 4u];
-        if p.act == 1u {
-            return gelu4(v) * up;
-        }
-        return silu4(v) * up;
-    }
-    return v;
-}
 
 @compute @workgroup_size(256)
 fn main(

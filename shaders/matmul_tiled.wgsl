@@ -2,34 +2,7 @@
 // 64 output features × 64 activation rows, 32 columns at a time: the weight slice is decoded
 // once into shared memory (norm weights folded in) and the activation slice loaded once, then
 // each of the 256 threads accumulates 4 features × 4 rows. Same parameters, bindings and modes as
-// matmul.wgsl (prepended with one quant_*.wgsl); grid (⌈rows/64⌉, ⌈n/64⌉).
-
-struct MmParams {
-    rows: u32,
-    cols: u32,
-    row_words: u32,
-    in_mode: u32,
-    out_mode: u32,
-    x_stride: u32,
-    y_stride: u32,
-    y_offset: u32,
-    bias_offset: u32,
-    gather: u32,
-    eps: f32,
-    up_offset: u32,
-    act: u32,
-    tpr: u32,
-    _p1: u32,
-    _p2: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: MmParams;
-@group(0) @binding(1) var<storage, read> w: array<u32>;
-@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<storage, read> nw: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read> bias: array<f32>;
-@group(0) @binding(6) var<storage, read> step: array<u32>;
+// matmul.wgsl (prepended with one quant_*.wgsl and matmul_common.wgsl); grid (⌈rows/64⌉, ⌈n/64⌉).
 
 const BM: u32 = 64u;
 const BN: u32 = 64u;
@@ -38,27 +11,6 @@ const BK: u32 = 32u;
 var<workgroup> ws: array<vec4<f32>, 512>;  // [BK][BM/4]
 var<workgroup> xs: array<vec4<f32>, 512>;  // [BK][BN/4]
 var<workgroup> ssq: array<f32, 64>;
-
-fn silu4(v: vec4<f32>) -> vec4<f32> {
-    return v / (1.0 + exp(-v));
-}
-
-fn gelu4(v: vec4<f32>) -> vec4<f32> {
-    let t = tanh(0.7978846 * v * (1.0 + 0.044715 * v * v));
-    return 0.5 * v * (1.0 + t);
-}
-
-fn load_x(base: u32) -> vec4<f32> {
-    let v = x[base / 4u];
-    if p.in_mode == 2u {
-        let up = x[(base + p.up_offset) / 4u];
-        if p.act == 1u {
-            return gelu4(v) * up;
-        }
-        return silu4(v) * up;
-    }
-    return v;
-}
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {

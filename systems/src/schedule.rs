@@ -42,8 +42,9 @@ pub enum LayerSystems {
     Ffn,
 }
 
-/// The per-layer schedule of slot `S` for `weights`' architecture.
-pub fn layer_schedule<S: ModelSlot>(weights: &ModelWeights) -> Schedule {
+/// A layer schedule with the [`LayerSystems`] sets in order and no systems yet (the CPU and
+/// GPU layer schedules add theirs).
+pub fn empty_layer_schedule() -> Schedule {
     let mut s = Schedule::default();
     s.set_executor(SingleThreadedExecutor::new());
     s.configure_sets(
@@ -59,6 +60,12 @@ pub fn layer_schedule<S: ModelSlot>(weights: &ModelWeights) -> Schedule {
         )
             .chain(),
     );
+    s
+}
+
+/// The per-layer schedule of slot `S` for `weights`' architecture.
+pub fn layer_schedule<S: ModelSlot>(weights: &ModelWeights) -> Schedule {
+    let mut s = empty_layer_schedule();
     s.add_systems((
         attn_norm::<S>.in_set(LayerSystems::AttnNorm),
         qkv_projection::<S>.in_set(LayerSystems::Qkv),

@@ -12,7 +12,6 @@ use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex};
 
 use bevy_ecs::prelude::*;
-use bevy_ecs::schedule::SingleThreadedExecutor;
 use chord_resources::config::{FfnActivation, RopeScaling, RopeStyle};
 use wgpu::util::DeviceExt;
 
@@ -1197,21 +1196,7 @@ pub fn add_step_systems(s: &mut Schedule) {
 /// The layer schedule of the GPU path: the same sets as the CPU one (the norms are fused into
 /// the projections that follow them, so `AttnNorm` and `FfnNorm` are empty).
 pub fn gpu_layer_schedule() -> Schedule {
-    let mut s = Schedule::default();
-    s.set_executor(SingleThreadedExecutor::new());
-    s.configure_sets(
-        (
-            LayerSystems::AttnNorm,
-            LayerSystems::Qkv,
-            LayerSystems::QkNorm,
-            LayerSystems::Rope,
-            LayerSystems::Attention,
-            LayerSystems::AttnOutput,
-            LayerSystems::FfnNorm,
-            LayerSystems::Ffn,
-        )
-            .chain(),
-    );
+    let mut s = crate::schedule::empty_layer_schedule();
     s.add_systems((
         gpu_qkv.in_set(LayerSystems::Qkv),
         gpu_rope.in_set(LayerSystems::Rope),

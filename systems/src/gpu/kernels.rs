@@ -169,9 +169,9 @@ impl Kernels {
         let mut get_rows = HashMap::new();
         for ty in shaders::TYPES {
             if let Some(q) = shaders::quant_source(ty) {
-                let src = format!("{q}\n{}", shaders::MATMUL);
+                let src = shaders::matmul_module(q, shaders::MATMUL);
                 matmul.insert(ty, pipeline(device, &format!("matmul_{ty}"), &src));
-                let src = format!("{q}\n{}", shaders::MATMUL_TILED);
+                let src = shaders::matmul_module(q, shaders::MATMUL_TILED);
                 matmul_tiled.insert(ty, pipeline(device, &format!("matmul_tiled_{ty}"), &src));
                 if subgroups {
                     let src = shaders::subgroup_matmul(q);

@@ -3,6 +3,7 @@
 
 use chord_resources::GgmlType;
 
+pub const MATMUL_COMMON: &str = include_str!("../../../shaders/matmul_common.wgsl");
 pub const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 pub const MATMUL_SUBGROUP: &str = include_str!("../../../shaders/matmul_subgroup.wgsl");
 pub const MATMUL_TILED: &str = include_str!("../../../shaders/matmul_tiled.wgsl");
@@ -49,10 +50,10 @@ pub fn all_modules() -> Vec<(String, String)> {
     ];
     for ty in TYPES {
         if let Some(q) = quant_source(ty) {
-            v.push((format!("matmul_{ty}"), format!("{q}\n{MATMUL}")));
+            v.push((format!("matmul_{ty}"), matmul_module(q, MATMUL)));
             v.push((format!("get_rows_{ty}"), format!("{q}\n{GET_ROWS}")));
             v.push((format!("matmul_subgroup_{ty}"), subgroup_matmul(q)));
-            v.push((format!("matmul_tiled_{ty}"), format!("{q}\n{MATMUL_TILED}")));
+            v.push((format!("matmul_tiled_{ty}"), matmul_module(q, MATMUL_TILED)));
         }
     }
     v
@@ -61,5 +62,11 @@ pub fn all_modules() -> Vec<(String, String)> {
 /// The subgroup matmul for the decoder `q`. (naga 30 takes the subgroup builtins with the
 /// device's SUBGROUP feature and rejects the standard `enable subgroups;` directive.)
 pub fn subgroup_matmul(q: &str) -> String {
-    format!("{q}\n{MATMUL_SUBGROUP}")
+    matmul_module(q, MATMUL_SUBGROUP)
+}
+
+/// A matmul kernel module: the weight decoder `q`, the shared parameters and input modes, and
+/// the kernel `body` (`MATMUL`, `MATMUL_SUBGROUP` or `MATMUL_TILED`).
+pub fn matmul_module(q: &str, body: &str) -> String {
+    format!("{q}\n{MATMUL_COMMON}\n{body}")
 }
