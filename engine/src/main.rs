@@ -114,7 +114,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Prefill and decode speed, llama-bench style.
+    /// Prefill and decode speed, llama-bench style: `pp` times one prompt of `-p` tokens;
+    /// `tg` times `-n` decode steps in a separate run that starts from an empty context (a
+    /// one-token prompt), as llama-bench and the reference driver do; `--depth D` decodes after
+    /// a D-token prompt instead (attention over a filled cache).
     Bench {
         #[command(flatten)]
         common: ModelArgs,
@@ -122,6 +125,9 @@ enum Command {
         prefill: usize,
         #[arg(short = 'n', default_value_t = 128)]
         decode: usize,
+        /// Context already in the cache when decoding starts (0 = llama-bench's tg).
+        #[arg(long, default_value_t = 0)]
+        depth: usize,
         #[arg(short = 'r', long, default_value_t = 1)]
         reps: usize,
         #[arg(long)]
@@ -350,9 +356,10 @@ fn main() -> ExitCode {
             common,
             prefill,
             decode,
+            depth,
             reps,
             json,
-        } => bench(common, prefill, decode, reps, json),
+        } => bench(common, prefill, decode, depth, reps, json),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -726,12 +733,19 @@ fn perplexity(common: ModelArgs, ctx: usize, file: &Path, as_json: bool) -> CliR
     Ok(())
 }
 
-fn bench(common: ModelArgs, pp: usize, tg: usize, reps: usize, as_json: bool) -> CliResult {
+fn bench(
+    common: ModelArgs,
+    pp: usize,
+    tg: usize,
+    depth: usize,
+    reps: usize,
+    as_json: bool,
+) -> CliResult {
     if tg == 0 || pp == 0 {
         return Err(EngineError::ZeroTokens.into());
     }
     let common = ModelArgs {
-        ctx_size: common.ctx_size.max(pp + tg + 1),
+        ctx_size: common.ctx_size.max(pp.max(depth) + tg + 2),
         ..common
     };
     let mut engine = load(&common)?;
@@ -741,22 +755,27 @@ fn bench(common: ModelArgs, pp: usize, tg: usize, reps: usize, as_json: bool) ->
         .filter(|&id| engine.tokenizer().is_eog(id))
         .map(|id| (id, f32::NEG_INFINITY))
         .collect();
-    let params = GenerateParams {
-        max_new_tokens: tg,
+    let params = |max_new_tokens| GenerateParams {
+        max_new_tokens,
         sampling: SamplingParams {
-            logit_bias,
+            logit_bias: logit_bias.clone(),
             ..SamplingParams::greedy()
         },
         ..Default::default()
     };
-    // A deterministic prompt of ordinary tokens.
-    let prompt: Vec<u32> = (0..pp)
-        .map(|i| (100 + (i * 7919) % (n_vocab.min(20000) - 100)) as u32)
-        .collect();
+    // Deterministic prompts of ordinary tokens.
+    let tokens = |n: usize| -> Vec<u32> {
+        (0..n)
+            .map(|i| (100 + (i * 7919) % (n_vocab.min(20000) - 100)) as u32)
+            .collect()
+    };
     let (mut pf, mut dc) = (Vec::new(), Vec::new());
     for _ in 0..reps.max(1) {
-        let out = engine.generate_ids(prompt.clone(), &params)?;
+        // Prefill alone (its one generated token is not timed as decode).
+        let out = engine.generate_ids(tokens(pp), &params(1))?;
         pf.push(out.stats.prefill_tok_s());
+        // Decode: the first token comes out of the prompt step, then `tg` timed steps.
+        let out = engine.generate_ids(tokens(depth.max(1)), &params(tg + 1))?;
         dc.push(out.stats.decode_tok_s());
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
@@ -764,10 +783,11 @@ fn bench(common: ModelArgs, pp: usize, tg: usize, reps: usize, as_json: bool) ->
     if as_json {
         println!(
             "{}",
-            json!({"prefill_tok_s": p, "decode_tok_s": d, "n_prompt": pp, "n_gen": tg, "reps": reps.max(1)})
+            json!({"prefill_tok_s": p, "decode_tok_s": d, "n_prompt": pp, "n_gen": tg, "depth": depth, "reps": reps.max(1)})
         );
     } else {
-        println!("pp{pp}: {p:.1} tok/s   tg{tg}: {d:.1} tok/s");
+        let at = if depth > 0 { format!(" @ d{depth}") } else { String::new() };
+        println!("pp{pp}: {p:.1} tok/s   tg{tg}{at}: {d:.1} tok/s");
     }
     Ok(())
 }
