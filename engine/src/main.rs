@@ -786,7 +786,11 @@ fn bench(
             json!({"prefill_tok_s": p, "decode_tok_s": d, "n_prompt": pp, "n_gen": tg, "depth": depth, "reps": reps.max(1)})
         );
     } else {
-        let at = if depth > 0 { format!(" @ d{depth}") } else { String::new() };
+        let at = if depth > 0 {
+            format!(" @ d{depth}")
+        } else {
+            String::new()
+        };
         println!("pp{pp}: {p:.1} tok/s   tg{tg}{at}: {d:.1} tok/s");
     }
     Ok(())

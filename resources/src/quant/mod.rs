@@ -21,6 +21,7 @@
 //! ggml where ggml's C is defined; where it is undefined behaviour in C (float→int conversion
 //! out of range) Rust's saturating conversion is what you get.
 
+mod codes;
 mod float;
 mod fp;
 mod kquants;
@@ -28,6 +29,7 @@ mod legacy;
 
 use crate::GgmlType;
 
+pub use codes::{CodeLayout, code_layout, decode_activation_codes, decode_codes};
 pub use fp::{bf16_to_fp32, fp16_to_fp32, fp32_to_bf16, fp32_to_fp16};
 pub use kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, get_scale_min_k4};
 pub use legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};

@@ -29,6 +29,7 @@ use std::sync::OnceLock;
 
 use chord_resources::GgmlType;
 
+pub mod gemm;
 mod scalar;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod wasm;
@@ -453,6 +454,10 @@ pub fn matmul_rows(
         out_block.len(),
         n * len
     );
+    if n >= gemm::MIN_ROWS && gemm::supported(w_ty) {
+        gemm::matmul_rows(w_ty, w, k, act, n, rows, out_block);
+        return;
+    }
     let kernels = &best().rows[ti];
     // Weight rows go in tiles that stay in L1 while every group of activation rows passes
     // over them, so the activations stream from L2 once per tile rather than once per weight

@@ -851,3 +851,53 @@ pub(super) fn quantize_row(act_ty: GgmlType, src: &[f32], dst: &mut [u8]) {
         other => panic!("qdot: {other} is not an activation format"),
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Prefill GEMM tile (see `gemm.rs`): 8 weight rows in the i32 lanes of one register, 8
+// activation rows per pass, code groups of `Q` quads, with or without per-group biases.
+
+/// `out[r][i] = Σ_g scale[g][i]·d[g][r]·(Σ_e (code[e][i] − offset)·a_r[e]) + bias[g][i]·(d·Σa)[g][r]`.
+///
+/// Per group `g`: `codes[g][quad]` holds four consecutive codes of each of the 8 weight rows,
+/// `act[g][quad][r]` activation row `r`'s four bytes at the same positions; the lanes of row
+/// `r` start at `groups[g][r].neg_offset_sum`, which takes the codes' offset out exactly.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) fn gemm_tile<const Q: usize, const BIAS: bool>(
+    codes: &[[[u8; 32]; Q]],
+    scales: &[[f32; 8]],
+    biases: &[[f32; 8]],
+    act: &[[[[u8; 4]; 8]; Q]],
+    groups: &[[super::gemm::ActGroup; 8]],
+    out: &mut [[f32; 8]; 8],
+) {
+    const R: usize = 8;
+    let mut acc = [_mm256_setzero_ps(); R];
+    let mut acc_bias = [_mm256_setzero_ps(); R];
+    for ((((wg, s), b), ag), gg) in codes.iter().zip(scales).zip(biases).zip(act).zip(groups) {
+        let mut isum: [__m256i; R] =
+            std::array::from_fn(|r| _mm256_set1_epi32(gg[r].neg_offset_sum));
+        for (wq, aq) in wg.iter().zip(ag) {
+            let w = load32(wq);
+            for r in 0..R {
+                let x = _mm256_set1_epi32(i32::from_le_bytes(aq[r]));
+                isum[r] = _mm256_dpbusd_epi32(isum[r], w, x);
+            }
+        }
+        let s = load8f(s, 0);
+        for r in 0..R {
+            let sd = _mm256_mul_ps(s, _mm256_set1_ps(gg[r].d));
+            acc[r] = _mm256_fmadd_ps(sd, _mm256_cvtepi32_ps(isum[r]), acc[r]);
+        }
+        if BIAS {
+            let b = load8f(b, 0);
+            for r in 0..R {
+                acc_bias[r] = _mm256_fmadd_ps(b, _mm256_set1_ps(gg[r].d_sum), acc_bias[r]);
+            }
+        }
+    }
+    for r in 0..R {
+        let v = _mm256_add_ps(acc[r], acc_bias[r]);
+        // SAFETY: `out[r]` is 8 writable f32; `storeu` has no alignment requirement.
+        unsafe { _mm256_storeu_ps(out[r].as_mut_ptr(), v) }
+    }
+}

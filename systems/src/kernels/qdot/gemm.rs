@@ -1,0 +1,356 @@
+//! Prefill GEMM: eight weight rows at a time against many activation rows, with the weights
+//! decoded once per eight-row tile into interleaved unsigned codes.
+//!
+//! The row kernels of this module's parent decode a weight block once per four activation
+//! rows and spend a convert, a multiply and an FMA per (weight row, activation row, block) on
+//! partial sums that are only added up at the end. Here a tile of 8 weight rows is first
+//! decoded into [`chord_resources::quant::decode_codes`]' form — unsigned codes with a scale
+//! and bias per 16- or 32-element group — laid out so that one 32-byte register holds four
+//! consecutive codes of each of the 8 rows. One `vpdpbusd` of that register with four
+//! activation bytes broadcast to every lane adds four products to each row's sum, so after a
+//! group each i32 lane holds the complete group dot of one (weight row, activation row) pair,
+//! and the float scaling is paid once per 8 outputs instead of once per output.
+//!
+//! The codes' offset is taken out exactly: each lane starts at `−offset·Σa` (the activation
+//! group's sum), so the integer part equals `Σ q·a` of the row kernels; only where the float
+//! scaling happens differs (the tests bound the difference). The decode costs a pass over the
+//! tile's weights, repaid over the activation rows, so the GEMM runs from [`MIN_ROWS`]
+//! activation rows up: decode steps, speculative verification groups (≤ `MAX_DRAFT + 1`
+//! rows per sequence) and small batches keep the row kernels, and so their bits.
+
+use std::ops::Range;
+
+use chord_resources::GgmlType;
+use chord_resources::quant::{CodeLayout, code_layout, decode_activation_codes, decode_codes};
+
+use super::{Isa, activation_type, best};
+
+/// Activation rows from which [`matmul_rows`] takes over from the row kernels.
+pub const MIN_ROWS: usize = crate::speculative::MAX_DRAFT + 2;
+
+/// Weight rows per tile (the i32 lanes of one 256-bit register).
+pub const TILE: usize = 8;
+
+/// Activation rows per kernel pass over a tile.
+pub(super) const PASS: usize = 8;
+
+/// Bytes of a row of `k` elements of `ty` (`k` a whole number of blocks).
+fn row_len(ty: GgmlType, k: usize) -> usize {
+    k / ty.block_size() * ty.type_size()
+}
+
+/// Per activation row and code group: what the kernel broadcasts.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct ActGroup {
+    /// `−offset · Σ a` over the group: the lanes' starting value.
+    pub neg_offset_sum: i32,
+    /// The activation scale of the group's block.
+    pub d: f32,
+    /// `d · Σ a`, multiplied with the weights' per-group bias.
+    pub d_sum: f32,
+}
+
+/// Whether [`matmul_rows`] serves `w_ty` on this CPU.
+pub fn supported(w_ty: GgmlType) -> bool {
+    best().isa == Isa::Avx512Vnni && code_layout(w_ty).is_some() && activation_type(w_ty).is_some()
+}
+
+/// [`super::matmul_rows`] for `n ≥ MIN_ROWS` on a CPU where [`supported`] holds: same
+/// arguments, same output layout.
+///
+/// # Panics
+/// If `w_ty` is not [`supported`], or a shape is inconsistent (checked by the caller).
+pub(super) fn matmul_rows(
+    w_ty: GgmlType,
+    w: &[u8],
+    k: usize,
+    act: &[u8],
+    n: usize,
+    rows: Range<usize>,
+    out_block: &mut [f32],
+) {
+    let (Some(layout), Some(act_ty)) = (code_layout(w_ty), activation_type(w_ty)) else {
+        panic!("qdot gemm: {w_ty} has no integer codes")
+    };
+    let args = Args {
+        w_ty,
+        act_ty,
+        layout,
+        w,
+        k,
+        act,
+        n,
+        rows,
+    };
+    match (layout.group, layout.has_bias) {
+        (32, false) => run::<8, false>(args, out_block),
+        (32, true) => run::<8, true>(args, out_block),
+        (16, false) => run::<4, false>(args, out_block),
+        (_, _) => run::<4, true>(args, out_block),
+    }
+}
+
+struct Args<'a> {
+    w_ty: GgmlType,
+    act_ty: GgmlType,
+    layout: CodeLayout,
+    w: &'a [u8],
+    k: usize,
+    act: &'a [u8],
+    n: usize,
+    rows: Range<usize>,
+}
+
+/// The GEMM for groups of `Q` quads (`4·Q` elements), with or without biases.
+///
+/// Layouts, all per code group `g` so that the kernel reads fixed-size arrays:
+/// - a weight tile: `codes[g][quad][row i][4]` (one 32-byte register per quad), `scales[g][i]`,
+///   `biases[g][i]`;
+/// - a pass of activation rows: `codes[g][quad][row r][4]` (each row's four bytes broadcast
+///   from memory by the kernel), `groups[g][r]`.
+fn run<const Q: usize, const BIAS: bool>(a: Args<'_>, out_block: &mut [f32]) {
+    let Args {
+        w_ty,
+        act_ty,
+        layout,
+        w,
+        k,
+        act,
+        n,
+        rows,
+    } = a;
+    let ng = k / layout.group;
+    let (act_codes, act_groups) = prepare_activations::<Q>(act_ty, layout, act, n, k);
+    let w_row = row_len(w_ty, k);
+    let len = rows.len();
+    let mut codes = vec![[[0u8; 32]; Q]; ng];
+    let mut scales = vec![[0.0f32; TILE]; ng];
+    let mut biases = vec![[0.0f32; TILE]; ng];
+    let mut row_codes = vec![0u8; k];
+    let (mut row_scales, mut row_biases) = (vec![0.0f32; ng], vec![0.0f32; ng]);
+    let mut tmp = [[0.0f32; TILE]; PASS];
+    for j0 in rows.clone().step_by(TILE) {
+        let valid = (rows.end - j0).min(TILE);
+        for i in 0..TILE {
+            if i < valid {
+                let j = j0 + i;
+                if let Err(e) = decode_codes(
+                    w_ty,
+                    &w[j * w_row..(j + 1) * w_row],
+                    &mut row_codes,
+                    &mut row_scales,
+                    &mut row_biases,
+                ) {
+                    // Shapes were validated when the weights were loaded.
+                    panic!("qdot gemm: decode {w_ty} row {j}: {e}");
+                }
+            } else {
+                row_codes.fill(0);
+                row_scales.fill(0.0);
+                row_biases.fill(0.0);
+            }
+            for (g, (quads, src)) in codes
+                .iter_mut()
+                .zip(row_codes.chunks_exact(4 * Q))
+                .enumerate()
+            {
+                for (quad, four) in quads.iter_mut().zip(src.chunks_exact(4)) {
+                    quad[4 * i..4 * i + 4].copy_from_slice(four);
+                }
+                scales[g][i] = row_scales[g];
+                biases[g][i] = row_biases[g];
+            }
+        }
+        let jj = j0 - rows.start;
+        for (p, (pa, pg)) in act_codes
+            .chunks_exact(ng)
+            .zip(act_groups.chunks_exact(ng))
+            .enumerate()
+        {
+            let r0 = p * PASS;
+            kernel::<Q, BIAS>(&codes, &scales, &biases, pa, pg, &mut tmp);
+            for (r, t) in tmp.iter().enumerate().take(n - r0) {
+                out_block[(r0 + r) * len + jj..(r0 + r) * len + jj + valid]
+                    .copy_from_slice(&t[..valid]);
+            }
+        }
+    }
+}
+
+/// Activation quads of one pass and group: `[quad][row][4]`.
+type PassQuads<const Q: usize> = [[[u8; 4]; PASS]; Q];
+
+/// The activation rows in passes of [`PASS`] rows (the last padded with copies of row
+/// `n − 1`): signed codes as bytes `[pass][g][quad][row][4]`, and group sums and scales
+/// `[pass][g][row]`.
+fn prepare_activations<const Q: usize>(
+    act_ty: GgmlType,
+    layout: CodeLayout,
+    act: &[u8],
+    n: usize,
+    k: usize,
+) -> (Vec<PassQuads<Q>>, Vec<[ActGroup; PASS]>) {
+    let g = layout.group;
+    let ng = k / g;
+    let bs = act_ty.block_size();
+    let act_row = row_len(act_ty, k);
+    let passes = n.div_ceil(PASS);
+    let mut codes = vec![[[[0u8; 4]; PASS]; Q]; passes * ng];
+    let mut groups = vec![[ActGroup::default(); PASS]; passes * ng];
+    let mut signed = vec![0i8; k];
+    let mut scales = vec![0.0f32; k / bs];
+    for r in 0..passes * PASS {
+        let src = r.min(n - 1);
+        // Padding rows repeat the last row's decoded codes.
+        if r == src
+            && let Err(e) = decode_activation_codes(
+                act_ty,
+                &act[src * act_row..(src + 1) * act_row],
+                &mut signed,
+                &mut scales,
+            )
+        {
+            panic!("qdot gemm: activation row {src}: {e}");
+        }
+        let (p, pr) = (r / PASS, r % PASS);
+        for gi in 0..ng {
+            let vals = &signed[gi * g..(gi + 1) * g];
+            for (quad, four) in codes[p * ng + gi].iter_mut().zip(vals.chunks_exact(4)) {
+                quad[pr] = std::array::from_fn(|t| four[t] as u8);
+            }
+            let sum: i32 = vals.iter().map(|&v| i32::from(v)).sum();
+            let d = scales[gi * g / bs];
+            groups[p * ng + gi][pr] = ActGroup {
+                neg_offset_sum: -i32::from(layout.offset) * sum,
+                d,
+                d_sum: d * sum as f32,
+            };
+        }
+    }
+    (codes, groups)
+}
+
+/// One pass of [`PASS`] activation rows over a decoded tile of [`TILE`] weight rows.
+fn kernel<const Q: usize, const BIAS: bool>(
+    codes: &[[[u8; 32]; Q]],
+    scales: &[[f32; TILE]],
+    biases: &[[f32; TILE]],
+    act: &[PassQuads<Q>],
+    groups: &[[ActGroup; PASS]],
+    out: &mut [[f32; TILE]; PASS],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert!(super::x86::detected_vnni(), "qdot gemm without VNNI");
+        // SAFETY: AVX-512 F/BW/VL/VNNI with AVX2/FMA/F16C were just detected; the kernel only
+        // reads through fixed-size array references.
+        unsafe { super::x86::gemm_tile::<Q, BIAS>(codes, scales, biases, act, groups, out) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (codes, scales, biases, act, groups, out);
+        unreachable!("supported() is false off x86-64")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::qdot::{TYPES, quantize_activations};
+
+    fn bytes(n: usize, mut x: u64) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// `rows` random weight rows of `k` elements with small finite f16 scales.
+    fn weights(ty: GgmlType, rows: usize, k: usize) -> Vec<u8> {
+        let mut w = bytes(row_len(ty, k) * rows, 0xC0FF_EE00 ^ ty as u64);
+        let f16_fields: &[usize] = match ty {
+            GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+            GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4K | GgmlType::Q5K => &[0, 2],
+            GgmlType::Q2K => &[80, 82],
+            GgmlType::Q3K => &[108],
+            GgmlType::Q6K => &[208],
+            _ => &[],
+        };
+        for (b, block) in w.chunks_exact_mut(ty.type_size()).enumerate() {
+            for (i, &off) in f16_fields.iter().enumerate() {
+                let v = half::f16::from_f32(0.002 + 0.0007 * ((b * 7 + i) % 13) as f32);
+                block[off..off + 2].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        w
+    }
+
+    #[test]
+    fn gemm_matches_the_row_kernels_for_every_type() {
+        if !TYPES.iter().any(|&t| supported(t)) {
+            eprintln!("skipped: this CPU has no AVX-512 VNNI (the GEMM is not used here)");
+            return;
+        }
+        let (m, k, n) = (21, 512, MIN_ROWS + 3);
+        let x: Vec<f32> = (0..n * k)
+            .map(|i| (((i * 7919) % 211) as f32 - 105.0) * 0.013)
+            .collect();
+        for ty in TYPES {
+            assert!(supported(ty), "{ty}");
+            let w = weights(ty, m, k);
+            let mut act = Vec::new();
+            quantize_activations(ty, &x, k, &mut act);
+            // Rows 3..20: a start inside the matrix and a partial last tile.
+            let rows = 3..20;
+            let len = rows.len();
+            let mut gemm = vec![f32::NAN; n * len];
+            matmul_rows(ty, &w, k, &act, n, rows.clone(), &mut gemm);
+            // Reference: the row kernels, one activation row at a time.
+            let f = super::super::vec_dot_fn(ty).unwrap();
+            let ar = row_len(activation_type(ty).unwrap(), k);
+            for r in 0..n {
+                for (jj, j) in rows.clone().enumerate() {
+                    let wr = row_len(ty, k);
+                    let e = f(k, &w[j * wr..(j + 1) * wr], &act[r * ar..(r + 1) * ar]);
+                    let g = gemm[r * len + jj];
+                    assert!(
+                        (g - e).abs() <= 1e-4 * (1.0 + e.abs()),
+                        "{ty} act row {r} weight row {j}: gemm {g} vs row kernel {e}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_engine_takes_the_gemm_from_min_rows_and_the_row_kernels_below() {
+        // Below MIN_ROWS the output must be bit-identical to the row kernels (speculative
+        // verification relies on it); from MIN_ROWS up the GEMM is used where supported.
+        let ty = GgmlType::Q4_0;
+        let (m, k) = (16, 256);
+        let w = weights(ty, m, k);
+        for n in [MIN_ROWS - 1, MIN_ROWS] {
+            let x: Vec<f32> = (0..n * k).map(|i| ((i % 17) as f32 - 8.0) * 0.1).collect();
+            let mut act = Vec::new();
+            quantize_activations(ty, &x, k, &mut act);
+            let mut out = vec![0.0f32; n * m];
+            super::super::matmul_rows(ty, &w, m, k, &act, n, 0..m, &mut out);
+            let f = super::super::vec_dot_fn(ty).unwrap();
+            let ar = row_len(activation_type(ty).unwrap(), k);
+            let wr = row_len(ty, k);
+            let same = (0..n).all(|r| {
+                (0..m).all(|j| {
+                    let e = f(k, &w[j * wr..(j + 1) * wr], &act[r * ar..(r + 1) * ar]);
+                    e.to_bits() == out[r * m + j].to_bits()
+                })
+            });
+            if n < MIN_ROWS {
+                assert!(same, "n = {n}: row kernels must give their own bits");
+            }
+        }
+    }
+}
