@@ -99,6 +99,28 @@ pub fn matmul_many(
             })
         })
         .collect();
+    // Prefill: activations in the GEMMs' layouts, once for all threads (per int8 weight type;
+    // one transposed copy for the f32 path).
+    let mut int8_gemm_of: Vec<Option<usize>> = vec![None; ws.len()];
+    let mut int8_by_type: Vec<qdot::gemm::GemmActs> = Vec::new();
+    for (pi, w) in ws.iter().enumerate() {
+        let Some(ai) = act_of[pi] else { continue };
+        if let Some(i) = int8_by_type.iter().position(|g| g.weight_type() == w.ty) {
+            int8_gemm_of[pi] = Some(i);
+        } else if let Some(g) = qdot::gemm::GemmActs::new(w.ty, &acts[ai].1, n, k) {
+            int8_by_type.push(g);
+            int8_gemm_of[pi] = Some(int8_by_type.len() - 1);
+        }
+    }
+    let f32_gemm = if ws
+        .iter()
+        .zip(&act_of)
+        .any(|(w, a)| a.is_none() && fdot::gemm_supports(w.ty))
+    {
+        fdot::GemmActs::new(x, n, k)
+    } else {
+        None
+    };
     let mut offsets = Vec::with_capacity(ws.len() + 1);
     offsets.push(0usize);
     for w in ws {
@@ -106,6 +128,7 @@ pub fn matmul_many(
     }
     let total = offsets[ws.len()];
     let acts = &acts;
+    let (int8_by_type, int8_gemm_of, f32_gemm) = (&int8_by_type, &int8_gemm_of, &f32_gemm);
     let parts = parallel::map_ranges(total, k * n, |range| {
         let mut blocks = Vec::new();
         for (pi, w) in ws.iter().enumerate() {
@@ -115,8 +138,14 @@ pub fn matmul_many(
             }
             let rows = lo - offsets[pi]..hi - offsets[pi];
             let mut block = vec![0.0f32; n * rows.len()];
-            match act_of[pi] {
-                Some(ai) => qdot::matmul_rows(
+            match (act_of[pi], int8_gemm_of[pi], f32_gemm) {
+                (Some(_), Some(gi), _) => {
+                    qdot::gemm::matmul_rows(w.data, &int8_by_type[gi], rows.clone(), &mut block)
+                }
+                (None, _, Some(g)) if fdot::gemm_supports(w.ty) => {
+                    fdot::matmul_rows_gemm(w.ty, w.data, g, rows.clone(), &mut block)
+                }
+                (Some(ai), _, _) => qdot::matmul_rows(
                     w.ty,
                     w.data,
                     w.rows,
@@ -126,7 +155,9 @@ pub fn matmul_many(
                     rows.clone(),
                     &mut block,
                 ),
-                None => fdot::matmul_rows_f32(w.ty, w.data, k, x, n, rows.clone(), &mut block),
+                (None, _, _) => {
+                    fdot::matmul_rows_f32(w.ty, w.data, k, x, n, rows.clone(), &mut block)
+                }
             }
             blocks.push((pi, rows, block));
         }

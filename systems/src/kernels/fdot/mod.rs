@@ -35,6 +35,91 @@ mod tests;
 /// Activation rows a kernel multiplies per pass over a weight row.
 pub const MAX_ROWS: usize = 4;
 
+/// Activation rows from which the x86 kernels switch to a tiled GEMM (prefill): its sums run
+/// in a different order from the row kernels', so decode steps and speculative verification
+/// groups (≤ `MAX_DRAFT + 1` rows per sequence) stay below it and keep the row kernels' bits.
+pub const GEMM_MIN_ROWS: usize = crate::speculative::MAX_DRAFT + 2;
+
+/// Activation rows per pass of the prefill GEMM.
+const GEMM_PASS: usize = 16;
+
+/// Activation rows in the prefill GEMM's layout — transposed in passes of [`GEMM_PASS`]
+/// rows, `xt[p·k + e][r] = x[(p·GEMM_PASS + r)·k + e]` (rows past `n` zero) — built once per
+/// matrix product and read by every thread.
+pub struct GemmActs {
+    n: usize,
+    k: usize,
+    xt: Vec<[f32; GEMM_PASS]>,
+}
+
+impl GemmActs {
+    /// The `n` rows of `x` (`[n × k]`) for [`matmul_rows_gemm`], or `None` where the GEMM
+    /// does not apply: fewer than [`GEMM_MIN_ROWS`] rows, `k` not whole 32-element runs, or
+    /// no SIMD GEMM on this CPU.
+    pub fn new(x: &[f32], n: usize, k: usize) -> Option<GemmActs> {
+        let ok = n >= GEMM_MIN_ROWS && k > 0 && k.is_multiple_of(RUN) && x.len() >= n * k;
+        (ok && isa() == Isa::Avx2).then(|| GemmActs::transpose(x, n, k))
+    }
+
+    fn transpose(x: &[f32], n: usize, k: usize) -> GemmActs {
+        let passes = n.div_ceil(GEMM_PASS);
+        let mut xt = vec![[0.0f32; GEMM_PASS]; passes * k];
+        for (r, xr) in x.chunks_exact(k).take(n).enumerate() {
+            let (p, pr) = (r / GEMM_PASS, r % GEMM_PASS);
+            for (t, &v) in xt[p * k..(p + 1) * k].iter_mut().zip(xr) {
+                t[pr] = v;
+            }
+        }
+        GemmActs { n, k, xt }
+    }
+}
+
+/// Whether [`matmul_rows_gemm`] serves weight type `ty` (given a [`GemmActs`]).
+pub fn gemm_supports(ty: GgmlType) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        isa() == Isa::Avx2 && x86::supports(ty)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = ty;
+        false
+    }
+}
+
+/// [`matmul_rows_f32`] with activations prepared once by [`GemmActs::new`]: the same output
+/// as `matmul_rows_f32` gives for those `n ≥ GEMM_MIN_ROWS` rows.
+///
+/// # Panics
+/// If `ty` is not [`gemm_supports`]ed, or `w`, `rows` or `out_block` do not fit the shapes.
+pub fn matmul_rows_gemm(
+    ty: GgmlType,
+    w: &[u8],
+    acts: &GemmActs,
+    rows: Range<usize>,
+    out_block: &mut [f32],
+) {
+    assert!(gemm_supports(ty), "fdot: no GEMM for {ty}");
+    let row_bytes = acts.k / ty.block_size() * ty.type_size();
+    assert!(
+        rows.end * row_bytes <= w.len() && out_block.len() >= acts.n * rows.len(),
+        "fdot gemm: rows {rows:?} of {} bytes or an output of {} floats do not fit",
+        w.len(),
+        out_block.len()
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert!(x86::detected());
+        // SAFETY: AVX2, FMA and F16C were just checked; the lengths above.
+        unsafe { x86::matmul_rows_gemm(ty, w, row_bytes, acts, rows, out_block) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (w, rows, out_block);
+        unreachable!("gemm_supports is false off x86-64")
+    }
+}
+
 /// Elements in one SIMD "run": every format is decoded 32 elements at a time.
 const RUN: usize = 32;
 

@@ -164,6 +164,51 @@ fn row_tiles_and_row_groups_cover_everything() {
 }
 
 #[test]
+fn prefill_gemm_matches_dequantize_then_dot() {
+    // From GEMM_MIN_ROWS activation rows the x86 kernels take the tiled GEMM: every type, a
+    // partial last pass and tile, a range starting inside the matrix.
+    let mut rng = Rng(0x9e33);
+    for isa in available_isas() {
+        for ty in GgmlType::ALL {
+            let k = 2 * ty.block_size().max(32);
+            check_case(&mut rng, isa, ty, 15, k, GEMM_MIN_ROWS + 3, 1..14);
+        }
+        check_case(&mut rng, isa, GgmlType::Q4K, 9, 2048, GEMM_MIN_ROWS, 0..9);
+    }
+}
+
+#[test]
+fn prefill_gemm_rows_do_not_depend_on_their_batch() {
+    // Within the GEMM a row's outputs are one FMA chain each: the same bits whichever pass or
+    // batch the row lands in (a long prompt split into steps of different sizes).
+    let mut rng = Rng(0x51de);
+    let (ty, m, k) = (GgmlType::Q4_1, 13, 256);
+    let w = weights(&mut rng, ty, m, k);
+    let n = GEMM_MIN_ROWS + 20;
+    let x = rng.activations(n * k);
+    for isa in available_isas() {
+        let mut all = vec![0.0f32; n * m];
+        matmul_rows_with(isa, ty, &w, k, &x, n, 0..m, &mut all);
+        // The last GEMM_MIN_ROWS rows on their own: other passes, other positions in a pass.
+        let skip = n - GEMM_MIN_ROWS;
+        let mut tail = vec![0.0f32; GEMM_MIN_ROWS * m];
+        matmul_rows_with(
+            isa,
+            ty,
+            &w,
+            k,
+            &x[skip * k..],
+            GEMM_MIN_ROWS,
+            0..m,
+            &mut tail,
+        );
+        let a: Vec<u32> = all[skip * m..].iter().map(|v| v.to_bits()).collect();
+        let b: Vec<u32> = tail.iter().map(|v| v.to_bits()).collect();
+        assert_eq!(a, b, "{isa:?}");
+    }
+}
+
+#[test]
 fn a_row_gives_the_same_bits_alone_or_tiled_with_others() {
     // Batch invariance: decode (one row), prefill (tiles of up to four rows) and speculative
     // verification must agree bit for bit, or batching could flip a greedy token.

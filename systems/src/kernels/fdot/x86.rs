@@ -22,7 +22,7 @@ use std::ops::Range;
 
 use chord_resources::GgmlType;
 
-use super::{Legacy, MAX_ROWS, RUN, tiled_rows};
+use super::{GEMM_PASS, GemmActs, Legacy, MAX_ROWS, RUN, tiled_rows};
 
 /// Whether this CPU runs the kernels of this file.
 pub(super) fn detected() -> bool {
@@ -40,6 +40,67 @@ pub(super) fn supports(ty: GgmlType) -> bool {
     )
 }
 
+/// `$body` with `$F` the [`Format`] of weight type `$ty` (panics on a type without one).
+macro_rules! with_format {
+    ($ty:expr, $F:ident => $body:expr) => {
+        match $ty {
+            GgmlType::F32 => {
+                type $F = F32;
+                $body
+            }
+            GgmlType::F16 => {
+                type $F = F16;
+                $body
+            }
+            GgmlType::BF16 => {
+                type $F = Bf16;
+                $body
+            }
+            GgmlType::Q4_0 => {
+                type $F = Legacy<4, false>;
+                $body
+            }
+            GgmlType::Q4_1 => {
+                type $F = Legacy<4, true>;
+                $body
+            }
+            GgmlType::Q5_0 => {
+                type $F = Legacy<5, false>;
+                $body
+            }
+            GgmlType::Q5_1 => {
+                type $F = Legacy<5, true>;
+                $body
+            }
+            GgmlType::Q8_0 => {
+                type $F = Legacy<8, false>;
+                $body
+            }
+            GgmlType::Q2K => {
+                type $F = Q2K;
+                $body
+            }
+            GgmlType::Q3K => {
+                type $F = Q3K;
+                $body
+            }
+            GgmlType::Q4K => {
+                type $F = Q4K;
+                $body
+            }
+            GgmlType::Q5K => {
+                type $F = Q5K;
+                $body
+            }
+            GgmlType::Q6K => {
+                type $F = Q6K;
+                $body
+            }
+            other => panic!("fdot x86: no kernel for {other}"),
+        }
+    };
+}
+
 /// [`super::matmul_rows_f32`] for a type this file [`supports`] (panics on another), `k` a
 /// multiple of 32, rows of `row_bytes` bytes. Lengths were checked by the caller; the
 /// kernels' own slice indexing panics rather than reading out of bounds if they were not.
@@ -55,23 +116,20 @@ pub(super) fn matmul_rows(
     rows: Range<usize>,
     out: &mut [f32],
 ) {
-    let (r, o) = (rows, out);
-    match ty {
-        GgmlType::F32 => gemm::<F32>(w, row_bytes, k, x, n, r, o),
-        GgmlType::F16 => gemm::<F16>(w, row_bytes, k, x, n, r, o),
-        GgmlType::BF16 => gemm::<Bf16>(w, row_bytes, k, x, n, r, o),
-        GgmlType::Q4_0 => gemm::<Legacy<4, false>>(w, row_bytes, k, x, n, r, o),
-        GgmlType::Q4_1 => gemm::<Legacy<4, true>>(w, row_bytes, k, x, n, r, o),
-        GgmlType::Q5_0 => gemm::<Legacy<5, false>>(w, row_bytes, k, x, n, r, o),
-        GgmlType::Q5_1 => gemm::<Legacy<5, true>>(w, row_bytes, k, x, n, r, o),
-        GgmlType::Q8_0 => gemm::<Legacy<8, false>>(w, row_bytes, k, x, n, r, o),
-        GgmlType::Q2K => gemm::<Q2K>(w, row_bytes, k, x, n, r, o),
-        GgmlType::Q3K => gemm::<Q3K>(w, row_bytes, k, x, n, r, o),
-        GgmlType::Q4K => gemm::<Q4K>(w, row_bytes, k, x, n, r, o),
-        GgmlType::Q5K => gemm::<Q5K>(w, row_bytes, k, x, n, r, o),
-        GgmlType::Q6K => gemm::<Q6K>(w, row_bytes, k, x, n, r, o),
-        other => panic!("fdot x86: no kernel for {other}"),
-    }
+    with_format!(ty, F => gemm::<F>(w, row_bytes, k, x, n, rows, out))
+}
+
+/// [`super::matmul_rows_gemm`]: the prefill GEMM on activations prepared once per product.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn matmul_rows_gemm(
+    ty: GgmlType,
+    w: &[u8],
+    row_bytes: usize,
+    acts: &GemmActs,
+    rows: Range<usize>,
+    out: &mut [f32],
+) {
+    with_format!(ty, F => gemm_tiled::<F>(w, row_bytes, acts, rows, out))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -680,6 +738,10 @@ fn gemm<F: Format>(
 ) {
     debug_assert!(k.is_multiple_of(F::RUNS * RUN));
     debug_assert_eq!(row_bytes, k / (F::RUNS * RUN) * F::BYTES);
+    if n >= super::GEMM_MIN_ROWS {
+        gemm_tiled::<F>(w, row_bytes, &GemmActs::transpose(x, n, k), rows, out);
+        return;
+    }
     tiled_rows(w, row_bytes, k, x, n, rows, out, |w_row, xs| {
         let mut res = [0.0f32; MAX_ROWS];
         match *xs {
@@ -691,4 +753,97 @@ fn gemm<F: Format>(
         }
         res
     });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prefill GEMM: a tile of `GJ` weight rows decoded once to f32, then an outer-product
+// microkernel over passes of `GR` activation rows (transposed once per call), so each weight
+// value is loaded once per `GR` rows and each activation value once per `GJ` rows: 12
+// accumulators of 8 outputs each, two FMAs per broadcast weight.
+
+/// Weight rows per tile (broadcast one at a time).
+const GJ: usize = 6;
+/// Activation rows per pass (two registers).
+const GR: usize = GEMM_PASS;
+
+/// Decode one weight row of `F` into `dst` (its `k` f32 values).
+#[target_feature(enable = "avx2,fma,f16c")]
+fn decode_row<F: Format>(w_row: &[u8], dst: &mut [f32]) {
+    let block_elems = F::RUNS * RUN;
+    for (block, out) in w_row
+        .chunks_exact(F::BYTES)
+        .zip(dst.chunks_exact_mut(block_elems))
+    {
+        // SAFETY: this function is compiled with (and only runs with) AVX2, FMA and F16C;
+        // `block` is `F::BYTES` long.
+        let h = unsafe { F::header(block) };
+        for (run, out) in out.chunks_exact_mut(RUN).enumerate() {
+            // SAFETY: as for `header`; `run < F::RUNS`.
+            let wv = unsafe { F::run(block, &h, run) };
+            let (chunks, _) = out.as_chunks_mut::<8>();
+            for (c, v) in chunks.iter_mut().zip(wv) {
+                store8f(c, v);
+            }
+        }
+    }
+}
+
+/// `out[r·len + j − rows.start] = w_j · x_r` for `n ≥ GEMM_MIN_ROWS`. Each output is one
+/// FMA chain over `k` in order: the same bits whatever the tile, pass or batch it falls in.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn gemm_tiled<F: Format>(
+    w: &[u8],
+    row_bytes: usize,
+    acts: &GemmActs,
+    rows: Range<usize>,
+    out: &mut [f32],
+) {
+    let (k, n, xt) = (acts.k, acts.n, &acts.xt);
+    let len = rows.len();
+    // tile[e][i] = weight row j0 + i, element e.
+    let mut tile = vec![[0.0f32; GJ]; k];
+    let mut row = vec![0.0f32; k];
+    for j0 in rows.clone().step_by(GJ) {
+        let valid = (rows.end - j0).min(GJ);
+        for i in 0..GJ {
+            if i < valid {
+                let j = j0 + i;
+                decode_row::<F>(&w[j * row_bytes..(j + 1) * row_bytes], &mut row);
+            } else {
+                row.fill(0.0);
+            }
+            for (t, &v) in tile.iter_mut().zip(&row) {
+                t[i] = v;
+            }
+        }
+        let jj = j0 - rows.start;
+        for (p, xp) in xt.chunks_exact(k).enumerate() {
+            let acc = gemm_pass(&tile, xp);
+            let mut vals = [[0.0f32; 8]; 2];
+            for (i, acc_i) in acc.iter().enumerate().take(valid) {
+                store8f(&mut vals[0], acc_i[0]);
+                store8f(&mut vals[1], acc_i[1]);
+                for r in 0..GR.min(n - p * GR) {
+                    out[(p * GR + r) * len + jj + i] = vals[r / 8][r % 8];
+                }
+            }
+        }
+    }
+}
+
+/// `acc[i][h]` lanes `l` = `Σ_e tile[e][i] · xp[e][8h + l]`, in order of `e`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn gemm_pass(tile: &[[f32; GJ]], xp: &[[f32; GR]]) -> [[__m256; 2]; GJ] {
+    let mut acc = [[_mm256_setzero_ps(); 2]; GJ];
+    for (wv, xv) in tile.iter().zip(xp) {
+        let (xh, _) = xv.as_chunks::<8>();
+        let (x0, x1) = (load8f(&xh[0]), load8f(&xh[1]));
+        for (a, &wi) in acc.iter_mut().zip(wv) {
+            let b = _mm256_set1_ps(wi);
+            a[0] = _mm256_fmadd_ps(b, x0, a[0]);
+            a[1] = _mm256_fmadd_ps(b, x1, a[1]);
+        }
+    }
+    acc
 }

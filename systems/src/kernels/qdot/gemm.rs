@@ -55,50 +55,68 @@ pub fn supported(w_ty: GgmlType) -> bool {
     best().isa == Isa::Avx512Vnni && code_layout(w_ty).is_some() && activation_type(w_ty).is_some()
 }
 
-/// [`super::matmul_rows`] for `n ≥ MIN_ROWS` on a CPU where [`supported`] holds: same
-/// arguments, same output layout.
-///
-/// # Panics
-/// If `w_ty` is not [`supported`], or a shape is inconsistent (checked by the caller).
-pub(super) fn matmul_rows(
+/// Activation rows in the GEMM's layout for weights of one type: built once per matrix
+/// product (not once per thread's share of the rows) and read by every thread.
+pub struct GemmActs {
     w_ty: GgmlType,
-    w: &[u8],
-    k: usize,
-    act: &[u8],
     n: usize,
-    rows: Range<usize>,
-    out_block: &mut [f32],
-) {
-    let (Some(layout), Some(act_ty)) = (code_layout(w_ty), activation_type(w_ty)) else {
-        panic!("qdot gemm: {w_ty} has no integer codes")
-    };
-    let args = Args {
-        w_ty,
-        act_ty,
-        layout,
-        w,
-        k,
-        act,
-        n,
-        rows,
-    };
-    match (layout.group, layout.has_bias) {
-        (32, false) => run::<8, false>(args, out_block),
-        (32, true) => run::<8, true>(args, out_block),
-        (16, false) => run::<4, false>(args, out_block),
-        (_, _) => run::<4, true>(args, out_block),
+    k: usize,
+    /// `[pass][group][quad]`, each a quad of every row of the pass.
+    quads: Vec<PassQuad>,
+    /// `[pass][group]`.
+    groups: Vec<[ActGroup; PASS]>,
+}
+
+/// Four activation bytes of each row of a pass.
+type PassQuad = [[u8; 4]; PASS];
+
+impl GemmActs {
+    /// `n` activation rows `act` (written by `quantize_activations(w_ty, …)`) for the GEMM
+    /// against `w_ty` weights, or `None` where the GEMM does not apply (fewer than
+    /// [`MIN_ROWS`] rows, or a CPU or type it does not serve).
+    pub fn new(w_ty: GgmlType, act: &[u8], n: usize, k: usize) -> Option<GemmActs> {
+        if n < MIN_ROWS || !supported(w_ty) {
+            return None;
+        }
+        let (layout, act_ty) = (code_layout(w_ty)?, activation_type(w_ty)?);
+        let (quads, groups) = prepare_activations(act_ty, layout, act, n, k);
+        Some(GemmActs {
+            w_ty,
+            n,
+            k,
+            quads,
+            groups,
+        })
+    }
+
+    /// The weight type these activations were prepared for.
+    pub fn weight_type(&self) -> GgmlType {
+        self.w_ty
     }
 }
 
-struct Args<'a> {
-    w_ty: GgmlType,
-    act_ty: GgmlType,
-    layout: CodeLayout,
-    w: &'a [u8],
-    k: usize,
-    act: &'a [u8],
-    n: usize,
-    rows: Range<usize>,
+/// `out_block[r·rows.len() + (j − rows.start)] = w_j · act_r` for the activations of `acts`
+/// (same layout as [`super::matmul_rows`]). `w` is the whole matrix of `acts`' weight type.
+///
+/// # Panics
+/// If `w`, `rows` or `out_block` do not fit the shapes.
+pub fn matmul_rows(w: &[u8], acts: &GemmActs, rows: Range<usize>, out_block: &mut [f32]) {
+    let Some(layout) = code_layout(acts.w_ty) else {
+        unreachable!("GemmActs::new checked the type")
+    };
+    let w_row = row_len(acts.w_ty, acts.k);
+    assert!(
+        rows.end * w_row <= w.len() && out_block.len() >= acts.n * rows.len(),
+        "qdot gemm: rows {rows:?} of {} bytes or an output of {} floats do not fit",
+        w.len(),
+        out_block.len()
+    );
+    match (layout.group, layout.has_bias) {
+        (32, false) => run::<8, false>(w, acts, rows, out_block),
+        (32, true) => run::<8, true>(w, acts, rows, out_block),
+        (16, false) => run::<4, false>(w, acts, rows, out_block),
+        (_, _) => run::<4, true>(w, acts, rows, out_block),
+    }
 }
 
 /// The GEMM for groups of `Q` quads (`4·Q` elements), with or without biases.
@@ -106,21 +124,17 @@ struct Args<'a> {
 /// Layouts, all per code group `g` so that the kernel reads fixed-size arrays:
 /// - a weight tile: `codes[g][quad][row i][4]` (one 32-byte register per quad), `scales[g][i]`,
 ///   `biases[g][i]`;
-/// - a pass of activation rows: `codes[g][quad][row r][4]` (each row's four bytes broadcast
+/// - a pass of activation rows: `quads[g][quad][row r][4]` (each row's four bytes broadcast
 ///   from memory by the kernel), `groups[g][r]`.
-fn run<const Q: usize, const BIAS: bool>(a: Args<'_>, out_block: &mut [f32]) {
-    let Args {
-        w_ty,
-        act_ty,
-        layout,
-        w,
-        k,
-        act,
-        n,
-        rows,
-    } = a;
-    let ng = k / layout.group;
-    let (act_codes, act_groups) = prepare_activations::<Q>(act_ty, layout, act, n, k);
+fn run<const Q: usize, const BIAS: bool>(
+    w: &[u8],
+    acts: &GemmActs,
+    rows: Range<usize>,
+    out_block: &mut [f32],
+) {
+    let (w_ty, k, n) = (acts.w_ty, acts.k, acts.n);
+    let ng = k / (4 * Q);
+    let (act_quads, _) = acts.quads.as_chunks::<Q>();
     let w_row = row_len(w_ty, k);
     let len = rows.len();
     let mut codes = vec![[[0u8; 32]; Q]; ng];
@@ -162,9 +176,9 @@ fn run<const Q: usize, const BIAS: bool>(a: Args<'_>, out_block: &mut [f32]) {
             }
         }
         let jj = j0 - rows.start;
-        for (p, (pa, pg)) in act_codes
+        for (p, (pa, pg)) in act_quads
             .chunks_exact(ng)
-            .zip(act_groups.chunks_exact(ng))
+            .zip(acts.groups.chunks_exact(ng))
             .enumerate()
         {
             let r0 = p * PASS;
@@ -177,25 +191,23 @@ fn run<const Q: usize, const BIAS: bool>(a: Args<'_>, out_block: &mut [f32]) {
     }
 }
 
-/// Activation quads of one pass and group: `[quad][row][4]`.
-type PassQuads<const Q: usize> = [[[u8; 4]; PASS]; Q];
-
 /// The activation rows in passes of [`PASS`] rows (the last padded with copies of row
 /// `n − 1`): signed codes as bytes `[pass][g][quad][row][4]`, and group sums and scales
 /// `[pass][g][row]`.
-fn prepare_activations<const Q: usize>(
+fn prepare_activations(
     act_ty: GgmlType,
     layout: CodeLayout,
     act: &[u8],
     n: usize,
     k: usize,
-) -> (Vec<PassQuads<Q>>, Vec<[ActGroup; PASS]>) {
+) -> (Vec<PassQuad>, Vec<[ActGroup; PASS]>) {
     let g = layout.group;
     let ng = k / g;
     let bs = act_ty.block_size();
     let act_row = row_len(act_ty, k);
     let passes = n.div_ceil(PASS);
-    let mut codes = vec![[[[0u8; 4]; PASS]; Q]; passes * ng];
+    let q = g / 4;
+    let mut codes = vec![[[0u8; 4]; PASS]; passes * ng * q];
     let mut groups = vec![[ActGroup::default(); PASS]; passes * ng];
     let mut signed = vec![0i8; k];
     let mut scales = vec![0.0f32; k / bs];
@@ -215,7 +227,8 @@ fn prepare_activations<const Q: usize>(
         let (p, pr) = (r / PASS, r % PASS);
         for gi in 0..ng {
             let vals = &signed[gi * g..(gi + 1) * g];
-            for (quad, four) in codes[p * ng + gi].iter_mut().zip(vals.chunks_exact(4)) {
+            let quads = &mut codes[(p * ng + gi) * q..(p * ng + gi + 1) * q];
+            for (quad, four) in quads.iter_mut().zip(vals.chunks_exact(4)) {
                 quad[pr] = std::array::from_fn(|t| four[t] as u8);
             }
             let sum: i32 = vals.iter().map(|&v| i32::from(v)).sum();
@@ -235,7 +248,7 @@ fn kernel<const Q: usize, const BIAS: bool>(
     codes: &[[[u8; 32]; Q]],
     scales: &[[f32; TILE]],
     biases: &[[f32; TILE]],
-    act: &[PassQuads<Q>],
+    act: &[[PassQuad; Q]],
     groups: &[[ActGroup; PASS]],
     out: &mut [[f32; TILE]; PASS],
 ) {
@@ -308,7 +321,8 @@ mod tests {
             let rows = 3..20;
             let len = rows.len();
             let mut gemm = vec![f32::NAN; n * len];
-            matmul_rows(ty, &w, k, &act, n, rows.clone(), &mut gemm);
+            let acts = GemmActs::new(ty, &act, n, k).unwrap();
+            matmul_rows(&w, &acts, rows.clone(), &mut gemm);
             // Reference: the row kernels, one activation row at a time.
             let f = super::super::vec_dot_fn(ty).unwrap();
             let ar = row_len(activation_type(ty).unwrap(), k);

@@ -454,8 +454,8 @@ pub fn matmul_rows(
         out_block.len(),
         n * len
     );
-    if n >= gemm::MIN_ROWS && gemm::supported(w_ty) {
-        gemm::matmul_rows(w_ty, w, k, act, n, rows, out_block);
+    if let Some(acts) = gemm::GemmActs::new(w_ty, act, n, k) {
+        gemm::matmul_rows(w, &acts, rows, out_block);
         return;
     }
     let kernels = &best().rows[ti];
