@@ -97,6 +97,19 @@ fn attention_f32(
 ) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
+        let same_dims = s.head_dim_k == s.head_dim_v && s.softcap.is_none();
+        let blocked: Option<fn(Head<'_>, &[f32], &[f32], &AttentionShape, &mut [f32])> =
+            match s.head_dim_k {
+                64 if same_dims => Some(x86::attend_head_blocked::<8>),
+                128 if same_dims => Some(x86::attend_head_blocked::<16>),
+                _ => None,
+            };
+        if let Some(f) = blocked {
+            attention_impl(q, positions, s, out, |h: Head<'_>, o: &mut [f32]| {
+                f(h, k_cache, v_cache, &s, o)
+            });
+            return;
+        }
         attention_impl(q, positions, s, out, |h: Head<'_>, o: &mut [f32]| {
             // SAFETY: AVX2 was just detected.
             unsafe { attend_head_f32_avx2(h, k_cache, v_cache, &s, o) }
@@ -134,6 +147,156 @@ unsafe fn attend_head_f32_avx2(
         super::dot_portable,
         super::axpy_portable,
     )
+}
+
+/// The f32 head loop of [`attend_head`] with [`super::dot_portable`] and
+/// [`super::axpy_portable`], rewritten for AVX2 so that it gives **the same bits**: each key's
+/// dot keeps its eight lane sums in chunk order and adds them up lane 0 to 7; eight keys are
+/// done at once and their lane sums transposed, so the eight additions become seven vector
+/// adds; the output accumulates in registers, `o + a·v` per key in key order as `axpy` does.
+/// Softmax stays scalar (the same `exp` and summation order).
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{AttentionShape, Head};
+
+    /// Eight f32 at `x[off..off + 8]` (panics when out of bounds).
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn load8(x: &[f32], off: usize) -> __m256 {
+        let Some(v) = x.get(off..).and_then(|t| t.first_chunk::<8>()) else {
+            panic!("attention: 8 floats at {off} outside {}", x.len())
+        };
+        // SAFETY: `v` is 8 readable f32; `loadu` has no alignment requirement.
+        unsafe { _mm256_loadu_ps(v.as_ptr()) }
+    }
+
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn store8(x: &mut [f32; 8], v: __m256) {
+        // SAFETY: `x` is 8 writable f32; `storeu` has no alignment requirement.
+        unsafe { _mm256_storeu_ps(x.as_mut_ptr(), v) }
+    }
+
+    /// `out[i]` lane `j` = `v[j]` lane `i`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn transpose8(v: [__m256; 8]) -> [__m256; 8] {
+        let t0 = _mm256_unpacklo_ps(v[0], v[1]);
+        let t1 = _mm256_unpackhi_ps(v[0], v[1]);
+        let t2 = _mm256_unpacklo_ps(v[2], v[3]);
+        let t3 = _mm256_unpackhi_ps(v[2], v[3]);
+        let t4 = _mm256_unpacklo_ps(v[4], v[5]);
+        let t5 = _mm256_unpackhi_ps(v[4], v[5]);
+        let t6 = _mm256_unpacklo_ps(v[6], v[7]);
+        let t7 = _mm256_unpackhi_ps(v[6], v[7]);
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ]
+    }
+
+    /// `Σ_c q_c·k_c` per lane, chunks in order, from zero: `dot_portable`'s eight lane sums.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn lane_sums<const D8: usize>(q: &[__m256; D8], k: &[f32], off: usize) -> __m256 {
+        let mut a = _mm256_setzero_ps();
+        for (c, qc) in q.iter().enumerate() {
+            a = _mm256_add_ps(a, _mm256_mul_ps(*qc, load8(k, off + 8 * c)));
+        }
+        a
+    }
+
+    /// Whether this CPU runs [`attend_head_blocked`].
+    pub(super) fn detected() -> bool {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+
+    /// [`super::attend_head`] for f32 caches, `head_dim_k == head_dim_v == 8·D8`, no
+    /// soft-capping; same bits (see the module docs). Panics if AVX2 is missing.
+    pub(super) fn attend_head_blocked<const D8: usize>(
+        h: Head<'_>,
+        k_cache: &[f32],
+        v_cache: &[f32],
+        s: &AttentionShape,
+        o: &mut [f32],
+    ) {
+        assert!(detected(), "attention: AVX2 head loop without AVX2");
+        // SAFETY: AVX2 was just detected; all memory access is bounds-checked.
+        unsafe { blocked::<D8>(h, k_cache, v_cache, s, o) }
+    }
+
+    #[target_feature(enable = "avx2")]
+    fn blocked<const D8: usize>(
+        h: Head<'_>,
+        k_cache: &[f32],
+        v_cache: &[f32],
+        s: &AttentionShape,
+        o: &mut [f32],
+    ) {
+        let d = 8 * D8;
+        let stride = s.n_head_kv * d;
+        let base = h.kvh * d;
+        let q: [__m256; D8] = std::array::from_fn(|c| load8(h.q, 8 * c));
+        let n = h.p + 1 - h.first;
+        let mut scores = vec![0.0f32; n.next_multiple_of(8)];
+        let scale = _mm256_set1_ps(s.scale);
+        let (blocks, _) = scores.as_chunks_mut::<8>();
+        for (b, out) in blocks.iter_mut().enumerate() {
+            let t0 = h.first + 8 * b;
+            if t0 + 8 <= h.p + 1 {
+                let sums: [__m256; 8] =
+                    std::array::from_fn(|j| lane_sums(&q, k_cache, (t0 + j) * stride + base));
+                let tr = transpose8(sums);
+                let mut total = tr[0];
+                for v in &tr[1..] {
+                    total = _mm256_add_ps(total, *v);
+                }
+                store8(out, _mm256_mul_ps(total, scale));
+            } else {
+                for (j, sc) in out.iter_mut().enumerate().take(h.p + 1 - t0) {
+                    let mut lanes = [0.0f32; 8];
+                    store8(&mut lanes, lane_sums(&q, k_cache, (t0 + j) * stride + base));
+                    *sc = lanes.iter().sum::<f32>() * s.scale;
+                }
+            }
+        }
+        let scores = &mut scores[..n];
+        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0f32;
+        for sc in scores.iter_mut() {
+            *sc = (*sc - max).exp();
+            sum += *sc;
+        }
+        let inv = 1.0 / sum;
+        let mut acc = [_mm256_setzero_ps(); D8];
+        for (i, &sc) in scores.iter().enumerate() {
+            let a = _mm256_set1_ps(sc * inv);
+            let off = (h.first + i) * stride + base;
+            for (c, acc_c) in acc.iter_mut().enumerate() {
+                *acc_c = _mm256_add_ps(*acc_c, _mm256_mul_ps(a, load8(v_cache, off + 8 * c)));
+            }
+        }
+        let (chunks, _) = o.as_chunks_mut::<8>();
+        for (chunk, v) in chunks.iter_mut().zip(acc) {
+            store8(chunk, v);
+        }
+    }
 }
 
 /// One query head of one row: its query, the KV head it reads and the visible positions.
@@ -215,6 +378,59 @@ fn attention_impl(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blocked_head_loop_gives_the_portable_bits() {
+        // The AVX2 head loop must reproduce the portable loop bit for bit (decode, prefill
+        // and the browser build must agree), for every key count around the 8-key blocks
+        // and for both head sizes it serves.
+        #[cfg(target_arch = "x86_64")]
+        for d in [64usize, 128] {
+            if !x86::detected() {
+                break;
+            }
+            let n_kv = 2;
+            let cached = 45;
+            let val = |i: usize| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 3.0;
+            let k: Vec<f32> = (0..cached * n_kv * d).map(val).collect();
+            let v: Vec<f32> = (0..cached * n_kv * d).map(|i| val(i + 17)).collect();
+            let q: Vec<f32> = (0..d).map(|i| val(i * 3 + 5)).collect();
+            let s = AttentionShape {
+                n_head: 4,
+                n_head_kv: n_kv,
+                head_dim_k: d,
+                head_dim_v: d,
+                scale: 0.125,
+                window: None,
+                softcap: None,
+            };
+            for (first, p) in [(0, 0), (0, 7), (0, 8), (3, 20), (0, 44), (9, 44)] {
+                let h = Head {
+                    q: &q,
+                    kvh: 1,
+                    first,
+                    p,
+                };
+                let mut want = vec![0.0f32; d];
+                attend_head(
+                    h,
+                    &k,
+                    &v,
+                    &s,
+                    &mut want,
+                    super::super::dot_portable,
+                    super::super::axpy_portable,
+                );
+                let mut got = vec![f32::NAN; d];
+                match d {
+                    64 => x86::attend_head_blocked::<8>(h, &k, &v, &s, &mut got),
+                    _ => x86::attend_head_blocked::<16>(h, &k, &v, &s, &mut got),
+                }
+                let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "d {d} keys {first}..={p}");
+            }
+        }
+    }
 
     #[test]
     fn single_key_returns_its_value_and_window_hides_old_keys() {
