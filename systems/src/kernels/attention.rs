@@ -98,12 +98,11 @@ fn attention_f32(
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         let same_dims = s.head_dim_k == s.head_dim_v && s.softcap.is_none();
-        let blocked: Option<fn(Head<'_>, &[f32], &[f32], &AttentionShape, &mut [f32])> =
-            match s.head_dim_k {
-                64 if same_dims => Some(x86::attend_head_blocked::<8>),
-                128 if same_dims => Some(x86::attend_head_blocked::<16>),
-                _ => None,
-            };
+        let blocked: Option<F32HeadFn> = match s.head_dim_k {
+            64 if same_dims => Some(x86::attend_head_blocked::<8>),
+            128 if same_dims => Some(x86::attend_head_blocked::<16>),
+            _ => None,
+        };
         if let Some(f) = blocked {
             attention_impl(q, positions, s, out, |h: Head<'_>, o: &mut [f32]| {
                 f(h, k_cache, v_cache, &s, o)
@@ -298,6 +297,10 @@ mod x86 {
         }
     }
 }
+
+/// A per-head loop over f32 caches: `(head, k_cache, v_cache, shape, out)`.
+#[cfg(target_arch = "x86_64")]
+type F32HeadFn = fn(Head<'_>, &[f32], &[f32], &AttentionShape, &mut [f32]);
 
 /// One query head of one row: its query, the KV head it reads and the visible positions.
 #[derive(Clone, Copy)]
