@@ -70,6 +70,14 @@ type RowsFn = unsafe fn(nb: usize, w: &[u8], acts: Acts<'_>, out: &mut [f32]);
 /// A type's kernels for 1, 2, 3 and 4 activation rows.
 type Rows = [RowsFn; MAX_ROWS];
 
+/// One (type, ISA) decode kernel: `out[j] = w_j · act_0` for the `out.len()` weight rows of
+/// `w`, `w_row` bytes apart, computed by the ISA's one-row kernel (the same bits as
+/// [`Rows`]`[0]` row by row, without a call per row).
+///
+/// # Safety
+/// As [`RowsFn`]; `w` holds `out.len()` rows and `acts` one row (callers check).
+type MatvecFn = unsafe fn(nb: usize, w: &[u8], w_row: usize, acts: Acts<'_>, out: &mut [f32]);
+
 /// Instruction sets a kernel can be built for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Isa {
@@ -203,6 +211,22 @@ fn rows_for(isa: Isa, ty: GgmlType) -> Option<Rows> {
 struct Table {
     isa: Isa,
     rows: [Rows; TYPES.len()],
+    /// Decode kernels, where the ISA that gave `rows` has them.
+    matvec: [Option<MatvecFn>; TYPES.len()],
+}
+
+/// The decode kernel of `isa` for `ty`, if it has one (no CPU check: see [`MatvecFn`]).
+fn matvec_for(isa: Isa, ty: GgmlType) -> Option<MatvecFn> {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => x86::matvec(ty, false),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => x86::matvec(ty, true),
+        _ => {
+            let _ = ty;
+            None
+        }
+    }
 }
 
 fn best() -> &'static Table {
@@ -214,7 +238,19 @@ fn best() -> &'static Table {
                 .find_map(|&isa| rows_for(isa, ty))
                 .unwrap_or_else(|| unreachable!("the scalar kernels cover every type in TYPES"))
         });
-        Table { isa: isas[0], rows }
+        // The decode kernel of the same ISA as the row kernels (the same bits).
+        let matvec = TYPES.map(|ty| {
+            let isa = isas
+                .iter()
+                .copied()
+                .find(|&isa| rows_for(isa, ty).is_some())?;
+            matvec_for(isa, ty)
+        });
+        Table {
+            isa: isas[0],
+            rows,
+            matvec,
+        }
     })
 }
 
@@ -459,6 +495,19 @@ pub fn matmul_rows(
         return;
     }
     let kernels = &best().rows[ti];
+    if n == 1
+        && len > 0
+        && let Some(matvec) = best().matvec[ti]
+    {
+        with_acts(s, act, 1, |acts| {
+            check_lengths(s, &w[rows.start * s.w_row..], &acts, 1, &out_block[..len]);
+            let w_rows = &w[rows.start * s.w_row..rows.end * s.w_row];
+            // SAFETY: `matvec` comes from the table of an ISA this CPU supports (see `best`);
+            // `w_rows` holds exactly `len` rows and the lengths were checked above.
+            unsafe { matvec(s.nb, w_rows, s.w_row, acts, &mut out_block[..len]) }
+        });
+        return;
+    }
     // Weight rows go in tiles that stay in L1 while every group of activation rows passes
     // over them, so the activations stream from L2 once per tile rather than once per weight
     // row (prefill). Each output is the same `run_rows` call either way: same bits.

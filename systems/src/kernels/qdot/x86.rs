@@ -19,7 +19,7 @@ use std::arch::x86_64::*;
 
 use chord_resources::GgmlType;
 
-use super::{Acts, Rows};
+use super::{Acts, MatvecFn, Rows};
 
 /// Whether this CPU runs the AVX2 kernels of this file.
 pub(super) fn detected() -> bool {
@@ -295,6 +295,7 @@ fn legacy_block<const KIND: u8>(b: &[u8]) -> (__m256i, __m256, __m256) {
 macro_rules! legacy_kernel {
     ($features:literal, $kernel:ident, $dot:ident) => {
         #[target_feature(enable = $features)]
+        #[inline]
         fn $kernel<const KIND: u8, const TS: usize, const ATS: usize, const R: usize>(
             nb: usize,
             w: &[u8],
@@ -481,6 +482,7 @@ fn per_group(mins8: __m128i) -> __m256i {
 macro_rules! k_kernel {
     ($name:ident, $ts:expr, |$b:ident, $ys:ident, $acc:ident, $acc_min:ident| $body:block) => {
         #[target_feature(enable = "avx2,fma,f16c")]
+        #[inline]
         fn $name<const R: usize>(nb: usize, w: &[u8], acts: Acts<'_>, out: &mut [f32]) {
             let wb = &w.as_chunks::<{ $ts }>().0[..nb];
             let acts = act_blocks::<Q8K_BYTES, R>(&acts, nb);
@@ -673,6 +675,66 @@ macro_rules! rows4 {
     ($f:ident $(, $c:expr)*) => {
         [$f::<$({ $c },)* 1>, $f::<$({ $c },)* 2>, $f::<$({ $c },)* 3>, $f::<$({ $c },)* 4>]
     };
+}
+
+/// Decode (one activation row) over many weight rows in one call: `$name::<..>(nb, w,
+/// w_row, acts, out)` sets `out[j] = w_j · act_0` for the `out.len()` rows of `w`
+/// (`w_row` bytes apart), each with the same one-row kernel as the tables (so the same
+/// bits), without a call, a length check and an `Acts` copy per row.
+macro_rules! matvec {
+    ($features:literal, $name:ident, $kernel:ident $(, $c:ident: $t:ty)*) => {
+        #[target_feature(enable = $features)]
+        fn $name<$(const $c: $t,)*>(
+            nb: usize,
+            w: &[u8],
+            w_row: usize,
+            acts: Acts<'_>,
+            out: &mut [f32],
+        ) {
+            for (o, row) in out.iter_mut().zip(w.chunks_exact(w_row)) {
+                let mut r = [0.0f32; 1];
+                $kernel::<$($c,)* 1>(nb, row, acts, &mut r);
+                *o = r[0];
+            }
+        }
+    };
+}
+
+matvec!("avx2,fma,f16c", legacy_matvec, legacy, KIND: u8, TS: usize, ATS: usize);
+matvec!(
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+    legacy_vnni_matvec,
+    legacy_vnni,
+    KIND: u8,
+    TS: usize,
+    ATS: usize
+);
+matvec!("avx2,fma,f16c", q2_k_matvec, q2_k);
+matvec!("avx2,fma,f16c", q3_k_matvec, q3_k);
+matvec!("avx2,fma,f16c", q4_k_matvec, q4_k);
+matvec!("avx2,fma,f16c", q5_k_matvec, q5_k);
+matvec!("avx2,fma,f16c", q6_k_matvec, q6_k);
+
+/// The decode kernel of `ty` for `isa` (AVX2 or AVX-512 VNNI; see [`matvec!`]).
+pub(super) fn matvec(ty: GgmlType, vnni: bool) -> Option<MatvecFn> {
+    Some(match (ty, vnni) {
+        (GgmlType::Q4_0, false) => legacy_matvec::<Q4_0, 18, 34>,
+        (GgmlType::Q4_1, false) => legacy_matvec::<Q4_1, 20, 36>,
+        (GgmlType::Q5_0, false) => legacy_matvec::<Q5_0, 22, 34>,
+        (GgmlType::Q5_1, false) => legacy_matvec::<Q5_1, 24, 36>,
+        (GgmlType::Q8_0, false) => legacy_matvec::<Q8_0, 34, 34>,
+        (GgmlType::Q4_0, true) => legacy_vnni_matvec::<Q4_0, 18, 34>,
+        (GgmlType::Q4_1, true) => legacy_vnni_matvec::<Q4_1, 20, 36>,
+        (GgmlType::Q5_0, true) => legacy_vnni_matvec::<Q5_0, 22, 34>,
+        (GgmlType::Q5_1, true) => legacy_vnni_matvec::<Q5_1, 24, 36>,
+        (GgmlType::Q8_0, true) => legacy_vnni_matvec::<Q8_0, 34, 34>,
+        (GgmlType::Q2K, _) => q2_k_matvec,
+        (GgmlType::Q3K, _) => q3_k_matvec,
+        (GgmlType::Q4K, _) => q4_k_matvec,
+        (GgmlType::Q5K, _) => q5_k_matvec,
+        (GgmlType::Q6K, _) => q6_k_matvec,
+        _ => return None,
+    })
 }
 
 /// The AVX2 kernels for `ty`.
