@@ -12,6 +12,8 @@
 //!   buffer: what a kernel that only had to read its bytes could reach.
 //! - `fdot/<type>/n1`, `n4`, `n8`: the same matrices through the default f32-activation kernels
 //!   (`fdot::matmul_rows_f32`, exact math): decode, one verification group, prefill.
+//! - `gemm/<int8|f32>/<type>/n128`: prefill, 128 activation rows against the same matrix
+//!   (from 34 rows the kernels switch to the tiled GEMMs), in multiply-adds per second.
 //! - `quantize/<act type>`: `quantize_activations` of 8 rows of 1536.
 
 use std::hint::black_box;
@@ -157,6 +159,36 @@ fn f32_matmuls(c: &mut Criterion) {
     g.finish();
 }
 
+fn gemms(c: &mut Criterion) {
+    let mut g = c.benchmark_group("gemm");
+    let n = 128;
+    g.throughput(Throughput::Elements((n * M * K) as u64));
+    let x: Vec<f32> = bytes(13, n * K)
+        .iter()
+        .map(|&b| f32::from(b) / 64.0 - 2.0)
+        .collect();
+    let mut out = vec![0.0f32; n * M];
+    for ty in [
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q8_0,
+        GgmlType::Q4K,
+        GgmlType::Q6K,
+    ] {
+        let name = ty.name();
+        let w = weights(ty, 7, M);
+        let mut act = Vec::new();
+        quantize_activations(ty, &x, K, &mut act);
+        g.bench_function(format!("int8/{name}/n{n}"), |b| {
+            b.iter(|| matmul_rows(ty, black_box(&w), M, K, black_box(&act), n, 0..M, &mut out))
+        });
+        g.bench_function(format!("f32/{name}/n{n}"), |b| {
+            b.iter(|| matmul_rows_f32(ty, black_box(&w), K, black_box(&x), n, 0..M, &mut out))
+        });
+    }
+    g.finish();
+}
+
 fn quantizers(c: &mut Criterion) {
     let mut g = c.benchmark_group("quantize");
     let n = 8;
@@ -185,5 +217,5 @@ fn config() -> Criterion {
         .sample_size(20)
 }
 
-criterion_group! { name = benches; config = config(); targets = memory_baselines, matmuls, f32_matmuls, quantizers }
+criterion_group! { name = benches; config = config(); targets = memory_baselines, matmuls, f32_matmuls, gemms, quantizers }
 criterion_main!(benches);
