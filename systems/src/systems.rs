@@ -9,7 +9,7 @@ use bevy_ecs::prelude::*;
 use crossbeam_channel::{Receiver, Sender};
 use web_time::Instant;
 
-use chord_resources::config::{FfnActivation, RopeScaling};
+use chord_resources::config::RopeScaling;
 
 use crate::batch::{SeqChunk, StepBatch};
 use crate::components::Event;
@@ -662,11 +662,7 @@ pub fn ffn<S: ModelSlot>(
         &[n_ff, n_ff],
         prec,
     );
-    let act = match weights.config.ffn_activation {
-        FfnActivation::Silu => activation::silu,
-        FfnActivation::GeluTanh => activation::gelu_tanh,
-    };
-    activation::gated(&mut b.gate, &b.up, act);
+    activation::gated_ffn(weights.config.ffn_activation, &mut b.gate, &b.up);
     matmul::matmul(lw.down.view(weights), &b.gate, &mut b.proj, prec);
     residual_add(
         &mut b.x,

@@ -1,5 +1,7 @@
 //! Gated FFN activations.
 
+use chord_resources::config::FfnActivation;
+
 /// SiLU(x) = x · σ(x).
 #[inline]
 pub fn silu(x: f32) -> f32 {
@@ -12,6 +14,23 @@ pub fn gelu_tanh(x: f32) -> f32 {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
     const COEF_A: f32 = 0.044715;
     0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + COEF_A * x * x)).tanh())
+}
+
+/// The FFN's gate: `gate[i] = act(gate[i]) · up[i]` with the model's activation; SiLU takes
+/// the vector exponential on x86 ([`super::vexp`]: within a few ulp of the scalar definition,
+/// and the same for every row).
+pub fn gated_ffn(act: FfnActivation, gate: &mut [f32], up: &[f32]) {
+    match act {
+        FfnActivation::Silu => {
+            #[cfg(target_arch = "x86_64")]
+            if super::vexp::detected() {
+                super::vexp::silu_gated(gate, up);
+                return;
+            }
+            gated(gate, up, silu)
+        }
+        FfnActivation::GeluTanh => gated(gate, up, gelu_tanh),
+    }
 }
 
 /// `gate[i] = act(gate[i]) · up[i]` elementwise (in place in `gate`).

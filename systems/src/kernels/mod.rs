@@ -9,6 +9,8 @@ pub mod norm;
 pub mod parallel;
 pub mod qdot;
 pub mod rope;
+#[cfg(target_arch = "x86_64")]
+pub mod vexp;
 
 /// Dot product of two equal-length f32 slices, with 8 independent accumulators so the
 /// compiler can keep them in vector registers. On x86-64 CPUs with AVX2 the same code runs
