@@ -46,6 +46,8 @@ const GEMM_PASS: usize = 16;
 /// Activation rows in the prefill GEMM's layout — transposed in passes of [`GEMM_PASS`]
 /// rows, `xt[p·k + e][r] = x[(p·GEMM_PASS + r)·k + e]` (rows past `n` zero) — built once per
 /// matrix product and read by every thread.
+// Read by the x86 kernels only.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub struct GemmActs {
     n: usize,
     k: usize,

@@ -41,6 +41,8 @@ fn row_len(ty: GgmlType, k: usize) -> usize {
 
 /// Per activation row and code group: what the kernel broadcasts.
 #[derive(Clone, Copy, Debug, Default)]
+// Read by the x86 kernels only.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(super) struct ActGroup {
     /// `−offset · Σ a` over the group: the lanes' starting value.
     pub neg_offset_sum: i32,
