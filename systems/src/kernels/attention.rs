@@ -218,11 +218,24 @@ mod x86 {
     #[target_feature(enable = "avx2")]
     #[inline]
     fn lane_sums<const D8: usize>(q: &[__m256; D8], k: &[f32], off: usize) -> __m256 {
+        let key = chunks8::<D8>(k, off);
         let mut a = _mm256_setzero_ps();
-        for (c, qc) in q.iter().enumerate() {
-            a = _mm256_add_ps(a, _mm256_mul_ps(*qc, load8(k, off + 8 * c)));
+        for (qc, kc) in q.iter().zip(key) {
+            a = _mm256_add_ps(a, _mm256_mul_ps(*qc, load8(kc, 0)));
         }
         a
+    }
+
+    /// The `D8` chunks of 8 f32 at `x[off..]` (one bounds check for the whole head).
+    #[inline(always)]
+    fn chunks8<const D8: usize>(x: &[f32], off: usize) -> &[[f32; 8]; D8] {
+        let Some(v) = x
+            .get(off..off + 8 * D8)
+            .and_then(|t| t.as_chunks::<8>().0.first_chunk::<D8>())
+        else {
+            panic!("attention: {} floats at {off} outside {}", 8 * D8, x.len())
+        };
+        v
     }
 
     /// Whether this CPU runs [`attend_head_blocked`].
@@ -308,9 +321,9 @@ mod x86 {
         let mut acc = [_mm256_setzero_ps(); D8];
         for (i, &sc) in scores.iter().enumerate() {
             let a = _mm256_set1_ps(sc * inv);
-            let off = (h.first + i) * stride + base;
-            for (c, acc_c) in acc.iter_mut().enumerate() {
-                *acc_c = _mm256_add_ps(*acc_c, _mm256_mul_ps(a, load8(v_cache, off + 8 * c)));
+            let value = chunks8::<D8>(v_cache, (h.first + i) * stride + base);
+            for (acc_c, vc) in acc.iter_mut().zip(value) {
+                *acc_c = _mm256_add_ps(*acc_c, _mm256_mul_ps(a, load8(vc, 0)));
             }
         }
         let (chunks, _) = o.as_chunks_mut::<8>();
