@@ -129,56 +129,100 @@ pub fn matmul_many(
     let total = offsets[ws.len()];
     let acts = &acts;
     let (int8_by_type, int8_gemm_of, f32_gemm) = (&int8_by_type, &int8_gemm_of, &f32_gemm);
-    let parts = parallel::map_ranges(total, k * n, |range| {
-        let mut blocks = Vec::new();
-        for (pi, w) in ws.iter().enumerate() {
-            let (lo, hi) = (range.start.max(offsets[pi]), range.end.min(offsets[pi + 1]));
-            if lo >= hi {
-                continue;
+    // Each part gets the output columns of its weight rows as disjoint row segments, computes
+    // its block in a reused per-thread buffer and copies it into them: no zeroed block per
+    // product and no serial scatter after the parallel section.
+    let ranges = parallel::part_ranges(total, k * n);
+    let mut parts: Vec<Vec<PartOut<'_>>> = ranges.iter().map(|_| Vec::new()).collect();
+    for (pi, out) in outs.iter_mut().enumerate() {
+        let (lo, hi) = (offsets[pi], offsets[pi + 1]);
+        let m = hi - lo;
+        // The parts that cover some of this matrix's rows, with their local row ranges.
+        let mine: Vec<(usize, std::ops::Range<usize>)> = ranges
+            .iter()
+            .enumerate()
+            .filter_map(|(p, r)| {
+                let (a, b) = (r.start.max(lo), r.end.min(hi));
+                (a < b).then(|| (p, a - lo..b - lo))
+            })
+            .collect();
+        let first: Vec<usize> = mine
+            .iter()
+            .map(|(p, rows)| {
+                parts[*p].push(PartOut {
+                    matrix: pi,
+                    rows: rows.clone(),
+                    segments: Vec::with_capacity(n),
+                });
+                parts[*p].len() - 1
+            })
+            .collect();
+        for row in out.chunks_mut(m).take(n) {
+            let mut rest = row;
+            for ((p, rows), &e) in mine.iter().zip(&first) {
+                let (seg, tail) = rest.split_at_mut(rows.len());
+                parts[*p][e].segments.push(seg);
+                rest = tail;
             }
-            let rows = lo - offsets[pi]..hi - offsets[pi];
-            let mut block = vec![0.0f32; n * rows.len()];
-            match (act_of[pi], int8_gemm_of[pi], f32_gemm) {
-                (Some(_), Some(gi), _) => {
-                    qdot::gemm::matmul_rows(w.data, &int8_by_type[gi], rows.clone(), &mut block)
-                }
-                (None, _, Some(g)) if fdot::gemm_supports(w.ty) => {
-                    fdot::matmul_rows_gemm(w.ty, w.data, g, rows.clone(), &mut block)
-                }
-                (Some(ai), _, _) => qdot::matmul_rows(
-                    w.ty,
-                    w.data,
-                    w.rows,
-                    k,
-                    &acts[ai].1,
-                    n,
-                    rows.clone(),
-                    &mut block,
-                ),
-                (None, _, _) => {
-                    fdot::matmul_rows_f32(w.ty, w.data, k, x, n, rows.clone(), &mut block)
-                }
-            }
-            blocks.push((pi, rows, block));
-        }
-        blocks
-    });
-    for (_, blocks) in parts {
-        for (pi, rows, block) in blocks {
-            scatter(vec![(rows, block)], n, ws[pi].rows, outs[pi]);
         }
     }
+    let acts = &acts;
+    let (int8_by_type, int8_gemm_of, f32_gemm) = (&int8_by_type, &int8_gemm_of, &f32_gemm);
+    parallel::for_parts(parts, |_, outs: Vec<PartOut<'_>>| {
+        for PartOut {
+            matrix: pi,
+            rows,
+            segments,
+        } in outs
+        {
+            let w = &ws[pi];
+            let len = rows.len();
+            BLOCK.with_borrow_mut(|buf| {
+                if buf.len() < n * len {
+                    buf.resize(n * len, 0.0);
+                }
+                let block = &mut buf[..n * len];
+                match (act_of[pi], int8_gemm_of[pi], f32_gemm) {
+                    (Some(_), Some(gi), _) => {
+                        qdot::gemm::matmul_rows(w.data, &int8_by_type[gi], rows.clone(), block)
+                    }
+                    (None, _, Some(g)) if fdot::gemm_supports(w.ty) => {
+                        fdot::matmul_rows_gemm(w.ty, w.data, g, rows.clone(), block)
+                    }
+                    (Some(ai), _, _) => qdot::matmul_rows(
+                        w.ty,
+                        w.data,
+                        w.rows,
+                        k,
+                        &acts[ai].1,
+                        n,
+                        rows.clone(),
+                        block,
+                    ),
+                    (None, _, _) => {
+                        fdot::matmul_rows_f32(w.ty, w.data, k, x, n, rows.clone(), block)
+                    }
+                }
+                for (seg, src) in segments.into_iter().zip(block.chunks_exact(len)) {
+                    seg.copy_from_slice(src);
+                }
+            });
+        }
+    });
 }
 
-/// Copy per-range `[n × len]` blocks into their columns of `out` `[n × m]`.
-fn scatter(parts: Vec<(std::ops::Range<usize>, Vec<f32>)>, n: usize, m: usize, out: &mut [f32]) {
-    for (range, block) in parts {
-        let len = range.len();
-        for r in 0..n {
-            out[r * m + range.start..r * m + range.end]
-                .copy_from_slice(&block[r * len..(r + 1) * len]);
-        }
-    }
+/// One part's share of one output matrix: weight rows `rows` of matrix `matrix`, and for
+/// each activation row the output segment of those columns.
+struct PartOut<'a> {
+    matrix: usize,
+    rows: std::ops::Range<usize>,
+    segments: Vec<&'a mut [f32]>,
+}
+
+thread_local! {
+    /// The `[n × rows]` block a part's kernel writes before it is copied out (reused, so not
+    /// zeroed per product: every kernel writes every element of its block).
+    static BLOCK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 #[cfg(test)]

@@ -287,6 +287,34 @@ mod tests {
     }
 
     #[test]
+    fn parts_run_once_each_with_their_data() {
+        for n in [1usize, 7, 100, 1000] {
+            let ranges = part_ranges(n, 1 << 20);
+            assert_eq!(ranges.first().map(|r| r.start), Some(0));
+            assert_eq!(ranges.last().map(|r| r.end), Some(n));
+            assert!(ranges.windows(2).all(|w| w[0].end == w[1].start));
+            let mut out = vec![0usize; n];
+            let mut rest: &mut [usize] = &mut out;
+            let mut parts = Vec::new();
+            for r in &ranges {
+                let (a, b) = rest.split_at_mut(r.len());
+                parts.push((r.clone(), a));
+                rest = b;
+            }
+            for_parts(
+                parts,
+                |i, (r, slice): (std::ops::Range<usize>, &mut [usize])| {
+                    for (x, j) in slice.iter_mut().zip(r) {
+                        *x += j + 1;
+                        assert!(i < 1000);
+                    }
+                },
+            );
+            assert!(out.iter().enumerate().all(|(j, &x)| x == j + 1), "n {n}");
+        }
+    }
+
+    #[test]
     fn chunks_get_their_index() {
         let mut v = vec![0usize; 103];
         for_chunks_mut(&mut v, 10, 1 << 20, |i, c| {
@@ -296,6 +324,50 @@ mod tests {
             assert_eq!(*x, j / 10);
         }
     }
+}
+
+/// The ranges [`map_ranges`] / [`for_parts`] split `n_items` items (each costing about
+/// `cost` units) into, in order.
+pub fn part_ranges(n_items: usize, cost: usize) -> Vec<std::ops::Range<usize>> {
+    if n_items == 0 {
+        return Vec::new();
+    }
+    let per = n_items.div_ceil(n_parts(n_items, cost));
+    (0..n_items)
+        .step_by(per)
+        .map(|a| a..(a + per).min(n_items))
+        .collect()
+}
+
+/// `f(i, parts[i])` for every part, spread over the pool like [`map_ranges`]: each part (its
+/// data moved in, e.g. the disjoint output slices of a [`part_ranges`] range) is run once.
+pub fn for_parts<T, F>(parts: Vec<T>, f: F)
+where
+    T: Send,
+    F: Fn(usize, T) + Sync,
+{
+    if parts.len() <= 1 {
+        for (i, p) in parts.into_iter().enumerate() {
+            f(i, p);
+        }
+        return;
+    }
+    let slots: Vec<Mutex<Option<T>>> = parts.into_iter().map(|p| Mutex::new(Some(p))).collect();
+    let run = |i: usize| {
+        if let Some(p) = slots[i].lock().ok().and_then(|mut slot| slot.take()) {
+            f(i, p);
+        }
+    };
+    if LEADER.with(Cell::get) {
+        TEAM.run(slots.len(), &run);
+        return;
+    }
+    let run = &run;
+    pool().scope(|s| {
+        for i in 0..slots.len() {
+            s.spawn(async move { run(i) });
+        }
+    });
 }
 
 /// Like [`for_ranges`] but each part returns a value; results come back with their ranges,
