@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use chord_engine::{
     Engine, EngineError, EngineOptions, Event, FinishReason, GenerateParams, SamplingParams,
+    StepProgress,
 };
 use chord_resources::gguf::{GgufError, GgufStreamLoader};
 use chord_resources::tokenizer::ChatMessage;
@@ -186,13 +187,26 @@ impl Run {
     }
 }
 
+/// Where [`Session::step_begin`] / [`Session::step_resume`] left a step.
+#[derive(Debug)]
+pub enum AsyncStep {
+    /// The step is complete; `true` once the generation is over (as [`Session::step`]).
+    Done(bool),
+    /// The GPU readback is in flight: await it, then [`Session::step_resume`].
+    #[cfg(feature = "gpu")]
+    Waiting(chord_engine::ReadbackWait),
+}
+
 /// A loaded engine and at most one running generation, advanced one engine step per
-/// [`Session::step`].
+/// [`Session::step`] (or, never blocking on the GPU, [`Session::step_begin`] +
+/// [`Session::step_resume`]).
 pub struct Session {
     engine: Engine,
     active: Option<Active>,
     last: Option<Report>,
     build_s: f64,
+    /// A stop asked for while a step was in flight: done when that step completes.
+    stop_requested: bool,
 }
 
 impl Session {
@@ -202,7 +216,13 @@ impl Session {
             active: None,
             last: None,
             build_s,
+            stop_requested: false,
         }
+    }
+
+    /// The engine, to change its backend ([`Engine::install_gpu`]) before generating.
+    pub fn engine_mut(&mut self) -> &mut Engine {
+        &mut self.engine
     }
 
     pub fn engine(&self) -> &Engine {
@@ -259,16 +279,76 @@ impl Session {
     /// Run one engine step (the whole prompt, or one new token) and hand each new token to
     /// `on_token(id, text)`; `on_token` returning `false` stops the generation. Returns `true`
     /// once the generation is over (also when none was running).
-    pub fn step(
+    pub fn step(&mut self, on_token: impl FnMut(u32, &str) -> bool) -> Result<bool, ShellError> {
+        if self.active.is_none() {
+            return Ok(true);
+        }
+        if self.engine.step_in_progress() {
+            return Err(ShellError::Busy);
+        }
+        #[cfg(target_arch = "wasm32")]
+        if self.engine.gpu_adapter().is_some() {
+            return Err(ShellError::Invalid(
+                "on WebGPU the engine steps with stepAsync (a readback cannot block)".into(),
+            ));
+        }
+        if self.engine.has_work() {
+            self.engine.step();
+        }
+        self.after_step(on_token)
+    }
+
+    /// [`Session::step`] that never blocks on the GPU: on the GPU path it returns
+    /// [`AsyncStep::Waiting`] once the step's command buffer is submitted; await the readback,
+    /// then call [`Session::step_resume`]. On the CPU it is `step`.
+    pub fn step_begin(
+        &mut self,
+        on_token: impl FnMut(u32, &str) -> bool,
+    ) -> Result<AsyncStep, ShellError> {
+        if self.active.is_none() {
+            return Ok(AsyncStep::Done(true));
+        }
+        if self.engine.step_in_progress() {
+            return Err(ShellError::Busy);
+        }
+        if self.engine.has_work() {
+            match self.engine.step_begin() {
+                StepProgress::Done => {}
+                #[cfg(feature = "gpu")]
+                StepProgress::Waiting(w) => return Ok(AsyncStep::Waiting(w)),
+            }
+        }
+        self.after_step(on_token).map(AsyncStep::Done)
+    }
+
+    /// Continue the step of [`Session::step_begin`] after its readback; tokens go to
+    /// `on_token` as in [`Session::step`]. A stop asked for meanwhile happens after them.
+    pub fn step_resume(
+        &mut self,
+        on_token: impl FnMut(u32, &str) -> bool,
+    ) -> Result<AsyncStep, ShellError> {
+        match self.engine.step_resume() {
+            StepProgress::Done => {}
+            #[cfg(feature = "gpu")]
+            StepProgress::Waiting(w) => return Ok(AsyncStep::Waiting(w)),
+        }
+        let done = self.after_step(on_token);
+        if std::mem::take(&mut self.stop_requested) {
+            // The step's tokens were handed out; the stop keeps them.
+            self.stop();
+            return done.map(|_| AsyncStep::Done(true));
+        }
+        done.map(AsyncStep::Done)
+    }
+
+    /// Hand the events of the step that just ran to `on_token` and the report.
+    fn after_step(
         &mut self,
         mut on_token: impl FnMut(u32, &str) -> bool,
     ) -> Result<bool, ShellError> {
         let Some(active) = self.active.as_mut() else {
             return Ok(true);
         };
-        if self.engine.has_work() {
-            self.engine.step();
-        }
         let mut done = None;
         let mut keep_going = true;
         for ev in active.rx.try_iter() {
@@ -308,7 +388,16 @@ impl Session {
 
     /// Stop the running generation (if any): its request is cancelled and the engine stepped
     /// until idle (at most the rest of a prompt chunk). The report keeps what was generated.
+    /// While a step is in flight (between [`Session::step_begin`] and the end of
+    /// [`Session::step_resume`]) the stop happens when that step completes.
     pub fn stop(&mut self) {
+        if self.active.is_none() {
+            return;
+        }
+        if self.engine.step_in_progress() {
+            self.stop_requested = true;
+            return;
+        }
         let Some(active) = self.active.take() else {
             return;
         };

@@ -21,6 +21,8 @@ struct Signal {
 #[derive(Clone)]
 pub struct ReadbackWait {
     signal: Arc<Mutex<Signal>>,
+    /// Polled natively (in the browser the event loop completes the mapping).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     device: wgpu::Device,
 }
 
