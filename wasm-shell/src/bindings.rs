@@ -351,6 +351,9 @@ async fn use_backend(
     if let Err(e) = borrow(&session)?.engine().gpu_supported() {
         return fallback(e.to_string());
     }
+    if !has_navigator_gpu() {
+        return fallback("this browser has no WebGPU (navigator.gpu is missing)".into());
+    }
     // `auto` wants a hardware adapter (as the native `--backend auto`); `gpu` takes a software
     // one too (SwiftShader in headless Chromium).
     let ctx = match GpuContext::new_async(mode == Backend::Gpu).await {
@@ -362,6 +365,16 @@ async fn use_backend(
         Ok(()) => Ok(backend_object(s.engine().gpu_adapter(), None)),
         Err(e) => fallback(e.to_string()),
     }
+}
+
+/// Whether the global scope (window or worker) has `navigator.gpu`.
+#[cfg(feature = "gpu")]
+fn has_navigator_gpu() -> bool {
+    let nav = Reflect::get(&js_sys::global(), &JsValue::from_str("navigator"));
+    nav.ok()
+        .filter(JsValue::is_object)
+        .and_then(|n| Reflect::get(&n, &JsValue::from_str("gpu")).ok())
+        .is_some_and(|g| !g.is_undefined() && !g.is_null())
 }
 
 #[cfg(not(feature = "gpu"))]
@@ -469,21 +482,23 @@ impl ChordEngine {
     pub fn step_async(&self, on_token: Function) -> Promise {
         let session = self.session.clone();
         wasm_bindgen_futures_or_resolve(async move {
-            let mut progress = {
+            let progress = {
                 let mut s = borrow(&session)?;
                 with_callback(&on_token, |cb| s.step_begin(cb))?
             };
-            loop {
-                match progress {
-                    AsyncStep::Done(done) => return Ok(JsValue::from_bool(done)),
-                    #[cfg(feature = "gpu")]
-                    AsyncStep::Waiting(w) => {
-                        // A failed mapping is reported when the step takes the readback.
-                        let _ = w.await;
-                        let mut s = borrow(&session)?;
-                        progress = with_callback(&on_token, |cb| s.step_resume(cb))?;
-                    }
-                }
+            #[cfg(feature = "gpu")]
+            let mut progress = progress;
+            #[cfg(feature = "gpu")]
+            while let AsyncStep::Waiting(w) = progress {
+                // A failed mapping is reported when the step takes the readback.
+                let _ = w.await;
+                let mut s = borrow(&session)?;
+                progress = with_callback(&on_token, |cb| s.step_resume(cb))?;
+            }
+            match progress {
+                AsyncStep::Done(done) => Ok(JsValue::from_bool(done)),
+                #[cfg(feature = "gpu")]
+                AsyncStep::Waiting(_) => Err(err("the step is still waiting")),
             }
         })
     }

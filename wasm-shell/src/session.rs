@@ -508,6 +508,96 @@ mod tests {
     }
 
     #[test]
+    fn step_begin_on_the_cpu_is_step() {
+        let mut s = session();
+        let mut a = Vec::new();
+        s.generate(Prompt::Text("hello"), &greedy(5), |id, _| {
+            a.push(id);
+            true
+        })
+        .unwrap();
+        s.start(Prompt::Text("hello"), &greedy(5)).unwrap();
+        let mut b = Vec::new();
+        loop {
+            match s.step_begin(|id, _| {
+                b.push(id);
+                true
+            }) {
+                Ok(AsyncStep::Done(true)) => break,
+                Ok(AsyncStep::Done(false)) => {}
+                #[cfg(feature = "gpu")]
+                Ok(AsyncStep::Waiting(_)) => panic!("the CPU path never waits"),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(a, b);
+    }
+
+    /// The GPU path stepped in parts (as the browser does, here waiting natively on lavapipe):
+    /// the CPU's ids; a stop while a step is in flight takes effect after that step.
+    #[cfg(all(feature = "gpu", not(target_arch = "wasm32")))]
+    #[test]
+    fn split_gpu_steps_and_stop_in_flight() {
+        let ctx = match chord_engine::GpuContext::new(true) {
+            Ok(c) => c,
+            Err(e) => {
+                if std::env::var("CHORD_REQUIRE_GPU").as_deref() == Ok("1") {
+                    panic!("CHORD_REQUIRE_GPU=1 but {e}");
+                }
+                eprintln!("skip: {e}");
+                return;
+            }
+        };
+        let mut cpu = session();
+        let want = cpu
+            .generate(Prompt::Text("hello world"), &greedy(6), |_, _| true)
+            .unwrap()
+            .ids;
+        let mut s = session();
+        s.engine_mut().install_gpu(ctx).unwrap();
+        let run = |s: &mut Session, stop_after: Option<usize>| {
+            let mut ids = Vec::new();
+            let mut p = s.step_begin(|id, _| {
+                ids.push(id);
+                true
+            });
+            loop {
+                match p.unwrap() {
+                    AsyncStep::Done(true) => break,
+                    AsyncStep::Done(false) => {
+                        p = s.step_begin(|id, _| {
+                            ids.push(id);
+                            true
+                        })
+                    }
+                    AsyncStep::Waiting(w) => {
+                        assert!(matches!(s.step(|_, _| true), Err(ShellError::Busy)));
+                        if stop_after == Some(ids.len()) {
+                            s.stop();
+                            assert!(s.is_running(), "the stop waits for the step in flight");
+                        }
+                        w.wait_blocking().unwrap();
+                        p = s.step_resume(|id, _| {
+                            ids.push(id);
+                            true
+                        });
+                    }
+                }
+            }
+            ids
+        };
+        s.start(Prompt::Text("hello world"), &greedy(6)).unwrap();
+        assert_eq!(run(&mut s, None), want);
+        s.start(Prompt::Text("hello world"), &greedy(6)).unwrap();
+        let ids = run(&mut s, Some(2));
+        assert_eq!(ids, want[..3], "the step in flight keeps its token");
+        let r = s.last_report().unwrap();
+        assert_eq!(r.finish, FinishReason::Cancelled);
+        assert_eq!(r.ids, want[..3]);
+        assert!(!s.is_running());
+    }
+
+    #[test]
     fn chat_prompt_uses_the_template() {
         let mut s = session();
         let msgs = [ChatMessage::new("user", "hi")];

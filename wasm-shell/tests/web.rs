@@ -318,7 +318,7 @@ async fn webgpu_greedy_ids_equal_the_cpu(gpu: &mut ChordEngine) {
         let log = Array::new();
         let mut steps = 0;
         let t = js_sys::Date::now();
-        while !step_async(&gpu, &recorder(&log, "")).await.unwrap() {
+        while !step_async(gpu, &recorder(&log, "")).await.unwrap() {
             steps += 1;
         }
         console_log!("12 tokens on WebGPU: {:.0} ms", js_sys::Date::now() - t);
@@ -350,10 +350,7 @@ async fn webgpu_greedy_ids_equal_the_cpu(gpu: &mut ChordEngine) {
         .generate("abc", opts(), &recorder(&Array::new(), ""))
         .unwrap();
     gpu.start("abc", opts()).unwrap();
-    while !step_async(&gpu, &recorder(&Array::new(), ""))
-        .await
-        .unwrap()
-    {}
+    while !step_async(gpu, &recorder(&Array::new(), "")).await.unwrap() {}
     assert_eq!(ids_of(&gpu.stats().unwrap()), ids_of(&c));
     // The blocking step is refused on WebGPU (it cannot wait for a readback).
     gpu.start("abc", obj(&[("n", 2.into())])).unwrap();
@@ -368,12 +365,12 @@ async fn webgpu_stop_during_generation(gpu: &mut ChordEngine) {
     gpu.start("abc", obj(&[("n", 20.into()), ("temperature", 0.into())]))
         .unwrap();
     let log = Array::new();
-    assert!(!step_async(&gpu, &recorder(&log, "")).await.unwrap());
+    assert!(!step_async(gpu, &recorder(&log, "")).await.unwrap());
     let in_flight = JsFuture::from(gpu.step_async(recorder(&log, "")));
     // The promise has not resolved: the readback comes back through the event loop.
     assert!(gpu.running().unwrap());
     assert!(
-        step_async(&gpu, &recorder(&log, "")).await.is_err(),
+        step_async(gpu, &recorder(&log, "")).await.is_err(),
         "one step at a time"
     );
     gpu.stop().unwrap();
@@ -395,7 +392,7 @@ async fn webgpu_stop_during_generation(gpu: &mut ChordEngine) {
     gpu.start("abc", obj(&[("n", 20.into()), ("temperature", 0.into())]))
         .unwrap();
     assert!(
-        step_async(&gpu, &recorder(&Array::new(), "return false;"))
+        step_async(gpu, &recorder(&Array::new(), "return false;"))
             .await
             .unwrap()
     );
@@ -412,10 +409,7 @@ async fn webgpu_stop_during_generation(gpu: &mut ChordEngine) {
     );
     gpu.start("abc", obj(&[("n", 5.into()), ("temperature", 0.into())]))
         .unwrap();
-    while !step_async(&gpu, &recorder(&Array::new(), ""))
-        .await
-        .unwrap()
-    {}
+    while !step_async(gpu, &recorder(&Array::new(), "")).await.unwrap() {}
     assert_eq!(ids_of(&gpu.stats().unwrap()), cpu_ids);
 }
 

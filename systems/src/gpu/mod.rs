@@ -121,9 +121,14 @@ impl GpuContext {
 
     /// One line naming the adapter.
     pub fn describe(&self) -> String {
+        // Browsers may withhold the adapter's name (WebGPU's `description` is often empty).
+        let name = match self.info.name.as_str() {
+            "" => "unnamed adapter",
+            n => n,
+        };
         format!(
-            "{} ({:?}, {:?})",
-            self.info.name, self.info.backend, self.info.device_type
+            "{name} ({:?}, {:?})",
+            self.info.backend, self.info.device_type
         )
     }
 
