@@ -245,7 +245,7 @@ async function main() {
     const badge = await page.textContent("#backend");
     check("backend badge says CPU SIMD", /SIMD128/.test(badge), badge);
     const gpu = await page.textContent("#gpu");
-    check("auto without WebGPU: one line says why the CPU runs", /WebGPU not used, running on the CPU: .*no WebGPU/.test(gpu), gpu);
+    check("auto without WebGPU: one line says why the CPU runs", /WebGPU not used, running on the CPU: .*(no WebGPU|no adapter)/.test(gpu), gpu);
     check("auto without WebGPU: generated on the CPU", first.backend === "cpu", first.backend);
     results.download = first;
     results.wasmMemoryBytesAfterLoad = Number(await page.getAttribute("#model-info", "data-wasm-memory-bytes"));

@@ -358,6 +358,11 @@ async fn use_backend(
     // one too (SwiftShader in headless Chromium).
     let ctx = match GpuContext::new_async(mode == Backend::Gpu).await {
         Ok(ctx) => ctx,
+        Err(chord_engine::GpuError::NoAdapter(_)) => {
+            return fallback(
+                "the browser's WebGPU has no adapter here (requestAdapter gave none)".into(),
+            );
+        }
         Err(e) => return fallback(e.to_string()),
     };
     let mut s = borrow(&session)?;
