@@ -354,6 +354,12 @@ async function main() {
     const notice = await page.textContent("#notice");
     check("missing model: error shown", /404/.test(notice), notice);
 
+    // 8. backend=gpu where WebGPU cannot run: the load fails and says why.
+    await page.goto(`${base}/?model=${encodeURIComponent(modelPath)}&prompt=x&autorun=1&backend=gpu`);
+    await page.waitForSelector("#notice:not([hidden])", { timeout: 60_000 });
+    const gpuNotice = await page.textContent("#notice");
+    check("backend=gpu without WebGPU: the load fails with the reason", /Could not load the model: WebGPU: /.test(gpuNotice), gpuNotice);
+
     check("no console errors", consoleErrors.length === 0, consoleErrors.join(" | "));
     results.wasm = JSON.parse(execFileSync("cat", [join(repo, "wasm-shell/dist/build.json")], { encoding: "utf8" }));
   } catch (e) {
