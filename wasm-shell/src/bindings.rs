@@ -366,7 +366,7 @@ async fn use_backend(
         Err(e) => return fallback(e.to_string()),
     };
     let mut s = borrow(&session)?;
-    match s.engine_mut().install_gpu(ctx) {
+    match s.install_gpu(ctx) {
         Ok(()) => Ok(backend_object(s.engine().gpu_adapter(), None)),
         Err(e) => fallback(e.to_string()),
     }
@@ -506,6 +506,13 @@ impl ChordEngine {
                 AsyncStep::Waiting(_) => Err(err("the step is still waiting")),
             }
         })
+    }
+
+    /// WebGPU errors that no error scope caught (validation, out of memory, device loss), as
+    /// strings; a `stepAsync` that sees a new one rejects with it and stops the generation.
+    #[wasm_bindgen(js_name = gpuErrors)]
+    pub fn gpu_errors(&self) -> Result<Vec<String>, JsValue> {
+        Ok(self.session.try_borrow().map_err(|_| busy())?.gpu_errors())
     }
 
     /// Stop the running generation (kept tokens stay in `stats()`); harmless when idle. While

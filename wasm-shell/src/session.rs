@@ -207,6 +207,11 @@ pub struct Session {
     build_s: f64,
     /// A stop asked for while a step was in flight: done when that step completes.
     stop_requested: bool,
+    /// WebGPU errors no error scope caught (validation, out of memory, device loss), recorded by
+    /// the device's handler; a step that sees a new one fails with it.
+    gpu_errors: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// How many of `gpu_errors` were reported already.
+    gpu_errors_seen: usize,
 }
 
 impl Session {
@@ -217,7 +222,47 @@ impl Session {
             last: None,
             build_s,
             stop_requested: false,
+            gpu_errors: Default::default(),
+            gpu_errors_seen: 0,
         }
+    }
+
+    /// Move the engine onto `ctx`'s GPU ([`Engine::install_gpu`]), recording the device's
+    /// uncaptured errors (in the browser they would otherwise only reach the console).
+    #[cfg(feature = "gpu")]
+    pub fn install_gpu(&mut self, ctx: chord_engine::GpuContext) -> Result<(), ShellError> {
+        let errors = self.gpu_errors.clone();
+        ctx.device
+            .on_uncaptured_error(std::sync::Arc::new(move |e: wgpu::Error| {
+                if let Ok(mut v) = errors.lock() {
+                    v.push(e.to_string());
+                }
+            }));
+        self.engine.install_gpu(ctx)?;
+        Ok(())
+    }
+
+    /// The GPU errors recorded so far (see [`Session::install_gpu`]).
+    pub fn gpu_errors(&self) -> Vec<String> {
+        self.gpu_errors
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
+    }
+
+    /// A GPU error recorded since the last check: the running generation is stopped and the
+    /// error returned.
+    fn check_gpu_errors(&mut self) -> Result<(), ShellError> {
+        let new = match self.gpu_errors.lock() {
+            Ok(v) if v.len() > self.gpu_errors_seen => {
+                let e = v[self.gpu_errors_seen..].join("; ");
+                self.gpu_errors_seen = v.len();
+                e
+            }
+            _ => return Ok(()),
+        };
+        self.stop();
+        Err(ShellError::Invalid(format!("GPU error: {new}")))
     }
 
     /// The engine, to change its backend ([`Engine::install_gpu`]) before generating.
@@ -332,6 +377,7 @@ impl Session {
             #[cfg(feature = "gpu")]
             StepProgress::Waiting(w) => return Ok(AsyncStep::Waiting(w)),
         }
+        self.check_gpu_errors()?;
         let done = self.after_step(on_token);
         if std::mem::take(&mut self.stop_requested) {
             // The step's tokens were handed out; the stop keeps them.
@@ -553,8 +599,9 @@ mod tests {
             .generate(Prompt::Text("hello world"), &greedy(6), |_, _| true)
             .unwrap()
             .ids;
+        let device = ctx.device.clone();
         let mut s = session();
-        s.engine_mut().install_gpu(ctx).unwrap();
+        s.install_gpu(ctx).unwrap();
         let run = |s: &mut Session, stop_after: Option<usize>| {
             let mut ids = Vec::new();
             let mut p = s.step_begin(|id, _| {
@@ -595,6 +642,35 @@ mod tests {
         assert_eq!(r.finish, FinishReason::Cancelled);
         assert_eq!(r.ids, want[..3]);
         assert!(!s.is_running());
+        assert!(s.gpu_errors().is_empty());
+        // An uncaptured device error (here a buffer with invalid usage) is recorded, and the
+        // next step fails with it instead of going on with bad results.
+        let _bad = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("invalid on purpose"),
+            size: 4,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        assert_eq!(s.gpu_errors().len(), 1);
+        s.start(Prompt::Text("hello world"), &greedy(6)).unwrap();
+        let err = loop {
+            match s.step_begin(|_, _| true) {
+                Ok(AsyncStep::Waiting(w)) => {
+                    w.wait_blocking().unwrap();
+                    match s.step_resume(|_, _| true) {
+                        Err(e) => break e,
+                        Ok(AsyncStep::Done(false)) => {}
+                        Ok(other) => panic!("{other:?}"),
+                    }
+                }
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(err.to_string().contains("GPU error"), "{err}");
+        assert!(!s.is_running(), "the generation is stopped");
+        // Reported once: the engine (untouched by that buffer) goes on with the CPU's ids.
+        let again = s.generate(Prompt::Text("hello world"), &greedy(2), |_, _| true);
+        assert_eq!(again.unwrap().ids, want[..2]);
     }
 
     #[test]

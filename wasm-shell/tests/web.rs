@@ -300,6 +300,11 @@ async fn webgpu_path() {
     let mut gpu = load_gpu().await;
     webgpu_greedy_ids_equal_the_cpu(&mut gpu).await;
     webgpu_stop_during_generation(&mut gpu).await;
+    assert_eq!(
+        gpu.gpu_errors().unwrap(),
+        Vec::<String>::new(),
+        "uncaptured WebGPU errors"
+    );
     // Going back to the CPU needs a fresh engine.
     assert!(JsFuture::from(gpu.use_backend("cpu")).await.is_err());
     assert!(JsFuture::from(gpu.use_backend("tpu")).await.is_err());
