@@ -33,7 +33,16 @@ fn install(world: &mut World, allow_software: bool) -> Result<(), String> {
     Ok(())
 }
 
-#[cfg(not(all(feature = "gpu", not(target_arch = "wasm32"))))]
+#[cfg(all(feature = "gpu", target_arch = "wasm32"))]
 fn install(_world: &mut World, _allow_software: bool) -> Result<(), String> {
-    Err("this build has no GPU support (the engine's `gpu` feature, native only)".into())
+    Err(
+        "in the browser the GPU is requested asynchronously: build the engine on the CPU, \
+         then Engine::install_gpu with GpuContext::new_async"
+            .into(),
+    )
+}
+
+#[cfg(not(feature = "gpu"))]
+fn install(_world: &mut World, _allow_software: bool) -> Result<(), String> {
+    Err("this build has no GPU support (the engine's `gpu` feature)".into())
 }

@@ -28,8 +28,11 @@ use chord_systems::weights::{ModelWeights, WeightsError};
 
 pub use chord_systems::backend::Backend;
 pub use chord_systems::components::{Event, FinishReason, KvPrecision, SeqStats};
+#[cfg(feature = "gpu")]
+pub use chord_systems::gpu::{GpuContext, GpuError, ReadbackWait};
 pub use chord_systems::kernels::matmul::ActivationPrecision;
 pub use chord_systems::sampling::{InvalidParam, SamplingParams};
+use chord_systems::schedule::StepPhase;
 pub use chord_systems::speculative::{DraftSource, MAX_DRAFT, SpeculateParams};
 
 /// Everything that can go wrong in the public API.
@@ -178,6 +181,19 @@ pub struct Engine {
     n_ctx: usize,
     spin_threads: bool,
     active: QueryState<&'static GenState>,
+    /// A step run in parts ([`Engine::step_begin`]) is in progress.
+    split: bool,
+}
+
+/// How far a step run in parts ([`Engine::step_begin`], [`Engine::step_resume`]) got.
+#[derive(Debug)]
+pub enum StepProgress {
+    /// The step is complete: its events are on the requests' channels.
+    Done,
+    /// The step waits for its GPU readback: await it (or, natively,
+    /// [`ReadbackWait::wait_blocking`]), then call [`Engine::step_resume`].
+    #[cfg(feature = "gpu")]
+    Waiting(ReadbackWait),
 }
 
 impl Engine {
@@ -250,6 +266,7 @@ impl Engine {
             n_ctx,
             spin_threads: opts.spin_threads,
             active,
+            split: false,
         })
     }
 
@@ -390,14 +407,130 @@ impl Engine {
         self.world.entity_count()
     }
 
-    /// Run one step of every active sequence.
+    /// Run one step of every active sequence. (A step begun with [`Engine::step_begin`] is
+    /// finished instead, waiting for its GPU readback; in the browser, where that cannot be
+    /// waited for, it is left in flight.)
     pub fn step(&mut self) {
+        if self.split {
+            self.finish_split_step();
+            return;
+        }
+        self.run_step();
+    }
+
+    fn run_step(&mut self) {
         let (step, world) = (&mut self.step, &mut self.world);
         if self.spin_threads {
             chord_systems::kernels::parallel::with_team(|| step.run(world));
         } else {
             step.run(world);
         }
+    }
+
+    /// Run one part of the step schedule.
+    fn run_phase(&mut self, phase: StepPhase) {
+        self.world.insert_resource(phase);
+        self.run_step();
+        self.world.insert_resource(StepPhase::Whole);
+    }
+
+    fn finish_split_step(&mut self) {
+        #[cfg(feature = "gpu")]
+        while let StepProgress::Waiting(w) = self.step_resume() {
+            if let Err(e) = w.wait_blocking()
+                && !w.is_ready()
+            {
+                eprintln!("chord: {e}");
+                return;
+            }
+        }
+        #[cfg(not(feature = "gpu"))]
+        self.step_resume();
+    }
+
+    /// Begin one step that never blocks on the GPU (the browser's WebGPU path): it runs up to
+    /// the submit of the step's command buffer and returns [`StepProgress::Waiting`] with the
+    /// readback to await before [`Engine::step_resume`]. On the CPU the whole step runs and
+    /// this is [`Engine::step`]. Begun while a step is in progress, it resumes that one.
+    pub fn step_begin(&mut self) -> StepProgress {
+        if self.split {
+            return self.step_resume();
+        }
+        #[cfg(feature = "gpu")]
+        if self
+            .world
+            .contains_resource::<chord_systems::gpu::GpuForward>()
+        {
+            self.split = true;
+            self.run_phase(StepPhase::Front);
+            return self.step_resume();
+        }
+        self.run_step();
+        StepProgress::Done
+    }
+
+    /// Continue a step begun with [`Engine::step_begin`] once its readback is ready: take the
+    /// readback (another may follow: scoring rows beyond one readback), then sample and emit.
+    /// Without a step in progress this does nothing.
+    pub fn step_resume(&mut self) -> StepProgress {
+        if !self.split {
+            return StepProgress::Done;
+        }
+        #[cfg(feature = "gpu")]
+        {
+            self.run_phase(StepPhase::Readback);
+            let wait = self
+                .world
+                .get_resource::<chord_systems::gpu::GpuForward>()
+                .and_then(|g| g.readback_wait());
+            if let Some(w) = wait {
+                return StepProgress::Waiting(w);
+            }
+        }
+        self.run_phase(StepPhase::Back);
+        self.split = false;
+        StepProgress::Done
+    }
+
+    /// Whether a step begun with [`Engine::step_begin`] has not finished yet.
+    pub fn step_in_progress(&self) -> bool {
+        self.split
+    }
+
+    /// Move the forward pass onto the GPU of `ctx` (made with [`GpuContext::new_async`]; in the
+    /// browser the adapter and device can only be requested asynchronously, so the engine is
+    /// built on the CPU and moved here). Refused while requests are running, and for models
+    /// the GPU path does not support (the engine then stays on the CPU).
+    #[cfg(feature = "gpu")]
+    pub fn install_gpu(&mut self, ctx: GpuContext) -> Result<(), EngineError> {
+        if self.has_work() || self.split {
+            return Err(EngineError::InvalidOption(
+                "the backend cannot change while requests are running".into(),
+            ));
+        }
+        if self.gpu_adapter().is_some() {
+            return Err(EngineError::InvalidOption(
+                "the engine already runs on the GPU".into(),
+            ));
+        }
+        chord_systems::gpu::install(&mut self.world, ctx)
+            .map_err(|e| EngineError::Gpu(e.to_string()))
+    }
+
+    /// Why this model cannot run on the GPU path (`Ok`: it can), without touching a device.
+    #[cfg(feature = "gpu")]
+    pub fn gpu_supported(&self) -> Result<(), EngineError> {
+        chord_systems::gpu::forward::check_supported(self.weights())
+            .map_err(|e| EngineError::Gpu(e.to_string()))
+    }
+
+    /// The GPU adapter running the forward pass, or `None` on the CPU.
+    pub fn gpu_adapter(&self) -> Option<String> {
+        #[cfg(feature = "gpu")]
+        if let Some(g) = self.world.get_resource::<chord_systems::gpu::GpuForward>() {
+            return Some(g.ctx.describe());
+        }
+        None
     }
 
     /// Step until no request is left.

@@ -86,3 +86,91 @@ fn gpu_batch_matches_cpu() {
         );
     }
 }
+
+/// A step run in parts around its readback (what the browser does: submit, await the
+/// `map_async`, resume) gives the same greedy tokens as whole steps, whether the readback is
+/// waited for with `device.poll` or polled as a future; a stop between parts is clean.
+#[test]
+fn split_steps_match_whole_steps() {
+    use chord_engine::StepProgress;
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let path = models_dir().join("derived/tiny-smollm2-4L-q4_0.gguf");
+    if !path.is_file() {
+        eprintln!("skip: {} not present", path.display());
+        return;
+    }
+    let opts = |backend| EngineOptions {
+        n_ctx: 64,
+        backend,
+        ..Default::default()
+    };
+    let mut gpu = match Engine::load_with(&path, opts(Backend::Gpu)) {
+        Ok(e) => e,
+        Err(e) => {
+            if std::env::var("CHORD_REQUIRE_GPU").as_deref() == Ok("1") {
+                panic!("CHORD_REQUIRE_GPU=1 but the GPU backend failed: {e}");
+            }
+            eprintln!("skip: no GPU backend ({e})");
+            return;
+        }
+    };
+    assert!(gpu.gpu_adapter().is_some());
+    let prompt = "The capital of France is";
+    let params = GenerateParams::greedy(6);
+    let whole = gpu.generate(prompt, &params).expect("GPU generate");
+    let cpu = Engine::load_with(&path, opts(Backend::Cpu))
+        .expect("load on CPU")
+        .generate(prompt, &params)
+        .expect("CPU generate");
+    assert_eq!(whole.ids, cpu.ids, "whole GPU steps differ from the CPU");
+    for as_future in [false, true] {
+        let ids = gpu.tokenize(prompt, true, true);
+        let rx = gpu.submit(ids, &params).expect("submit");
+        let mut n_waits = 0;
+        while gpu.has_work() {
+            let mut p = gpu.step_begin();
+            while let StepProgress::Waiting(mut w) = p {
+                assert!(gpu.step_in_progress());
+                n_waits += 1;
+                if as_future {
+                    let mut cx = Context::from_waker(Waker::noop());
+                    loop {
+                        match std::pin::Pin::new(&mut w).poll(&mut cx) {
+                            Poll::Ready(r) => break r.expect("readback"),
+                            Poll::Pending => std::thread::yield_now(),
+                        }
+                    }
+                } else {
+                    w.wait_blocking().expect("readback");
+                }
+                assert!(w.is_ready());
+                p = gpu.step_resume();
+            }
+            assert!(!gpu.step_in_progress());
+        }
+        let ids: Vec<u32> = rx
+            .try_iter()
+            .filter_map(|e| match e {
+                chord_engine::Event::Token { id, .. } => Some(id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ids, cpu.ids, "split steps (future: {as_future}) differ");
+        assert_eq!(n_waits, 6, "one readback per step");
+    }
+    // Stop mid-generation between the parts of a step: the step finishes, the request is
+    // cancelled at the next one, and the engine is usable again.
+    let ids = gpu.tokenize(prompt, true, true);
+    let rx = gpu
+        .submit(ids, &GenerateParams::greedy(20))
+        .expect("submit");
+    assert!(matches!(gpu.step_begin(), StepProgress::Waiting(_)));
+    drop(rx);
+    gpu.step(); // finishes the step in flight (blocking wait natively)
+    assert!(!gpu.step_in_progress());
+    gpu.run_until_idle();
+    assert_eq!(gpu.active_sequences(), 0);
+    let again = gpu.generate(prompt, &params).expect("generate after stop");
+    assert_eq!(again.ids, cpu.ids);
+}

@@ -23,10 +23,37 @@ pub enum StepSystems {
     Embed,
     Layers,
     Logits,
+    /// The GPU path: the logits readback (empty on the CPU).
+    Readback,
     /// Speculative decoding: judge the drafts, roll the caches back.
     Verify,
     Sample,
     Emit,
+}
+
+/// Which part of the step schedule runs. A step is normally run whole; where nothing may block
+/// (the browser's GPU path) it is run in parts around the GPU readback: `Front` (admission to
+/// the submit of the step's command buffer), then `Readback` until the readback is taken (it is
+/// awaited between runs), then `Back` (verification, sampling, emission).
+#[derive(Resource, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StepPhase {
+    #[default]
+    Whole,
+    Front,
+    Readback,
+    Back,
+}
+
+impl StepPhase {
+    fn front(p: Option<Res<StepPhase>>) -> bool {
+        p.is_none_or(|p| matches!(*p, StepPhase::Whole | StepPhase::Front))
+    }
+    fn readback(p: Option<Res<StepPhase>>) -> bool {
+        p.is_none_or(|p| matches!(*p, StepPhase::Whole | StepPhase::Readback))
+    }
+    fn back(p: Option<Res<StepPhase>>) -> bool {
+        p.is_none_or(|p| matches!(*p, StepPhase::Whole | StepPhase::Back))
+    }
 }
 
 /// Ordered phases of one transformer block.
@@ -98,11 +125,27 @@ pub fn step_schedule() -> Schedule {
             StepSystems::Embed,
             StepSystems::Layers,
             StepSystems::Logits,
+            StepSystems::Readback,
             StepSystems::Verify,
             StepSystems::Sample,
             StepSystems::Emit,
         )
             .chain(),
+    );
+    s.configure_sets(
+        (
+            StepSystems::Admit,
+            StepSystems::Draft,
+            StepSystems::Batch,
+            StepSystems::Embed,
+            StepSystems::Layers,
+            StepSystems::Logits,
+        )
+            .run_if(StepPhase::front),
+    );
+    s.configure_sets(StepSystems::Readback.run_if(StepPhase::readback));
+    s.configure_sets(
+        (StepSystems::Verify, StepSystems::Sample, StepSystems::Emit).run_if(StepPhase::back),
     );
     s.add_systems((
         admit_requests.in_set(StepSystems::Admit),
@@ -146,4 +189,5 @@ pub fn init_world(
     world.init_resource::<crate::systems::PrefixCache>();
     world.init_resource::<CurrentLayer>();
     world.init_resource::<SpecTiming>();
+    world.init_resource::<StepPhase>();
 }

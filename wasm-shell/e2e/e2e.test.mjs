@@ -4,9 +4,16 @@
 //   2. a reload (phone-sized viewport) gets the model from OPFS: no second request for it;
 //   3. the Stop button stops a streaming reply; "Clear stored models" empties the cache;
 //   4. the Cache API fallback (?store=cache) stores and reuses the model too.
+//   WebGPU (a second browser with --enable-unsafe-webgpu: SwiftShader, Chromium's software
+//   WebGPU): backend=gpu on the tests' tiny llama (Q4_1/Q8_0, written by run.sh) gives the
+//   native CLI's greedy ids, the Stop button stops a WebGPU reply, and backend=auto on that
+//   software adapter stays on the CPU with one line saying why.
 // Screenshots and results.json go to target/wasm-shell-e2e/. Run through run.sh.
 //
-// Env: MODEL (GGUF path), CHORD (native CLI), PROMPT, CHROMIUM (default /usr/bin/chromium).
+// Env: MODEL (GGUF path), CHORD (native CLI), PROMPT, CHROMIUM (default /usr/bin/chromium),
+// GPU_MODEL (the WebGPU part's model; default target/wasm-shell-e2e/tiny-llama.gguf — SwiftShader
+// takes ~25 s per token on SmolLM2-sized layers, ~0.25 s on the tiny one; skipped with a note
+// when absent), E2E_ONLY=webgpu (only that part).
 
 import { spawn, execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync } from "node:fs";
@@ -39,18 +46,18 @@ function check(name, ok, detail = "") {
   return ok;
 }
 
-function native(prompt, n, extra = []) {
+function native(prompt, n, extra = [], model = MODEL) {
   const t = performance.now();
-  const out = execFileSync(CHORD, ["generate", "--model", MODEL, "--prompt", prompt, "-n", String(n), "--temp", "0", "--json", ...extra], {
+  const out = execFileSync(CHORD, ["generate", "--model", model, "--prompt", prompt, "-n", String(n), "--temp", "0", "--json", ...extra], {
     encoding: "utf8",
     stdio: ["ignore", "pipe", "pipe"],
   });
   return { ...JSON.parse(out), wallMs: performance.now() - t };
 }
 
-function startServer() {
+function startServer(models = dirname(MODEL)) {
   return new Promise((resolveP, reject) => {
-    const srv = spawn("python3", [join(here, "../serve.py"), "--port", "0", "--models", dirname(MODEL), "--quiet"], {
+    const srv = spawn("python3", [join(here, "../serve.py"), "--port", "0", "--models", models, "--quiet"], {
       stdio: ["ignore", "pipe", "inherit"],
     });
     let buf = "";
@@ -81,8 +88,100 @@ async function outputOf(page) {
     loadToFirstTokenMs: el.dataset.loadToFirstTokenMs ? Number(el.dataset.loadToFirstTokenMs) : null,
     fromCache: el.dataset.fromCache ?? null,
     finish: el.dataset.finish,
+    backend: el.dataset.backend,
     error: el.dataset.error ?? null,
   }));
+}
+
+const GPU_MODEL = process.env.GPU_MODEL || join(OUT, "tiny-llama.gguf");
+
+/** The WebGPU part: Chromium's software WebGPU (SwiftShader) with --enable-unsafe-webgpu. */
+async function webgpu() {
+  if (!existsSync(GPU_MODEL)) {
+    console.log(`# skip WebGPU part: ${GPU_MODEL} not present`);
+    return;
+  }
+  const t0 = performance.now();
+  const n = Number(process.env.GPU_N || 16);
+  const ref = native(PROMPT, n, [], GPU_MODEL);
+  const { srv, base } = await startServer(dirname(GPU_MODEL));
+  const modelPath = `/models/${basename(GPU_MODEL)}`;
+  const profile = mkdtempSync(join(tmpdir(), "wasm-chord-e2e-gpu-"));
+  let ctx;
+  let page;
+  try {
+    ctx = await chromium.launchPersistentContext(profile, {
+      executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+      headless: true,
+      args: [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--headless",
+        "--enable-unsafe-webgpu",
+      ],
+      viewport: { width: 1100, height: 900 },
+    });
+    page = ctx.pages()[0] || (await ctx.newPage());
+    const consoleErrors = [];
+    // Uncaptured WebGPU errors (validation, device loss) are console warnings in Chromium.
+    page.on("console", (m) => (m.type() === "error" || (m.type() === "warning" && /GPU/i.test(m.text()))) && consoleErrors.push(m.text()));
+    page.on("pageerror", (e) => consoleErrors.push(String(e)));
+
+    // backend=gpu: the native CLI's greedy ids, generated on WebGPU.
+    const q = new URLSearchParams({ model: modelPath, prompt: PROMPT, n: String(n), temp: "0", autorun: "1", backend: "gpu", ctx: "128" });
+    await page.goto(`${base}/?${q}`);
+    const g = await outputOf(page);
+    console.log(`# webgpu autorun done at ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    await page.screenshot({ path: join(OUT, "6-webgpu.png"), fullPage: true });
+    const badge = await page.textContent("#backend");
+    check("webgpu: ran without error", !g.error, g.error || "");
+    check("webgpu: generated on WebGPU", g.backend === "webgpu" && /WebGPU/.test(badge), `${g.backend} / ${badge}`);
+    check("webgpu: greedy ids equal the native CLI's", JSON.stringify(g.ids) === JSON.stringify(ref.ids), `page ${JSON.stringify(g.ids)} vs native ${JSON.stringify(ref.ids)}`);
+    results.webgpu = { ids: g.ids, native_ids: ref.ids, decodeTokS: g.decodeTokS, prefillMs: g.prefillMs, loadToFirstTokenMs: g.loadToFirstTokenMs, adapter: badge };
+
+    // Stop a WebGPU reply after a few tokens.
+    await page.click("#settings summary");
+    await page.fill("#n", "100");
+    await page.fill("#prompt", "Once upon a time");
+    await page.click("#send");
+    await page.waitForFunction(
+      () => {
+        const o = document.querySelector("#output");
+        return o && (Number(o.dataset.tokens || 0) >= 3 || o.dataset.done === "1");
+      },
+      null,
+      { timeout: GEN_TIMEOUT },
+    );
+    await page.click("#stop");
+    const stopped = await outputOf(page);
+    console.log(`# webgpu stop done at ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    check("webgpu stop: finish is cancelled", stopped.finish === "cancelled" && stopped.backend === "webgpu", `${stopped.finish} on ${stopped.backend}`);
+    check("webgpu stop: fewer tokens than asked", stopped.ids.length > 0 && stopped.ids.length < 200, String(stopped.ids.length));
+    check("webgpu stop: send is enabled again", await page.isEnabled("#send"));
+
+    // backend=auto on a software adapter: the CPU, one line saying why, the same ids.
+    const qa = new URLSearchParams({ model: modelPath, prompt: PROMPT, n: String(n), temp: "0", autorun: "1", backend: "auto", ctx: "128" });
+    await page.goto(`${base}/?${qa}`);
+    const a = await outputOf(page);
+    const line = await page.textContent("#gpu");
+    check("auto on SwiftShader: runs on the CPU", a.backend === "cpu", a.backend);
+    check("auto on SwiftShader: one line says why", /WebGPU not used, running on the CPU: .*software adapter/.test(line), line);
+    check("auto on SwiftShader: the native ids", JSON.stringify(a.ids) === JSON.stringify(ref.ids), JSON.stringify(a.ids));
+    check("webgpu: no console errors or WebGPU warnings", consoleErrors.length === 0, consoleErrors.join(" | "));
+    results.webgpu.seconds = (performance.now() - t0) / 1000;
+    console.log(`webgpu part: ${results.webgpu.seconds.toFixed(1)} s; WebGPU decode ${g.decodeTokS.toFixed(1)} tok/s on ${badge}`);
+  } catch (e) {
+    if (page) await page.screenshot({ path: join(OUT, "failure-webgpu.png"), fullPage: true }).catch(() => {});
+    throw e;
+  } finally {
+    if (ctx) await ctx.close().catch(() => {});
+    srv.kill();
+    rmSync(profile, { recursive: true, force: true });
+  }
 }
 
 async function main() {
@@ -147,7 +246,8 @@ async function main() {
     const badge = await page.textContent("#backend");
     check("backend badge says CPU SIMD", /SIMD128/.test(badge), badge);
     const gpu = await page.textContent("#gpu");
-    check("WebGPU is reported as not used", /WebGPU/.test(gpu), gpu);
+    check("auto without WebGPU: one line says why the CPU runs", /WebGPU not used, running on the CPU: .*(no WebGPU|no adapter)/.test(gpu), gpu);
+    check("auto without WebGPU: generated on the CPU", first.backend === "cpu", first.backend);
     results.download = first;
     results.wasmMemoryBytesAfterLoad = Number(await page.getAttribute("#model-info", "data-wasm-memory-bytes"));
 
@@ -255,6 +355,12 @@ async function main() {
     const notice = await page.textContent("#notice");
     check("missing model: error shown", /404/.test(notice), notice);
 
+    // 8. backend=gpu where WebGPU cannot run: the load fails and says why.
+    await page.goto(`${base}/?model=${encodeURIComponent(modelPath)}&prompt=x&autorun=1&backend=gpu`);
+    await page.waitForSelector("#notice:not([hidden])", { timeout: 60_000 });
+    const gpuNotice = await page.textContent("#notice");
+    check("backend=gpu without WebGPU: the load fails with the reason", /Could not load the model: WebGPU: /.test(gpuNotice), gpuNotice);
+
     check("no console errors", consoleErrors.length === 0, consoleErrors.join(" | "));
     results.wasm = JSON.parse(execFileSync("cat", [join(repo, "wasm-shell/dist/build.json")], { encoding: "utf8" }));
   } catch (e) {
@@ -265,6 +371,7 @@ async function main() {
     srv.kill();
     rmSync(profile, { recursive: true, force: true });
   }
+  await webgpu();
   writeFileSync(join(OUT, "results.json"), JSON.stringify(results, null, 1));
   const d = results.download;
   const c = results.cached;
@@ -280,7 +387,13 @@ async function main() {
 }
 
 try {
-  await main();
+  if (process.env.E2E_ONLY === "webgpu") {
+    mkdirSync(OUT, { recursive: true });
+    await webgpu();
+    console.log(JSON.stringify(results));
+  } else {
+    await main();
+  }
 } catch (e) {
   failed++;
   console.log(`not ok - e2e crashed: ${e.stack || e}`);

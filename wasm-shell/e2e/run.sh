@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build dist/ and the native CLI, then run the end-to-end test in headless Chromium
-# (serves dist/ and the model's folder on 127.0.0.1; see e2e.test.mjs). Exits non-zero on failure.
+# (serves dist/ and the model's folder on 127.0.0.1; see e2e.test.mjs), then its WebGPU part in a
+# browser with --enable-unsafe-webgpu. Exits non-zero on failure.
 #   wasm-shell/e2e/run.sh                        the SmolLM2-135M Q4_1 of the model cache
 #   MODEL=path/to.gguf PROMPT=… wasm-shell/e2e/run.sh
 set -euo pipefail
@@ -18,5 +19,8 @@ if [ ! -f "$MODEL" ] && [ "$MODEL" = "$default_model" ]; then
   "$CHORD" generate --prompt hi -n 1 --json >/dev/null
 fi
 [ -f "$MODEL" ] || { echo "model not found: $MODEL" >&2; exit 1; }
+# The WebGPU part's model: the tests' tiny llama as a file (SwiftShader is slow on bigger ones).
+mkdir -p "$target_dir/wasm-shell-e2e"
+(cd "$REPO_ROOT" && cargo run --release -q -p wasm-shell --example tiny_model -- "$target_dir/wasm-shell-e2e/tiny-llama.gguf")
 ../build.sh
 node e2e.test.mjs

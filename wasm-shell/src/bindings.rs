@@ -4,17 +4,24 @@
 //! const loader = new ModelLoader(size);          // size: Content-Length or File.size, or undefined
 //! for await (const chunk of stream) loader.push(chunk);
 //! const engine = loader.finish({ nCtx: 2048 });  // the loader is spent afterwards
+//! await engine.useBackend("auto");               // WebGPU when there is an adapter, else the CPU
 //! engine.start("Once upon a time", { n: 32, temperature: 0 });
-//! while (!engine.step((text, id) => post(text, id))) await yieldToEventLoop();
+//! while (!(await engine.stepAsync((text, id) => post(text, id)))) await yieldToEventLoop();
 //! engine.stats();                                // { ids, text, decodeTokS, prefillMs, … }
 //! ```
+//!
+//! `step` (synchronous) is the CPU path's; `stepAsync` works on both and, on WebGPU, resolves
+//! after the step's readback (`map_async`) has come back through the event loop.
+
+use std::cell::{RefCell, RefMut};
+use std::rc::Rc;
 
 use chord_engine::{ActivationPrecision, EngineOptions, SamplingParams};
 use chord_resources::tokenizer::ChatMessage;
-use js_sys::{Array, Function, Object, Reflect};
+use js_sys::{Array, Function, Object, Promise, Reflect};
 use wasm_bindgen::prelude::*;
 
-use crate::session::{GenConfig, Loader, Prompt, Report, Session};
+use crate::session::{AsyncStep, GenConfig, Loader, Prompt, Report, Session, ShellError};
 
 fn err(e: impl std::fmt::Display) -> JsValue {
     JsError::new(&e.to_string()).into()
@@ -39,6 +46,12 @@ pub fn backend() -> String {
     } else {
         "cpu".into()
     }
+}
+
+/// Whether this build has the WebGPU path (the `gpu` feature).
+#[wasm_bindgen(js_name = gpuBuild)]
+pub fn gpu_build() -> bool {
+    cfg!(feature = "gpu")
 }
 
 /// The crate version.
@@ -247,22 +260,151 @@ impl ModelLoader {
             };
         }
         let session = self.inner.finish(opts).map_err(err)?;
-        Ok(ChordEngine { session })
+        Ok(ChordEngine {
+            session: Rc::new(RefCell::new(session)),
+        })
     }
 }
 
-/// A loaded model; one generation at a time, advanced by `step`.
+/// A loaded model; one generation at a time, advanced by `step` or `stepAsync`.
+///
+/// The session is shared with the promises of `stepAsync` and `useBackend` (they hold it only
+/// between their awaits, never across one), so a `stop()` from the worker's message loop can
+/// arrive while a GPU readback is in flight.
 #[wasm_bindgen]
 pub struct ChordEngine {
-    session: Session,
+    session: Rc<RefCell<Session>>,
+}
+
+fn busy() -> JsValue {
+    err("the engine is busy (called from inside its own token callback)")
+}
+
+fn borrow(session: &Rc<RefCell<Session>>) -> Result<RefMut<'_, Session>, JsValue> {
+    session.try_borrow_mut().map_err(|_| busy())
+}
+
+/// Run `f` (a step part) with `on_token(text, id)` as its token callback: returning `false`
+/// stops the generation; a throw stops it and is rethrown.
+fn with_callback<T>(
+    on_token: &Function,
+    f: impl FnOnce(&mut dyn FnMut(u32, &str) -> bool) -> Result<T, ShellError>,
+) -> Result<T, JsValue> {
+    let mut thrown = None;
+    let out = f(&mut |id, text| match on_token.call2(
+        &JsValue::NULL,
+        &JsValue::from_str(text),
+        &id.into(),
+    ) {
+        Ok(v) => v != JsValue::FALSE,
+        Err(e) => {
+            thrown = Some(e);
+            false
+        }
+    })
+    .map_err(err)?;
+    match thrown {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+/// `{ backend: "webgpu" | "cpu", adapter, reason }` for `useBackend`.
+fn backend_object(adapter: Option<String>, reason: Option<String>) -> JsValue {
+    let o = Object::new();
+    set(
+        &o,
+        "backend",
+        if adapter.is_some() { "webgpu" } else { "cpu" },
+    );
+    set(&o, "adapter", adapter.map_or(JsValue::NULL, JsValue::from));
+    set(&o, "reason", reason.map_or(JsValue::NULL, JsValue::from));
+    o.into()
+}
+
+#[cfg(feature = "gpu")]
+async fn use_backend(
+    session: Rc<RefCell<Session>>,
+    mode: chord_engine::Backend,
+) -> Result<JsValue, JsValue> {
+    use chord_engine::{Backend, GpuContext};
+    let current = borrow(&session)?.engine().gpu_adapter();
+    if mode == Backend::Cpu {
+        return match current {
+            Some(_) => Err(err(
+                "the engine already runs on WebGPU; load the model again for the CPU",
+            )),
+            None => Ok(backend_object(None, None)),
+        };
+    }
+    if current.is_some() {
+        return Ok(backend_object(current, None));
+    }
+    // `gpu` fails with the reason; `auto` stays on the CPU and says why.
+    let fallback = |why: String| -> Result<JsValue, JsValue> {
+        if mode == Backend::Gpu {
+            Err(err(format!("WebGPU: {why}")))
+        } else {
+            Ok(backend_object(None, Some(why)))
+        }
+    };
+    if let Err(e) = borrow(&session)?.engine().gpu_supported() {
+        return fallback(e.to_string());
+    }
+    if !has_navigator_gpu() {
+        return fallback("this browser has no WebGPU (navigator.gpu is missing)".into());
+    }
+    // `auto` wants a hardware adapter (as the native `--backend auto`); `gpu` takes a software
+    // one too (SwiftShader in headless Chromium).
+    let ctx = match GpuContext::new_async(mode == Backend::Gpu).await {
+        Ok(ctx) => ctx,
+        Err(chord_engine::GpuError::NoAdapter(_)) => {
+            return fallback(
+                "the browser's WebGPU has no adapter here (requestAdapter gave none)".into(),
+            );
+        }
+        Err(e) => return fallback(e.to_string()),
+    };
+    let mut s = borrow(&session)?;
+    match s.install_gpu(ctx) {
+        Ok(()) => Ok(backend_object(s.engine().gpu_adapter(), None)),
+        Err(e) => fallback(e.to_string()),
+    }
+}
+
+/// Whether the global scope (window or worker) has `navigator.gpu`.
+#[cfg(feature = "gpu")]
+fn has_navigator_gpu() -> bool {
+    let nav = Reflect::get(&js_sys::global(), &JsValue::from_str("navigator"));
+    nav.ok()
+        .filter(JsValue::is_object)
+        .and_then(|n| Reflect::get(&n, &JsValue::from_str("gpu")).ok())
+        .is_some_and(|g| !g.is_undefined() && !g.is_null())
+}
+
+#[cfg(not(feature = "gpu"))]
+async fn use_backend(
+    _session: Rc<RefCell<Session>>,
+    mode: chord_engine::Backend,
+) -> Result<JsValue, JsValue> {
+    match mode {
+        chord_engine::Backend::Gpu => Err(err("WebGPU: this build has no GPU path")),
+        chord_engine::Backend::Auto => Ok(backend_object(
+            None,
+            Some("this build has no GPU path".into()),
+        )),
+        chord_engine::Backend::Cpu => Ok(backend_object(None, None)),
+    }
 }
 
 #[wasm_bindgen]
 impl ChordEngine {
     /// `{ arch, name, nLayer, nEmbd, nHead, nVocab, nCtx, nCtxTrain, fileBytes,
-    /// hasChatTemplate, buildMs, backend }`
-    pub fn info(&self) -> Object {
-        let e = self.session.engine();
+    /// hasChatTemplate, buildMs, backend, adapter }` (`backend`: `"webgpu"` once `useBackend`
+    /// moved the engine there, else [`backend()`]'s CPU name; `adapter`: the GPU's name or null).
+    pub fn info(&self) -> Result<Object, JsValue> {
+        let session = self.session.try_borrow().map_err(|_| busy())?;
+        let e = session.engine();
         let w = e.weights();
         let c = &w.config;
         let o = Object::new();
@@ -280,16 +422,40 @@ impl ChordEngine {
             "hasChatTemplate",
             e.tokenizer().chat_template().is_some(),
         );
-        set(&o, "buildMs", self.session.build_s() * 1e3);
-        set(&o, "backend", backend());
-        o
+        set(&o, "buildMs", session.build_s() * 1e3);
+        let adapter = e.gpu_adapter();
+        set(
+            &o,
+            "backend",
+            if adapter.is_some() {
+                "webgpu".into()
+            } else {
+                backend()
+            },
+        );
+        set(&o, "adapter", adapter.map_or(JsValue::NULL, JsValue::from));
+        Ok(o)
+    }
+
+    /// Choose the backend: `"cpu"`, `"gpu"` (WebGPU, or a rejection saying why not) or
+    /// `"auto"` (WebGPU on a hardware adapter when the browser has one and the model is
+    /// supported there, else the CPU). Resolves to `{ backend: "webgpu" | "cpu", adapter,
+    /// reason }` (`reason`: why `auto` stayed on the CPU). The adapter and device are requested
+    /// asynchronously with the adapter's own limits; call it before generating.
+    #[wasm_bindgen(js_name = useBackend)]
+    pub fn use_backend(&self, mode: &str) -> Promise {
+        let session = self.session.clone();
+        let mode = mode.parse::<chord_engine::Backend>().map_err(err);
+        wasm_bindgen_futures_or_resolve(async move { use_backend(session, mode?).await })
     }
 
     /// Start a raw text completion (tokenized as `chord generate`: BOS as the model asks,
     /// special tokens recognised). `options`: see [`gen_config`].
     pub fn start(&mut self, prompt: &str, options: JsValue) -> Result<(), JsValue> {
         let cfg = gen_config(&options)?;
-        self.session.start(Prompt::Text(prompt), &cfg).map_err(err)
+        borrow(&self.session)?
+            .start(Prompt::Text(prompt), &cfg)
+            .map_err(err)
     }
 
     /// Start a chat reply: `messages` is `[{role, content}, …]`, rendered with the model's
@@ -298,49 +464,79 @@ impl ChordEngine {
     pub fn start_chat(&mut self, messages_js: JsValue, options: JsValue) -> Result<(), JsValue> {
         let cfg = gen_config(&options)?;
         let msgs = messages(&messages_js)?;
-        self.session.start(Prompt::Chat(&msgs), &cfg).map_err(err)
+        borrow(&self.session)?
+            .start(Prompt::Chat(&msgs), &cfg)
+            .map_err(err)
     }
 
     /// One engine step; `onToken(text, id)` is called for each new token (returning `false`
     /// stops the generation; a throw stops it and is rethrown). Returns `true` when the
-    /// generation is over (then `stats()` has its figures).
+    /// generation is over (then `stats()` has its figures). CPU only: on WebGPU use
+    /// `stepAsync`.
     pub fn step(&mut self, on_token: &Function) -> Result<bool, JsValue> {
-        let mut thrown = None;
-        let done = self
-            .session
-            .step(|id, text| {
-                match on_token.call2(&JsValue::NULL, &JsValue::from_str(text), &id.into()) {
-                    Ok(v) => v != JsValue::FALSE,
-                    Err(e) => {
-                        thrown = Some(e);
-                        false
-                    }
-                }
-            })
-            .map_err(err)?;
-        match thrown {
-            Some(e) => Err(e),
-            None => Ok(done),
-        }
+        let mut s = borrow(&self.session)?;
+        with_callback(on_token, |cb| s.step(cb))
     }
 
-    /// Stop the running generation (kept tokens stay in `stats()`); harmless when idle.
-    pub fn stop(&mut self) {
-        self.session.stop();
+    /// `step` as a Promise of the same `true`/`false`, for both backends. On WebGPU the step's
+    /// command buffer is submitted, the worker's event loop runs while the GPU works, and the
+    /// promise resolves once the readback (`map_async`) is back and the token sampled; nothing
+    /// blocks. A `stop()` meanwhile takes effect when the step completes (it then resolves
+    /// `true`). One step at a time: a second call before the first resolves rejects.
+    #[wasm_bindgen(js_name = stepAsync)]
+    pub fn step_async(&self, on_token: Function) -> Promise {
+        let session = self.session.clone();
+        wasm_bindgen_futures_or_resolve(async move {
+            let progress = {
+                let mut s = borrow(&session)?;
+                with_callback(&on_token, |cb| s.step_begin(cb))?
+            };
+            #[cfg(feature = "gpu")]
+            let mut progress = progress;
+            #[cfg(feature = "gpu")]
+            while let AsyncStep::Waiting(w) = progress {
+                // A failed mapping is reported when the step takes the readback.
+                let _ = w.await;
+                let mut s = borrow(&session)?;
+                progress = with_callback(&on_token, |cb| s.step_resume(cb))?;
+            }
+            match progress {
+                AsyncStep::Done(done) => Ok(JsValue::from_bool(done)),
+                #[cfg(feature = "gpu")]
+                AsyncStep::Waiting(_) => Err(err("the step is still waiting")),
+            }
+        })
+    }
+
+    /// WebGPU errors that no error scope caught (validation, out of memory, device loss), as
+    /// strings; a `stepAsync` that sees a new one rejects with it and stops the generation.
+    #[wasm_bindgen(js_name = gpuErrors)]
+    pub fn gpu_errors(&self) -> Result<Vec<String>, JsValue> {
+        Ok(self.session.try_borrow().map_err(|_| busy())?.gpu_errors())
+    }
+
+    /// Stop the running generation (kept tokens stay in `stats()`); harmless when idle. While
+    /// a `stepAsync` is in flight the stop happens when that step completes.
+    pub fn stop(&mut self) -> Result<(), JsValue> {
+        borrow(&self.session)?.stop();
+        Ok(())
     }
 
     #[wasm_bindgen(getter)]
-    pub fn running(&self) -> bool {
-        self.session.is_running()
+    pub fn running(&self) -> Result<bool, JsValue> {
+        Ok(self.session.try_borrow().map_err(|_| busy())?.is_running())
     }
 
     /// Figures of the last finished or stopped generation, or `null`:
     /// `{ ids, promptIds, promptTokens, text, nGenerated, finish, prefillMs, decodeMs,
     /// prefillTokS, decodeTokS, firstTokenMs, totalMs }`.
-    pub fn stats(&self) -> JsValue {
-        self.session
+    pub fn stats(&self) -> Result<JsValue, JsValue> {
+        Ok(self
+            .session
+            .try_borrow()
+            .map_err(|_| busy())?
             .last_report()
-            .map_or(JsValue::NULL, |r| report_object(r).into())
+            .map_or(JsValue::NULL, |r| report_object(r).into()))
     }
 
     /// `start` + `step` until done, in one call (blocks the thread it runs on: workers and
@@ -353,18 +549,42 @@ impl ChordEngine {
     ) -> Result<JsValue, JsValue> {
         self.start(prompt, options)?;
         while !self.step(on_token)? {}
-        Ok(self.stats())
+        self.stats()
     }
 
     /// Token ids of `text` (`addSpecial`: BOS as the model asks; special tokens recognised).
-    pub fn tokenize(&self, text: &str, add_special: bool) -> Vec<u32> {
-        self.session.engine().tokenize(text, add_special, true)
+    pub fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<u32>, JsValue> {
+        let s = self.session.try_borrow().map_err(|_| busy())?;
+        Ok(s.engine().tokenize(text, add_special, true))
     }
 
     /// The chat prompt text for `messages`.
     #[wasm_bindgen(js_name = renderChat)]
     pub fn render_chat(&self, messages_js: JsValue) -> Result<String, JsValue> {
         let msgs = messages(&messages_js)?;
-        self.session.engine().render_chat(&msgs).map_err(err)
+        let s = self.session.try_borrow().map_err(|_| busy())?;
+        s.engine().render_chat(&msgs).map_err(err)
+    }
+}
+
+/// A JS Promise of `fut` (with the `gpu` feature's `wasm-bindgen-futures`; without it the
+/// futures here finish at their first poll, so they are run to completion at once).
+#[cfg(feature = "gpu")]
+fn wasm_bindgen_futures_or_resolve(
+    fut: impl std::future::Future<Output = Result<JsValue, JsValue>> + 'static,
+) -> Promise {
+    wasm_bindgen_futures::future_to_promise(fut)
+}
+
+#[cfg(not(feature = "gpu"))]
+fn wasm_bindgen_futures_or_resolve(
+    fut: impl std::future::Future<Output = Result<JsValue, JsValue>> + 'static,
+) -> Promise {
+    use std::task::{Context, Poll, Waker};
+    let mut fut = std::pin::pin!(fut);
+    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(Ok(v)) => Promise::resolve(&v),
+        Poll::Ready(Err(e)) => Promise::reject(&e),
+        Poll::Pending => Promise::reject(&err("unexpected pending step")),
     }
 }

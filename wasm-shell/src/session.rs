@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use chord_engine::{
     Engine, EngineError, EngineOptions, Event, FinishReason, GenerateParams, SamplingParams,
+    StepProgress,
 };
 use chord_resources::gguf::{GgufError, GgufStreamLoader};
 use chord_resources::tokenizer::ChatMessage;
@@ -186,13 +187,31 @@ impl Run {
     }
 }
 
+/// Where [`Session::step_begin`] / [`Session::step_resume`] left a step.
+#[derive(Debug)]
+pub enum AsyncStep {
+    /// The step is complete; `true` once the generation is over (as [`Session::step`]).
+    Done(bool),
+    /// The GPU readback is in flight: await it, then [`Session::step_resume`].
+    #[cfg(feature = "gpu")]
+    Waiting(chord_engine::ReadbackWait),
+}
+
 /// A loaded engine and at most one running generation, advanced one engine step per
-/// [`Session::step`].
+/// [`Session::step`] (or, never blocking on the GPU, [`Session::step_begin`] +
+/// [`Session::step_resume`]).
 pub struct Session {
     engine: Engine,
     active: Option<Active>,
     last: Option<Report>,
     build_s: f64,
+    /// A stop asked for while a step was in flight: done when that step completes.
+    stop_requested: bool,
+    /// WebGPU errors no error scope caught (validation, out of memory, device loss), recorded by
+    /// the device's handler; a step that sees a new one fails with it.
+    gpu_errors: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// How many of `gpu_errors` were reported already.
+    gpu_errors_seen: usize,
 }
 
 impl Session {
@@ -202,7 +221,53 @@ impl Session {
             active: None,
             last: None,
             build_s,
+            stop_requested: false,
+            gpu_errors: Default::default(),
+            gpu_errors_seen: 0,
         }
+    }
+
+    /// Move the engine onto `ctx`'s GPU ([`Engine::install_gpu`]), recording the device's
+    /// uncaptured errors (in the browser they would otherwise only reach the console).
+    #[cfg(feature = "gpu")]
+    pub fn install_gpu(&mut self, ctx: chord_engine::GpuContext) -> Result<(), ShellError> {
+        let errors = self.gpu_errors.clone();
+        ctx.device
+            .on_uncaptured_error(std::sync::Arc::new(move |e: wgpu::Error| {
+                if let Ok(mut v) = errors.lock() {
+                    v.push(e.to_string());
+                }
+            }));
+        self.engine.install_gpu(ctx)?;
+        Ok(())
+    }
+
+    /// The GPU errors recorded so far (see [`Session::install_gpu`]).
+    pub fn gpu_errors(&self) -> Vec<String> {
+        self.gpu_errors
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
+    }
+
+    /// A GPU error recorded since the last check: the running generation is stopped and the
+    /// error returned.
+    fn check_gpu_errors(&mut self) -> Result<(), ShellError> {
+        let new = match self.gpu_errors.lock() {
+            Ok(v) if v.len() > self.gpu_errors_seen => {
+                let e = v[self.gpu_errors_seen..].join("; ");
+                self.gpu_errors_seen = v.len();
+                e
+            }
+            _ => return Ok(()),
+        };
+        self.stop();
+        Err(ShellError::Invalid(format!("GPU error: {new}")))
+    }
+
+    /// The engine, to change its backend ([`Engine::install_gpu`]) before generating.
+    pub fn engine_mut(&mut self) -> &mut Engine {
+        &mut self.engine
     }
 
     pub fn engine(&self) -> &Engine {
@@ -259,16 +324,77 @@ impl Session {
     /// Run one engine step (the whole prompt, or one new token) and hand each new token to
     /// `on_token(id, text)`; `on_token` returning `false` stops the generation. Returns `true`
     /// once the generation is over (also when none was running).
-    pub fn step(
+    pub fn step(&mut self, on_token: impl FnMut(u32, &str) -> bool) -> Result<bool, ShellError> {
+        if self.active.is_none() {
+            return Ok(true);
+        }
+        if self.engine.step_in_progress() {
+            return Err(ShellError::Busy);
+        }
+        #[cfg(target_arch = "wasm32")]
+        if self.engine.gpu_adapter().is_some() {
+            return Err(ShellError::Invalid(
+                "on WebGPU the engine steps with stepAsync (a readback cannot block)".into(),
+            ));
+        }
+        if self.engine.has_work() {
+            self.engine.step();
+        }
+        self.after_step(on_token)
+    }
+
+    /// [`Session::step`] that never blocks on the GPU: on the GPU path it returns
+    /// [`AsyncStep::Waiting`] once the step's command buffer is submitted; await the readback,
+    /// then call [`Session::step_resume`]. On the CPU it is `step`.
+    pub fn step_begin(
+        &mut self,
+        on_token: impl FnMut(u32, &str) -> bool,
+    ) -> Result<AsyncStep, ShellError> {
+        if self.active.is_none() {
+            return Ok(AsyncStep::Done(true));
+        }
+        if self.engine.step_in_progress() {
+            return Err(ShellError::Busy);
+        }
+        if self.engine.has_work() {
+            match self.engine.step_begin() {
+                StepProgress::Done => {}
+                #[cfg(feature = "gpu")]
+                StepProgress::Waiting(w) => return Ok(AsyncStep::Waiting(w)),
+            }
+        }
+        self.after_step(on_token).map(AsyncStep::Done)
+    }
+
+    /// Continue the step of [`Session::step_begin`] after its readback; tokens go to
+    /// `on_token` as in [`Session::step`]. A stop asked for meanwhile happens after them.
+    pub fn step_resume(
+        &mut self,
+        on_token: impl FnMut(u32, &str) -> bool,
+    ) -> Result<AsyncStep, ShellError> {
+        match self.engine.step_resume() {
+            StepProgress::Done => {}
+            #[cfg(feature = "gpu")]
+            StepProgress::Waiting(w) => return Ok(AsyncStep::Waiting(w)),
+        }
+        self.check_gpu_errors()?;
+        let done = self.after_step(on_token);
+        if std::mem::take(&mut self.stop_requested) {
+            // The step's tokens were handed out; the stop keeps them.
+            self.stop();
+            return done.map(|_| AsyncStep::Done(true));
+        }
+        done.map(AsyncStep::Done)
+    }
+
+    /// Hand the events of the step that just ran to `on_token` and the report.
+    fn after_step(
         &mut self,
         mut on_token: impl FnMut(u32, &str) -> bool,
     ) -> Result<bool, ShellError> {
         let Some(active) = self.active.as_mut() else {
             return Ok(true);
         };
-        if self.engine.has_work() {
-            self.engine.step();
-        }
         let mut done = None;
         let mut keep_going = true;
         for ev in active.rx.try_iter() {
@@ -308,7 +434,16 @@ impl Session {
 
     /// Stop the running generation (if any): its request is cancelled and the engine stepped
     /// until idle (at most the rest of a prompt chunk). The report keeps what was generated.
+    /// While a step is in flight (between [`Session::step_begin`] and the end of
+    /// [`Session::step_resume`]) the stop happens when that step completes.
     pub fn stop(&mut self) {
+        if self.active.is_none() {
+            return;
+        }
+        if self.engine.step_in_progress() {
+            self.stop_requested = true;
+            return;
+        }
         let Some(active) = self.active.take() else {
             return;
         };
@@ -416,6 +551,126 @@ mod tests {
         // Stepping or stopping with nothing running is harmless.
         assert!(s.step(|_, _| true).unwrap());
         s.stop();
+    }
+
+    #[test]
+    fn step_begin_on_the_cpu_is_step() {
+        let mut s = session();
+        let mut a = Vec::new();
+        s.generate(Prompt::Text("hello"), &greedy(5), |id, _| {
+            a.push(id);
+            true
+        })
+        .unwrap();
+        s.start(Prompt::Text("hello"), &greedy(5)).unwrap();
+        let mut b = Vec::new();
+        loop {
+            match s.step_begin(|id, _| {
+                b.push(id);
+                true
+            }) {
+                Ok(AsyncStep::Done(true)) => break,
+                Ok(AsyncStep::Done(false)) => {}
+                #[cfg(feature = "gpu")]
+                Ok(AsyncStep::Waiting(_)) => panic!("the CPU path never waits"),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(a, b);
+    }
+
+    /// The GPU path stepped in parts (as the browser does, here waiting natively on lavapipe):
+    /// the CPU's ids; a stop while a step is in flight takes effect after that step.
+    #[cfg(all(feature = "gpu", not(target_arch = "wasm32")))]
+    #[test]
+    fn split_gpu_steps_and_stop_in_flight() {
+        let ctx = match chord_engine::GpuContext::new(true) {
+            Ok(c) => c,
+            Err(e) => {
+                if std::env::var("CHORD_REQUIRE_GPU").as_deref() == Ok("1") {
+                    panic!("CHORD_REQUIRE_GPU=1 but {e}");
+                }
+                eprintln!("skip: {e}");
+                return;
+            }
+        };
+        let mut cpu = session();
+        let want = cpu
+            .generate(Prompt::Text("hello world"), &greedy(6), |_, _| true)
+            .unwrap()
+            .ids;
+        let device = ctx.device.clone();
+        let mut s = session();
+        s.install_gpu(ctx).unwrap();
+        let run = |s: &mut Session, stop_after: Option<usize>| {
+            let mut ids = Vec::new();
+            let mut p = s.step_begin(|id, _| {
+                ids.push(id);
+                true
+            });
+            loop {
+                match p.unwrap() {
+                    AsyncStep::Done(true) => break,
+                    AsyncStep::Done(false) => {
+                        p = s.step_begin(|id, _| {
+                            ids.push(id);
+                            true
+                        })
+                    }
+                    AsyncStep::Waiting(w) => {
+                        assert!(matches!(s.step(|_, _| true), Err(ShellError::Busy)));
+                        if stop_after == Some(ids.len()) {
+                            s.stop();
+                            assert!(s.is_running(), "the stop waits for the step in flight");
+                        }
+                        w.wait_blocking().unwrap();
+                        p = s.step_resume(|id, _| {
+                            ids.push(id);
+                            true
+                        });
+                    }
+                }
+            }
+            ids
+        };
+        s.start(Prompt::Text("hello world"), &greedy(6)).unwrap();
+        assert_eq!(run(&mut s, None), want);
+        s.start(Prompt::Text("hello world"), &greedy(6)).unwrap();
+        let ids = run(&mut s, Some(2));
+        assert_eq!(ids, want[..3], "the step in flight keeps its token");
+        let r = s.last_report().unwrap();
+        assert_eq!(r.finish, FinishReason::Cancelled);
+        assert_eq!(r.ids, want[..3]);
+        assert!(!s.is_running());
+        assert!(s.gpu_errors().is_empty());
+        // An uncaptured device error (here a buffer with invalid usage) is recorded, and the
+        // next step fails with it instead of going on with bad results.
+        let _bad = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("invalid on purpose"),
+            size: 4,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        assert_eq!(s.gpu_errors().len(), 1);
+        s.start(Prompt::Text("hello world"), &greedy(6)).unwrap();
+        let err = loop {
+            match s.step_begin(|_, _| true) {
+                Ok(AsyncStep::Waiting(w)) => {
+                    w.wait_blocking().unwrap();
+                    match s.step_resume(|_, _| true) {
+                        Err(e) => break e,
+                        Ok(AsyncStep::Done(false)) => {}
+                        Ok(other) => panic!("{other:?}"),
+                    }
+                }
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(err.to_string().contains("GPU error"), "{err}");
+        assert!(!s.is_running(), "the generation is stopped");
+        // Reported once: the engine (untouched by that buffer) goes on with the CPU's ids.
+        let again = s.generate(Prompt::Text("hello world"), &greedy(2), |_, _| true);
+        assert_eq!(again.unwrap().ids, want[..2]);
     }
 
     #[test]

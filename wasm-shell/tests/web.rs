@@ -5,8 +5,11 @@
 use chord_engine::{Engine, EngineOptions, GenerateParams};
 use js_sys::{Array, Function, Object, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::*;
-use wasm_shell::bindings::{ChordEngine, MAX_MODEL_BYTES, ModelLoader, backend, max_model_bytes};
+use wasm_shell::bindings::{
+    ChordEngine, MAX_MODEL_BYTES, ModelLoader, backend, gpu_build, max_model_bytes,
+};
 use wasm_shell::testing::tiny_model;
 
 wasm_bindgen_test_configure!(run_in_dedicated_worker);
@@ -64,6 +67,7 @@ fn recorder(log: &Array, ret: &str) -> Function {
 #[wasm_bindgen_test]
 fn build_facts() {
     assert_eq!(backend(), "cpu-simd128", "build with RUSTFLAGS +simd128");
+    assert!(gpu_build(), "built with the gpu feature (WebGPU path)");
     assert_eq!(max_model_bytes(), (1u64 << 31) as f64 - 1.0);
     assert_eq!(MAX_MODEL_BYTES, i32::MAX as u64);
     // Where the page runs the engine.
@@ -119,7 +123,7 @@ fn streamed_load_generates_the_engines_greedy_ids() {
 #[wasm_bindgen_test]
 fn info_and_chat() {
     let mut e = load(true);
-    let info = e.info();
+    let info = e.info().unwrap();
     assert_eq!(get(&info, "arch").as_string().unwrap(), "llama");
     assert_eq!(get(&info, "nCtx").as_f64().unwrap(), 64.0);
     assert_eq!(get(&info, "hasChatTemplate"), JsValue::TRUE);
@@ -131,10 +135,10 @@ fn info_and_chat() {
         .unwrap();
     let log = Array::new();
     while !e.step(&recorder(&log, "")).unwrap() {}
-    let stats = e.stats();
+    let stats = e.stats().unwrap();
     assert_eq!(
         Array::from(&get(&stats, "promptIds")).length() as usize,
-        e.tokenize(&rendered, false).len()
+        e.tokenize(&rendered, false).unwrap().len()
     );
     assert!(e.start_chat(JsValue::from(3), JsValue::UNDEFINED).is_err());
     let bad: JsValue = Array::of1(&obj(&[("role", "user".into())])).into();
@@ -154,22 +158,22 @@ fn stop_by_callback_by_call_and_by_throw() {
     assert_eq!(get(&stats, "finish").as_string().unwrap(), "cancelled");
     // stop() between steps (what the worker does on a stop message).
     e.start("abc", greedy()).unwrap();
-    assert!(e.running());
+    assert!(e.running().unwrap());
     assert!(
         e.start("abc", greedy()).is_err(),
         "one generation at a time"
     );
     assert!(!e.step(&recorder(&log, "")).unwrap());
     assert!(!e.step(&recorder(&log, "")).unwrap());
-    e.stop();
-    assert!(!e.running());
-    assert_eq!(ids_of(&e.stats()).len(), 2);
+    e.stop().unwrap();
+    assert!(!e.running().unwrap());
+    assert_eq!(ids_of(&e.stats().unwrap()).len(), 2);
     // A throwing callback stops the generation and the exception comes back out.
     e.start("abc", greedy()).unwrap();
     let thrower: Function = Function::new_with_args("t, id", "throw new Error('boom ' + id)");
     let err = e.step(&thrower).unwrap_err();
     assert!(format!("{err:?}").contains("boom"));
-    assert!(!e.running());
+    assert!(!e.running().unwrap());
     // Still usable.
     let stats = e
         .generate("abc", obj(&[("n", 2.into())]), &recorder(&log, ""))
@@ -193,7 +197,7 @@ fn bad_options_are_errors() {
         obj(&[("stop", Array::of1(&3.into()).into())]),
     ] {
         assert!(e.generate("abc", bad, &noop).is_err());
-        assert!(!e.running());
+        assert!(!e.running().unwrap());
     }
     assert!(e.start("", JsValue::UNDEFINED).is_err(), "empty prompt");
     let long = "x ".repeat(100);
@@ -220,7 +224,7 @@ fn bad_options_are_errors() {
     assert_eq!(ids_of(&stats).len(), 4);
     // Options may be omitted entirely.
     e.start("abc", JsValue::UNDEFINED).unwrap();
-    e.stop();
+    e.stop().unwrap();
 }
 
 #[wasm_bindgen_test]
@@ -262,4 +266,171 @@ fn bad_models_are_errors_not_panics() {
         e.generate("ok", obj(&[("n", 1.into())]), &recorder(&Array::new(), ""))
             .is_ok()
     );
+}
+
+/// Await a `stepAsync` promise: `Ok(done)`, or the rejection.
+async fn step_async(e: &ChordEngine, f: &Function) -> Result<bool, JsValue> {
+    JsFuture::from(e.step_async(f.clone()))
+        .await
+        .map(|v| v.as_bool().unwrap())
+}
+
+/// The tiny model on WebGPU (SwiftShader in headless Chromium with `--enable-unsafe-webgpu`,
+/// see `webdriver.json`): `useBackend("gpu")` must succeed — a missing adapter fails the test.
+async fn load_gpu() -> ChordEngine {
+    let e = load(true);
+    let t = js_sys::Date::now();
+    let r = JsFuture::from(e.use_backend("gpu")).await;
+    console_log!("useBackend(gpu): {:.0} ms", js_sys::Date::now() - t);
+    let r = match r {
+        Ok(r) => r,
+        Err(e) => panic!("WebGPU backend refused: {e:?}"),
+    };
+    assert_eq!(get(&r, "backend").as_string().unwrap(), "webgpu");
+    let info = e.info().unwrap();
+    assert_eq!(get(&info, "backend").as_string().unwrap(), "webgpu");
+    assert!(get(&info, "adapter").as_string().is_some());
+    e
+}
+
+/// The WebGPU tests share one engine: SwiftShader compiles the pipelines of each new device
+/// for ~30 s on two busy cores.
+#[wasm_bindgen_test]
+async fn webgpu_path() {
+    let mut gpu = load_gpu().await;
+    webgpu_greedy_ids_equal_the_cpu(&mut gpu).await;
+    webgpu_stop_during_generation(&mut gpu).await;
+    assert_eq!(
+        gpu.gpu_errors().unwrap(),
+        Vec::<String>::new(),
+        "uncaptured WebGPU errors"
+    );
+    // Going back to the CPU needs a fresh engine.
+    assert!(JsFuture::from(gpu.use_backend("cpu")).await.is_err());
+    assert!(JsFuture::from(gpu.use_backend("tpu")).await.is_err());
+}
+
+/// Greedy ids of the WebGPU path (one command buffer per step, readback awaited through the
+/// event loop) equal the CPU path's, token by token; sampled ids too (logits read back).
+async fn webgpu_greedy_ids_equal_the_cpu(gpu: &mut ChordEngine) {
+    let mut cpu = load(true);
+    for prompt in ["hello world", "the quick brown fox jumps over"] {
+        let opts = || obj(&[("n", 12.into()), ("temperature", 0.into())]);
+        let cpu_stats = cpu
+            .generate(prompt, opts(), &recorder(&Array::new(), ""))
+            .unwrap();
+        gpu.start(prompt, opts()).unwrap();
+        let log = Array::new();
+        let mut steps = 0;
+        let t = js_sys::Date::now();
+        while !step_async(gpu, &recorder(&log, "")).await.unwrap() {
+            steps += 1;
+        }
+        console_log!("12 tokens on WebGPU: {:.0} ms", js_sys::Date::now() - t);
+        let stats = gpu.stats().unwrap();
+        let ids = ids_of(&stats);
+        assert_eq!(ids.len(), 12, "{prompt:?}");
+        assert_eq!(
+            ids,
+            ids_of(&cpu_stats),
+            "{prompt:?}: WebGPU ids differ from the CPU's"
+        );
+        assert_eq!(steps, 11, "one stepAsync per token (prefill included)");
+        assert_eq!(get(&stats, "text"), get(&cpu_stats, "text"));
+        let seen: Vec<u32> = log
+            .iter()
+            .map(|p| Array::from(&p).get(1).as_f64().unwrap() as u32)
+            .collect();
+        assert_eq!(seen, ids);
+    }
+    // Sampled (non-greedy) generation reads the logits back: the same seed gives the CPU's ids.
+    let opts = || {
+        obj(&[
+            ("n", 8.into()),
+            ("temperature", 0.8.into()),
+            ("seed", 7.into()),
+        ])
+    };
+    let c = cpu
+        .generate("abc", opts(), &recorder(&Array::new(), ""))
+        .unwrap();
+    gpu.start("abc", opts()).unwrap();
+    while !step_async(gpu, &recorder(&Array::new(), "")).await.unwrap() {}
+    assert_eq!(ids_of(&gpu.stats().unwrap()), ids_of(&c));
+    // The blocking step is refused on WebGPU (it cannot wait for a readback).
+    gpu.start("abc", obj(&[("n", 2.into())])).unwrap();
+    assert!(gpu.step(&recorder(&Array::new(), "")).is_err());
+    gpu.stop().unwrap();
+}
+
+/// A stop arriving while a WebGPU step is in flight (between submit and readback, as the
+/// worker's message loop delivers it) ends the generation after that step; a second
+/// `stepAsync` meanwhile is refused; the engine is usable again.
+async fn webgpu_stop_during_generation(gpu: &mut ChordEngine) {
+    gpu.start("abc", obj(&[("n", 20.into()), ("temperature", 0.into())]))
+        .unwrap();
+    let log = Array::new();
+    assert!(!step_async(gpu, &recorder(&log, "")).await.unwrap());
+    let in_flight = JsFuture::from(gpu.step_async(recorder(&log, "")));
+    // The promise has not resolved: the readback comes back through the event loop.
+    assert!(gpu.running().unwrap());
+    assert!(
+        step_async(gpu, &recorder(&log, "")).await.is_err(),
+        "one step at a time"
+    );
+    gpu.stop().unwrap();
+    assert!(
+        gpu.running().unwrap(),
+        "the stop waits for the step in flight"
+    );
+    assert_eq!(in_flight.await.unwrap(), JsValue::TRUE);
+    assert!(!gpu.running().unwrap());
+    let stats = gpu.stats().unwrap();
+    assert_eq!(get(&stats, "finish").as_string().unwrap(), "cancelled");
+    assert_eq!(
+        ids_of(&stats).len(),
+        2,
+        "the step in flight keeps its token"
+    );
+    assert_eq!(log.length(), 2);
+    // The callback returning false stops too.
+    gpu.start("abc", obj(&[("n", 20.into()), ("temperature", 0.into())]))
+        .unwrap();
+    assert!(
+        step_async(gpu, &recorder(&Array::new(), "return false;"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(ids_of(&gpu.stats().unwrap()).len(), 1);
+    // Usable again, with the CPU's ids.
+    let cpu_ids = ids_of(
+        &load(true)
+            .generate(
+                "abc",
+                obj(&[("n", 5.into()), ("temperature", 0.into())]),
+                &recorder(&Array::new(), ""),
+            )
+            .unwrap(),
+    );
+    gpu.start("abc", obj(&[("n", 5.into()), ("temperature", 0.into())]))
+        .unwrap();
+    while !step_async(gpu, &recorder(&Array::new(), "")).await.unwrap() {}
+    assert_eq!(ids_of(&gpu.stats().unwrap()), cpu_ids);
+}
+
+/// `auto` takes only a hardware adapter (like the native `--backend auto`): on SwiftShader, a
+/// fallback adapter, it stays on the CPU and says why; `stepAsync` then runs the CPU path.
+#[wasm_bindgen_test]
+async fn webgpu_auto_skips_a_software_adapter() {
+    let e = load(true);
+    let r = JsFuture::from(e.use_backend("auto")).await.unwrap();
+    let reason = get(&r, "reason").as_string().unwrap_or_default();
+    assert_eq!(get(&r, "backend").as_string().unwrap(), "cpu", "{reason}");
+    assert!(reason.contains("software adapter"), "{reason}");
+    let r = JsFuture::from(e.use_backend("cpu")).await.unwrap();
+    assert_eq!(get(&r, "backend").as_string().unwrap(), "cpu");
+    let mut e = e;
+    e.start("abc", obj(&[("n", 3.into())])).unwrap();
+    while !step_async(&e, &recorder(&Array::new(), "")).await.unwrap() {}
+    assert_eq!(ids_of(&e.stats().unwrap()).len(), 3);
 }

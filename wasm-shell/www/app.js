@@ -1,10 +1,11 @@
 // The page: UI only. The engine, downloads and the model cache live in worker.js.
 //
-// URL parameters: ?model=URL&prompt=TEXT&n=N&temp=T&seed=S&backend=cpu|gpu&autorun=1
+// URL parameters: ?model=URL&prompt=TEXT&n=N&temp=T&seed=S&backend=auto|gpu|cpu&autorun=1
 //   (also: mode=chat|complete — autorun completes raw text unless mode=chat —, ctx=N,
 //    precision=f32|q8, store=opfs|cache to force a cache backend).
 // After a generation, #output holds its text with data-done="1", data-ids (JSON array),
-// data-decode-tok-s, data-prefill-ms, data-first-token-ms, data-finish and, for the first
+// data-decode-tok-s, data-prefill-ms, data-first-token-ms, data-finish, data-backend
+// (webgpu | cpu) and, for the first
 // generation after a load, data-load-to-first-token-ms and data-from-cache.
 
 const $ = (id) => document.getElementById(id);
@@ -42,6 +43,7 @@ const ui = {
   seed: $("seed"),
   nCtx: $("n-ctx"),
   precision: $("precision"),
+  backendSel: $("backend-sel"),
   newChat: $("new-chat"),
 };
 
@@ -56,6 +58,9 @@ const state = {
   fromCache: null,
   firstAfterLoad: false,
   gen: null,
+  /** The loaded engine's backend: "webgpu" | "cpu". */
+  backend: null,
+  cpuName: "CPU · wasm SIMD128",
 };
 
 const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
@@ -124,7 +129,13 @@ function startLoad(msg) {
   ui.progressText.textContent = "Starting…";
   ui.info.textContent = "";
   refreshControls();
-  send({ type: "load", nCtx: Math.round(numberOf(ui.nCtx, 2048)), precision: ui.precision.value, ...msg });
+  send({
+    type: "load",
+    nCtx: Math.round(numberOf(ui.nCtx, 2048)),
+    precision: ui.precision.value,
+    backend: ui.backendSel.value,
+    ...msg,
+  });
 }
 
 ui.urlForm.addEventListener("submit", (e) => {
@@ -305,6 +316,7 @@ function onDone({ stats }) {
     out.dataset.prefillMs = stats.prefillMs.toFixed(1);
     out.dataset.promptTokens = String(stats.promptTokens);
     out.dataset.finish = stats.finish;
+    out.dataset.backend = state.backend || "cpu";
     if (g.first !== null) out.dataset.firstTokenMs = (g.first - g.start).toFixed(1);
     if (state.firstAfterLoad && g.first !== null && state.loadStart !== null) {
       out.dataset.loadToFirstTokenMs = (g.first - state.loadStart).toFixed(1);
@@ -326,6 +338,21 @@ function onDone({ stats }) {
   ui.prompt.focus({ preventScroll: true });
 }
 
+/** The badge and the one line saying where the model runs (and, under auto, why not WebGPU). */
+function showBackend({ wanted, backend, adapter, reason }) {
+  state.backend = backend;
+  const gpu = backend === "webgpu";
+  ui.backend.textContent = gpu ? `WebGPU · ${adapter || "GPU"}` : state.cpuName;
+  ui.backend.dataset.backend = backend;
+  ui.gpu.classList.toggle("warn", !gpu && wanted !== "cpu");
+  ui.gpu.classList.toggle("muted", gpu || wanted === "cpu");
+  ui.gpu.textContent = gpu
+    ? "running on WebGPU (one command buffer per token)"
+    : wanted === "cpu"
+      ? "WebGPU: not used (backend cpu)"
+      : `WebGPU not used, running on the CPU: ${reason || "unavailable"}`;
+}
+
 // ---------- worker messages ----------
 
 worker.onmessage = ({ data: m }) => {
@@ -333,18 +360,17 @@ worker.onmessage = ({ data: m }) => {
     case "ready": {
       state.ready = true;
       const simd = m.backend === "cpu-simd128";
-      ui.backend.textContent = simd ? "CPU · wasm SIMD128" : "CPU · scalar wasm";
+      state.cpuName = simd ? "CPU · wasm SIMD128" : "CPU · scalar wasm";
+      ui.backend.textContent = state.cpuName;
       ui.backend.classList.add("ok");
       ui.backend.title = `engine ${m.version}; model limit ${fmtBytes(m.maxModelBytes)}; ${
         m.crossOriginIsolated ? "cross-origin isolated" : "not cross-origin isolated"
       }`;
-      const wantGpu = params.get("backend") === "gpu";
-      ui.gpu.textContent = wantGpu
-        ? "WebGPU requested: not implemented yet, running on the CPU"
-        : m.webgpu || "gpu" in navigator
-          ? "WebGPU: not used yet (GPU path not implemented)"
-          : "WebGPU: unavailable";
-      ui.gpu.classList.toggle("warn", wantGpu);
+      ui.gpu.textContent = !m.gpuBuild
+        ? "WebGPU: not in this build"
+        : m.webgpu
+          ? "WebGPU: available (the adapter is checked at load)"
+          : "WebGPU: unavailable in this browser";
       showCache(m.cache);
       refreshControls();
       autorun();
@@ -373,6 +399,7 @@ worker.onmessage = ({ data: m }) => {
         ui.info.title = `wasm memory after loading: ${fmtBytes(m.wasmMemoryBytes)}`;
       }
       if (!i.hasChatTemplate) ui.mode.value = "complete";
+      showBackend(m.backend);
       if (!m.fromCache && m.cache.entries.length) navigator.storage?.persist?.().catch(() => {});
       showCache(m.cache);
       refreshControls();
@@ -435,6 +462,8 @@ function applyParams() {
   set(ui.temp, "temp");
   set(ui.seed, "seed");
   set(ui.nCtx, "ctx");
+  const backend = params.get("backend");
+  if (backend === "auto" || backend === "gpu" || backend === "cpu") ui.backendSel.value = backend;
   const precision = params.get("precision");
   if (precision === "f32" || precision === "q8") ui.precision.value = precision;
   const mode = params.get("mode");

@@ -1,12 +1,15 @@
 // The engine's thread. Downloads (or reads from the cache) a model chunk by chunk straight into
-// the wasm loader, caches it while it streams, and generates one engine step at a time,
-// yielding to its message loop between steps so that a "stop" message gets through.
+// the wasm loader, caches it while it streams, moves the engine to WebGPU when asked and
+// possible, and generates one engine step at a time (`stepAsync`: on WebGPU the step's readback
+// comes back through this thread's event loop), yielding to its message loop between steps so
+// that a "stop" message gets through.
 //
-// In:  init {store} · load {url | file, nCtx, precision} · generate {mode, prompt | messages, options} · stop ·
+// In:  init {store} · load {url | file, nCtx, precision, backend: auto|gpu|cpu} ·
+//      generate {mode, prompt | messages, options} · stop ·
 //      cache-list · cache-clear
 // Out: ready · progress · loaded · token · done · cache · error {op, message}
 
-import init, { ModelLoader, backend, maxModelBytes, version } from "./pkg/wasm_shell.js";
+import init, { ModelLoader, backend, gpuBuild, maxModelBytes, version } from "./pkg/wasm_shell.js";
 import { clearAll, openStore } from "./store.js";
 
 let engine = null;
@@ -79,7 +82,7 @@ async function pump(stream, loader, writer, report) {
   return n;
 }
 
-async function load({ url, file, nCtx, precision }) {
+async function load({ url, file, nCtx, precision, backend: wanted }) {
   const t0 = performance.now();
   if (engine) {
     engine.free();
@@ -132,6 +135,15 @@ async function load({ url, file, nCtx, precision }) {
     engine = loader.finish({ nCtx: nCtx || 0, precision: precision || "f32" });
     loader.free();
     loader = null;
+    // auto: WebGPU on a hardware adapter, else the CPU and why; gpu: WebGPU or an error.
+    let choice;
+    try {
+      choice = await engine.useBackend(wanted || "auto");
+    } catch (e) {
+      engine.free();
+      engine = null;
+      throw e;
+    }
     if (writer) {
       try {
         await writer.commit(size);
@@ -146,6 +158,7 @@ async function load({ url, file, nCtx, precision }) {
       fromCache,
       size,
       info: engine.info(),
+      backend: { wanted: wanted || "auto", ...choice },
       readMs: tRead - t0,
       loadMs: performance.now() - t0,
       wasmMemoryBytes: (await wasmReady).memory?.buffer.byteLength ?? null,
@@ -176,7 +189,7 @@ async function generate({ mode, prompt, messages, options }) {
       engine.stop();
       break;
     }
-    if (engine.step(onToken)) break;
+    if (await engine.stepAsync(onToken)) break;
     await yieldToEvents();
   }
   post({ type: "done", stats: engine.stats() });
@@ -194,6 +207,7 @@ const handlers = {
       maxModelBytes: maxModelBytes(),
       crossOriginIsolated: self.crossOriginIsolated === true,
       webgpu: typeof navigator !== "undefined" && "gpu" in navigator,
+      gpuBuild: gpuBuild(),
       cache: await cacheReport(),
     });
   },

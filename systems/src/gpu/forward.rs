@@ -9,20 +9,20 @@
 //! when every sampler is greedy), submits the encoder once and reads back what sampling needs.
 
 use std::num::NonZeroU64;
-use std::sync::{Arc, Mutex};
 
 use bevy_ecs::prelude::*;
 use chord_resources::config::{FfnActivation, RopeScaling, RopeStyle};
 use wgpu::util::DeviceExt;
 
 use super::kernels::*;
+use super::readback::{ReadbackWait, take_mapped};
 use super::upload::{GpuMatrix, f32_buffer, supported_type};
 use super::{GpuContext, GpuError, uniform_bytes};
 use crate::backend::GpuActive;
 use crate::batch::{CurrentLayer, StepBatch};
 use crate::components::{GenState, KvCache, SamplerState, Tokens};
 use crate::kernels::rope;
-use crate::schedule::{LayerSystems, StepSystems};
+use crate::schedule::{LayerSystems, StepPhase, StepSystems};
 use crate::systems::{EngineSettings, LayerSchedule, PrefixCache, build_batch};
 use crate::weights::ModelWeights;
 
@@ -114,6 +114,8 @@ pub struct GpuForward {
     repeat: Option<(String, usize)>,
     /// Rows recorded in the open encoder.
     n_rows: usize,
+    /// The step's logits readback in flight (between `gpu_logits` and `gpu_readback`).
+    readback: Option<StepReadback>,
 }
 
 /// A sequence's K/V cache on the GPU: one buffer per layer, `[cap × (k_dim + v_dim)]` f32, and
@@ -576,6 +578,7 @@ impl GpuForward {
             profile: std::env::var_os("CHORD_GPU_PROFILE")
                 .map(|_| (web_time::Instant::now(), 0, 0.0, 0.0)),
             n_rows: 0,
+            readback: None,
         })
     }
 
@@ -974,45 +977,28 @@ pub fn gpu_ffn(mut gpu: ResMut<GpuForward>, layer: Res<CurrentLayer>) {
     debug_sync(g, "ffn");
 }
 
+#[cfg(test)]
 fn read_back(ctx: &GpuContext, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>, GpuError> {
-    let slice = buf.slice(..bytes);
-    let done: Arc<Mutex<Option<Result<(), wgpu::BufferAsyncError>>>> = Arc::new(Mutex::new(None));
-    let done2 = done.clone();
-    slice.map_async(wgpu::MapMode::Read, move |r| {
-        if let Ok(mut g) = done2.lock() {
-            *g = Some(r);
-        }
-    });
-    // Another thread polling the same device may be running our callback: poll until it has.
-    let mut status = None;
-    for _ in 0..10_000 {
-        ctx.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| GpuError::Readback(e.to_string()))?;
-        status = done
-            .lock()
-            .map_err(|e| GpuError::Readback(e.to_string()))?
-            .take();
-        if status.is_some() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_micros(100));
-    }
-    match status {
-        Some(Ok(())) => {}
-        Some(Err(e)) => return Err(GpuError::Readback(e.to_string())),
-        None => return Err(GpuError::Readback("mapping did not complete".into())),
-    }
-    let out = slice
-        .get_mapped_range()
-        .map_err(|e| GpuError::Readback(e.to_string()))?
-        .to_vec();
-    buf.unmap();
-    Ok(out)
+    ReadbackWait::request(&ctx.device, buf, bytes).wait_blocking()?;
+    take_mapped(buf, bytes)
+}
+
+/// The step's logits readback: the group of logit rows in flight and what is left.
+struct StepReadback {
+    wait: ReadbackWait,
+    /// Argmax ids (greedy) or logits rows.
+    greedy: bool,
+    n_mask: u32,
+    n_logit: usize,
+    /// Rows before this group, and rows in it.
+    done: usize,
+    m: usize,
+    t_submit: web_time::Instant,
 }
 
 /// Final norm + LM head for the rows that need logits, one submit for the whole step, and the
-/// readback: an argmax per row when all those sequences sample greedily, else the logits.
+/// readback requested (`map_async`): an argmax per row when all those sequences sample greedily,
+/// else the logits. [`gpu_readback`] takes the mapped bytes.
 pub fn gpu_logits(
     mut gpu: ResMut<GpuForward>,
     mut batch: ResMut<StepBatch>,
@@ -1020,8 +1006,9 @@ pub fn gpu_logits(
 ) {
     let g = &mut *gpu;
     let b = &mut *batch;
-    let mut pass = g.pass.take();
-    let Some(mut enc) = g.encoder.take() else {
+    let pass = g.pass.take();
+    g.readback = None;
+    let Some(enc) = g.encoder.take() else {
         return;
     };
     let n_logit = b.logit_rows.len();
@@ -1071,109 +1058,166 @@ pub fn gpu_logits(
             .write_buffer(&g.argmax_mask, 0, bytemuck::cast_slice(&mask));
     }
     b.logits.resize(n_logit * n_vocab, 0.0);
-    let mut done = 0;
-    let mut first = true;
-    while done < n_logit {
-        let m = (n_logit - done).min(g.lcap);
-        if !first {
-            // Later groups of scoring rows: a fresh submit each, with the step's logit rows
-            // shifted (queued writes land before the submit that follows them).
-            let mut hdr = [0u32; 2];
-            hdr[0] = g.n_rows as u32;
-            hdr[1] = m as u32;
-            g.ctx
-                .queue
-                .write_buffer(&g.step_buf, 0, bytemuck::cast_slice(&hdr));
-            let rows: Vec<u32> = b.logit_rows[done..done + m]
-                .iter()
-                .map(|&r| r as u32)
-                .collect();
-            g.ctx.queue.write_buffer(
-                &g.step_buf,
-                (4 * (4 + 2 * g.cap)) as u64,
-                bytemuck::cast_slice(&rows),
-            );
-            enc = g
-                .ctx
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
-            pass = Some(
-                enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default())
-                    .forget_lifetime(),
-            );
+    submit_logits(g, b, enc, pass, greedy, mask.len() as u32, n_logit, 0);
+}
+
+/// Record the head (and the argmax) for logit rows `done..` (at most `lcap`) into `enc`, copy
+/// the result to its readback buffer, submit, and request the mapping. `pass`: the step's
+/// open pass (first group); later groups open their own.
+#[allow(clippy::too_many_arguments)]
+fn submit_logits(
+    g: &mut GpuForward,
+    b: &StepBatch,
+    mut enc: wgpu::CommandEncoder,
+    mut pass: Option<wgpu::ComputePass<'static>>,
+    greedy: bool,
+    n_mask: u32,
+    n_logit: usize,
+    done: usize,
+) {
+    let n_vocab = g.dims.n_vocab;
+    let m = (n_logit - done).min(g.lcap);
+    if done > 0 {
+        // Later groups of scoring rows: a fresh submit each, with the step's logit rows
+        // shifted (queued writes land before the submit that follows them).
+        let mut hdr = [0u32; 2];
+        hdr[0] = g.n_rows as u32;
+        hdr[1] = m as u32;
+        g.ctx
+            .queue
+            .write_buffer(&g.step_buf, 0, bytemuck::cast_slice(&hdr));
+        let rows: Vec<u32> = b.logit_rows[done..done + m]
+            .iter()
+            .map(|&r| r as u32)
+            .collect();
+        g.ctx.queue.write_buffer(
+            &g.step_buf,
+            (4 * (4 + 2 * g.cap)) as u64,
+            bytemuck::cast_slice(&rows),
+        );
+        pass = Some(
+            enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default())
+                .forget_lifetime(),
+        );
+    }
+    let kh = reps(g, "head");
+    if let Some(p) = pass.as_mut() {
+        for _ in 0..kh {
+            record(p, &g.head, m as u32);
         }
-        first = false;
-        let kh = reps(g, "head");
+    }
+    let (src, dst, bytes) = if greedy {
+        let p = ArgmaxParams {
+            n_vocab: n_vocab as u32,
+            n_rows: m as u32,
+            n_mask,
+            ..Default::default()
+        };
+        if let Ok(u) = uniform_bytes(&p) {
+            g.ctx.queue.write_buffer(&g.argmax_params, 0, &u);
+        }
         if let Some(p) = pass.as_mut() {
-            for _ in 0..kh {
-                record(p, &g.head, m as u32);
+            p.set_pipeline(&g.argmax_dispatch.pipeline);
+            p.set_bind_group(0, &g.argmax_dispatch.bind, &[]);
+            p.dispatch_workgroups(m as u32, 1, 1);
+        }
+        (&g.argmax, &g.argmax_read, 4 * m as u64)
+    } else {
+        (&g.logits, &g.logits_read, (4 * m * n_vocab) as u64)
+    };
+    drop(pass);
+    enc.copy_buffer_to_buffer(src, 0, dst, 0, bytes);
+    g.ctx.queue.submit([enc.finish()]);
+    let t_submit = web_time::Instant::now();
+    if greedy && let Some(p) = g.profile.as_mut() {
+        p.1 += 1;
+        p.2 += (t_submit - p.0).as_secs_f64();
+    }
+    let wait = ReadbackWait::request(&g.ctx.device, dst, bytes);
+    g.readback = Some(StepReadback {
+        wait,
+        greedy,
+        n_mask,
+        n_logit,
+        done,
+        m,
+        t_submit,
+    });
+}
+
+/// Take the step's mapped readback into the batch's logits (greedy: a one-hot row per id),
+/// submitting the next group of logit rows while there are more. In a whole step
+/// ([`StepPhase::Whole`], native) it waits for each mapping with `device.poll`; in the
+/// [`StepPhase::Readback`] part of a split step (the browser) it never blocks: a mapping not
+/// complete yet stays in flight for [`GpuForward::readback_wait`].
+pub fn gpu_readback(
+    mut gpu: ResMut<GpuForward>,
+    mut batch: ResMut<StepBatch>,
+    phase: Option<Res<StepPhase>>,
+) {
+    let g = &mut *gpu;
+    let b = &mut *batch;
+    let blocking = phase.is_none_or(|p| *p == StepPhase::Whole);
+    let n_vocab = g.dims.n_vocab;
+    while let Some(rb) = g.readback.take() {
+        if !blocking && !rb.wait.is_ready() {
+            g.readback = Some(rb);
+            return;
+        }
+        let (buf, bytes) = if rb.greedy {
+            (&g.argmax_read, 4 * rb.m as u64)
+        } else {
+            (&g.logits_read, (4 * rb.m * n_vocab) as u64)
+        };
+        let result = rb
+            .wait
+            .wait_blocking()
+            .and_then(|()| take_mapped(buf, bytes));
+        if rb.greedy
+            && let Some(p) = g.profile.as_mut()
+        {
+            p.3 += rb.t_submit.elapsed().as_secs_f64();
+            if p.1.is_multiple_of(64) {
+                eprintln!(
+                    "gpu profile: {} greedy steps, record {:.3} ms/step, wait {:.3} ms/step",
+                    p.1,
+                    1e3 * p.2 / p.1 as f64,
+                    1e3 * p.3 / p.1 as f64
+                );
             }
         }
-        let result = if greedy {
-            let p = ArgmaxParams {
-                n_vocab: n_vocab as u32,
-                n_rows: m as u32,
-                n_mask: mask.len() as u32,
-                ..Default::default()
-            };
-            if let Ok(u) = uniform_bytes(&p) {
-                g.ctx.queue.write_buffer(&g.argmax_params, 0, &u);
-            }
-            if let Some(p) = pass.as_mut() {
-                p.set_pipeline(&g.argmax_dispatch.pipeline);
-                p.set_bind_group(0, &g.argmax_dispatch.bind, &[]);
-                p.dispatch_workgroups(m as u32, 1, 1);
-            }
-            pass = None;
-            let bytes = 4 * m as u64;
-            enc.copy_buffer_to_buffer(&g.argmax, 0, &g.argmax_read, 0, bytes);
-            g.ctx.queue.submit([enc.finish()]);
-            let t_submit = web_time::Instant::now();
-            if let Some(p) = g.profile.as_mut() {
-                p.1 += 1;
-                p.2 += (t_submit - p.0).as_secs_f64();
-            }
-            let r = read_back(&g.ctx, &g.argmax_read, bytes);
-            if let Some(p) = g.profile.as_mut() {
-                p.3 += t_submit.elapsed().as_secs_f64();
-                if p.1.is_multiple_of(64) {
-                    eprintln!(
-                        "gpu profile: {} greedy steps, record {:.3} ms/step, wait {:.3} ms/step",
-                        p.1,
-                        1e3 * p.2 / p.1 as f64,
-                        1e3 * p.3 / p.1 as f64
-                    );
-                }
-            }
-            r.map(|raw| {
+        let rows = rb.done * n_vocab..(rb.done + rb.m) * n_vocab;
+        match (result, b.logits.get_mut(rows)) {
+            (Ok(raw), Some(out)) if rb.greedy => {
                 // Greedy sampling of a one-hot row picks exactly this id.
                 let ids: &[u32] = bytemuck::cast_slice(&raw);
-                for (i, &id) in ids.iter().enumerate() {
-                    let row = &mut b.logits[(done + i) * n_vocab..(done + i + 1) * n_vocab];
+                for (row, &id) in out.chunks_exact_mut(n_vocab).zip(ids) {
                     if let Some(v) = row.get_mut(id as usize) {
                         *v = 1.0;
                     }
                 }
-            })
-        } else {
-            let bytes = (4 * m * n_vocab) as u64;
-            pass = None;
-            enc.copy_buffer_to_buffer(&g.logits, 0, &g.logits_read, 0, bytes);
-            g.ctx.queue.submit([enc.finish()]);
-            read_back(&g.ctx, &g.logits_read, bytes).map(|raw| {
-                b.logits[done * n_vocab..(done + m) * n_vocab]
-                    .copy_from_slice(bytemuck::cast_slice(&raw));
-            })
-        };
-        if let Err(e) = result {
+            }
+            (Ok(raw), Some(out)) => out.copy_from_slice(bytemuck::cast_slice(&raw)),
             // The rows keep zero logits; say why once per failed step.
-            eprintln!("chord: {e}");
+            (Err(e), _) => eprintln!("chord: {e}"),
+            (Ok(_), None) => eprintln!("chord: GPU readback: the step's logits changed size"),
         }
-        done += m;
-        enc = g
-            .ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+        let done = rb.done + rb.m;
+        if done < rb.n_logit {
+            let enc = g
+                .ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+            submit_logits(g, b, enc, None, rb.greedy, rb.n_mask, rb.n_logit, done);
+        }
+    }
+}
+
+impl GpuForward {
+    /// The step's readback still in flight after [`gpu_readback`] ran in a split step's
+    /// readback part: await it, then run that part again.
+    pub fn readback_wait(&self) -> Option<ReadbackWait> {
+        self.readback.as_ref().map(|r| r.wait.clone())
     }
 }
 
@@ -1189,6 +1233,9 @@ pub fn add_step_systems(s: &mut Schedule) {
             .run_if(resource_exists::<GpuForward>),
         gpu_logits
             .in_set(StepSystems::Logits)
+            .run_if(resource_exists::<GpuForward>),
+        gpu_readback
+            .in_set(StepSystems::Readback)
             .run_if(resource_exists::<GpuForward>),
     ));
 }

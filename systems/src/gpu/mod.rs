@@ -6,9 +6,12 @@
 //! - [`forward`]: the ECS systems. Embed, each layer's systems and the logits record compute
 //!   passes into one command encoder per step; the step is submitted once and reads back either
 //!   one argmax per sequence (greedy) or the logits rows.
+//! - [`readback`]: the step's readback as a `map_async` to await ([`ReadbackWait`]); the
+//!   browser runs a step in parts around it ([`crate::schedule::StepPhase`]) and never blocks.
 
 pub mod forward;
 pub mod kernels;
+pub mod readback;
 pub mod shaders;
 pub mod upload;
 
@@ -17,6 +20,7 @@ mod tests;
 
 pub use forward::{GpuForward, GpuKv, add_step_systems, install};
 pub use kernels::Kernels;
+pub use readback::ReadbackWait;
 
 /// Why the GPU path is unavailable or failed.
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +80,10 @@ impl GpuContext {
             return Err(GpuError::SoftwareAdapter(info.name));
         }
         let limits = adapter.limits();
-        let use_subgroups = adapter.features().contains(wgpu::Features::SUBGROUP)
+        // Not in the browser: the subgroup matmul is written for naga (no `enable subgroups;`),
+        // which the browser's WGSL compiler requires.
+        let use_subgroups = !cfg!(target_arch = "wasm32")
+            && adapter.features().contains(wgpu::Features::SUBGROUP)
             && info.subgroup_min_size >= 8
             && std::env::var_os("CHORD_GPU_NO_SUBGROUPS").is_none();
         let mut wanted = wgpu::Features::TIMESTAMP_QUERY;
@@ -114,9 +121,14 @@ impl GpuContext {
 
     /// One line naming the adapter.
     pub fn describe(&self) -> String {
+        // Browsers may withhold the adapter's name (WebGPU's `description` is often empty).
+        let name = match self.info.name.as_str() {
+            "" => "unnamed adapter",
+            n => n,
+        };
         format!(
-            "{} ({:?}, {:?})",
-            self.info.name, self.info.backend, self.info.device_type
+            "{name} ({:?}, {:?})",
+            self.info.backend, self.info.device_type
         )
     }
 
