@@ -16,6 +16,7 @@ use chord_resources::config::{FfnActivation, RopeScaling, RopeStyle};
 use wgpu::util::DeviceExt;
 
 use super::kernels::*;
+use super::profile::{IDLE, Profiler};
 use super::upload::{GpuMatrix, f32_buffer, supported_type};
 use super::{GpuContext, GpuError, uniform_bytes};
 use crate::backend::GpuActive;
@@ -114,7 +115,23 @@ pub struct GpuForward {
     repeat: Option<(String, usize)>,
     /// Rows recorded in the open encoder.
     n_rows: usize,
+    /// `CHORD_GPU_PROFILE` on a device with timestamps inside passes: per-kernel GPU time.
+    prof: Option<Profiler>,
+    /// Submit the step's work every this many layers (0: once per step), so the GPU starts on
+    /// the first layers while the CPU records the rest (`CHORD_GPU_SUBMIT_LAYERS`).
+    submit_every: usize,
 }
+
+impl Drop for GpuForward {
+    fn drop(&mut self) {
+        if let Some(p) = &self.prof {
+            eprint!("{}", p.report());
+        }
+    }
+}
+
+/// Layers per submit unless `CHORD_GPU_SUBMIT_LAYERS` says otherwise.
+pub const DEFAULT_SUBMIT_LAYERS: usize = 4;
 
 /// A sequence's K/V cache on the GPU: one buffer per layer, `[cap × (k_dim + v_dim)]` f32, and
 /// the bind groups of its RoPE-store and attention dispatches.
@@ -576,6 +593,17 @@ impl GpuForward {
             profile: std::env::var_os("CHORD_GPU_PROFILE")
                 .map(|_| (web_time::Instant::now(), 0, 0.0, 0.0)),
             n_rows: 0,
+            prof: None,
+            submit_every: std::env::var("CHORD_GPU_SUBMIT_LAYERS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(DEFAULT_SUBMIT_LAYERS),
+        })
+        .map(|mut f| {
+            if std::env::var_os("CHORD_GPU_PROFILE").is_some() {
+                f.enable_profiler();
+            }
+            f
         })
     }
 
@@ -655,6 +683,20 @@ impl GpuForward {
         })
     }
 
+    /// Turn the per-kernel timestamp profiler on (false: the device cannot write timestamps
+    /// inside passes). The tallies are printed when the forward pass is dropped.
+    pub fn enable_profiler(&mut self) -> bool {
+        if self.prof.is_none() {
+            self.prof = Profiler::new(&self.ctx);
+        }
+        self.prof.is_some()
+    }
+
+    /// The profiler's tables so far (None when it is off).
+    pub fn profile_report(&self) -> Option<String> {
+        self.prof.as_ref().map(|p| p.report())
+    }
+
     /// Bytes of one sequence's cache per position (all layers).
     pub fn kv_bytes_per_pos(&self) -> usize {
         4 * self.dims.kv_stride() * self.dims.n_layer
@@ -683,11 +725,24 @@ fn open_step(g: &mut GpuForward) {
         .create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("step"),
         });
-    g.pass = Some(
-        enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default())
-            .forget_lifetime(),
-    );
+    let mut pass = enc
+        .begin_compute_pass(&wgpu::ComputePassDescriptor::default())
+        .forget_lifetime();
+    if let Some(p) = g.prof.as_mut() {
+        p.stamp(&mut pass, IDLE);
+    }
+    g.pass = Some(pass);
     g.encoder = Some(enc);
+}
+
+/// Submit what the step has recorded so far and open a fresh encoder, so the GPU works on the
+/// first layers while the CPU records the rest.
+fn flush(g: &mut GpuForward) {
+    g.pass = None;
+    if let Some(enc) = g.encoder.take() {
+        g.ctx.queue.submit([enc.finish()]);
+        open_step(g);
+    }
 }
 
 fn reps(g: &GpuForward, what: &str) -> usize {
@@ -697,7 +752,21 @@ fn reps(g: &GpuForward, what: &str) -> usize {
     }
 }
 
-fn record(pass: &mut wgpu::ComputePass<'static>, ds: &[Dispatch], n_rows: u32) {
+/// Record `ds` (one timestamp labelled `what` after them when profiling).
+fn record(
+    pass: &mut wgpu::ComputePass<'static>,
+    prof: &mut Option<Profiler>,
+    ds: &[Dispatch],
+    n_rows: u32,
+    what: &'static str,
+) {
+    record_plain(pass, ds, n_rows);
+    if let Some(p) = prof.as_mut() {
+        p.stamp(pass, what);
+    }
+}
+
+fn record_plain(pass: &mut wgpu::ComputePass<'static>, ds: &[Dispatch], n_rows: u32) {
     for dsp in ds {
         if let Some((tp, tb, gx)) = dsp.tiled.as_ref().filter(|_| n_rows >= TILED_MIN_ROWS) {
             pass.set_pipeline(tp);
@@ -870,7 +939,7 @@ pub fn gpu_embed(
     }
     open_step(g);
     if let Some(pass) = g.pass.as_mut() {
-        record(pass, &g.embed, n as u32);
+        record(pass, &mut g.prof, &g.embed, n as u32, "embed");
     }
     debug_sync(g, "embed");
 }
@@ -881,7 +950,7 @@ pub fn gpu_qkv(mut gpu: ResMut<GpuForward>, layer: Res<CurrentLayer>) {
     let k = reps(g, "qkv");
     if let (Some(enc), Some(lp)) = (g.pass.as_mut(), g.layers.get(layer.0)) {
         for _ in 0..k {
-            record(enc, &lp.qkv, g.n_rows as u32);
+            record(enc, &mut g.prof, &lp.qkv, g.n_rows as u32, "qkv (+norm)");
         }
     }
     debug_sync(g, "qkv");
@@ -907,6 +976,9 @@ pub fn gpu_rope(
             if let Some(bg) = kv.rope.get(layer.0) {
                 pass.set_bind_group(0, bg, &[]);
                 pass.dispatch_workgroups(ch.n_rows as u32, (d.n_head + d.n_head_kv) as u32, 1);
+                if let Some(p) = g.prof.as_mut() {
+                    p.stamp(pass, "rope + kv store");
+                }
             }
         }
     }
@@ -937,10 +1009,16 @@ pub fn gpu_attend(
             pass.set_pipeline(&g.ctx.kernels.attention);
             pass.set_bind_group(0, bg, &[]);
             pass.dispatch_workgroups(ch.n_rows as u32, d.n_head as u32, n_split);
+            if let Some(p) = g.prof.as_mut() {
+                p.stamp(pass, "attention");
+            }
             if n_split > 1 {
                 pass.set_pipeline(&g.ctx.kernels.attn_merge);
                 pass.set_bind_group(0, mg, &[]);
                 pass.dispatch_workgroups(ch.n_rows as u32, d.n_head as u32, 1);
+                if let Some(p) = g.prof.as_mut() {
+                    p.stamp(pass, "attn merge");
+                }
             }
         }
     }
@@ -953,7 +1031,13 @@ pub fn gpu_attn_output(mut gpu: ResMut<GpuForward>, layer: Res<CurrentLayer>) {
     let k = reps(g, "out");
     if let (Some(enc), Some(lp)) = (g.pass.as_mut(), g.layers.get(layer.0)) {
         for _ in 0..k {
-            record(enc, &lp.out, g.n_rows as u32);
+            record(
+                enc,
+                &mut g.prof,
+                &lp.out,
+                g.n_rows as u32,
+                "attn out (+res)",
+            );
         }
     }
     debug_sync(g, "attn_output");
@@ -965,13 +1049,38 @@ pub fn gpu_ffn(mut gpu: ResMut<GpuForward>, layer: Res<CurrentLayer>) {
     let (kg, kd) = (reps(g, "gate_up"), reps(g, "down"));
     if let (Some(enc), Some(lp)) = (g.pass.as_mut(), g.layers.get(layer.0)) {
         for _ in 0..kg {
-            record(enc, &lp.gate_up, g.n_rows as u32);
+            record(
+                enc,
+                &mut g.prof,
+                &lp.gate_up,
+                g.n_rows as u32,
+                "gate/up (+norm)",
+            );
         }
         for _ in 0..kd {
-            record(enc, &lp.down, g.n_rows as u32);
+            record(
+                enc,
+                &mut g.prof,
+                &lp.down,
+                g.n_rows as u32,
+                "down (+act,res)",
+            );
         }
     }
     debug_sync(g, "ffn");
+    let done = layer.0 + 1;
+    if g.submit_every > 0 && done.is_multiple_of(g.submit_every) && done < g.dims.n_layer {
+        flush(g);
+    }
+}
+
+/// Map `buf`'s first `bytes` bytes after the work that writes them was submitted.
+pub(crate) fn read_back_bytes(
+    ctx: &GpuContext,
+    buf: &wgpu::Buffer,
+    bytes: u64,
+) -> Result<Vec<u8>, GpuError> {
+    read_back(ctx, buf, bytes)
 }
 
 fn read_back(ctx: &GpuContext, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>, GpuError> {
@@ -1030,6 +1139,9 @@ pub fn gpu_logits(
     if n_logit == 0 {
         drop(pass);
         g.ctx.queue.submit([enc.finish()]);
+        if let Some(p) = g.prof.as_mut() {
+            p.clear();
+        }
         return;
     }
     // Greedy on the GPU when every sampler is plain greedy, with at most one shared list of
@@ -1097,16 +1209,19 @@ pub fn gpu_logits(
                 .ctx
                 .device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
-            pass = Some(
-                enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default())
-                    .forget_lifetime(),
-            );
+            let mut p = enc
+                .begin_compute_pass(&wgpu::ComputePassDescriptor::default())
+                .forget_lifetime();
+            if let Some(pr) = g.prof.as_mut() {
+                pr.stamp(&mut p, IDLE);
+            }
+            pass = Some(p);
         }
         first = false;
         let kh = reps(g, "head");
         if let Some(p) = pass.as_mut() {
             for _ in 0..kh {
-                record(p, &g.head, m as u32);
+                record(p, &mut g.prof, &g.head, m as u32, "lm head (+norm)");
             }
         }
         let result = if greedy {
@@ -1123,8 +1238,14 @@ pub fn gpu_logits(
                 p.set_pipeline(&g.argmax_dispatch.pipeline);
                 p.set_bind_group(0, &g.argmax_dispatch.bind, &[]);
                 p.dispatch_workgroups(m as u32, 1, 1);
+                if let Some(pr) = g.prof.as_mut() {
+                    pr.stamp(p, "argmax");
+                }
             }
             pass = None;
+            if let Some(pr) = g.prof.as_ref() {
+                pr.resolve(&mut enc);
+            }
             let bytes = 4 * m as u64;
             enc.copy_buffer_to_buffer(&g.argmax, 0, &g.argmax_read, 0, bytes);
             g.ctx.queue.submit([enc.finish()]);
@@ -1134,6 +1255,12 @@ pub fn gpu_logits(
                 p.2 += (t_submit - p.0).as_secs_f64();
             }
             let r = read_back(&g.ctx, &g.argmax_read, bytes);
+            let decode = g.n_rows == 1;
+            if let Some(pr) = g.prof.as_mut()
+                && let Err(e) = pr.collect(&g.ctx, decode)
+            {
+                eprintln!("chord: profile readback: {e}");
+            }
             if let Some(p) = g.profile.as_mut() {
                 p.3 += t_submit.elapsed().as_secs_f64();
                 if p.1.is_multiple_of(64) {
@@ -1159,8 +1286,18 @@ pub fn gpu_logits(
             let bytes = (4 * m * n_vocab) as u64;
             pass = None;
             enc.copy_buffer_to_buffer(&g.logits, 0, &g.logits_read, 0, bytes);
+            if let Some(pr) = g.prof.as_ref() {
+                pr.resolve(&mut enc);
+            }
             g.ctx.queue.submit([enc.finish()]);
-            read_back(&g.ctx, &g.logits_read, bytes).map(|raw| {
+            let r = read_back(&g.ctx, &g.logits_read, bytes);
+            let decode = g.n_rows == 1;
+            if let Some(pr) = g.prof.as_mut()
+                && let Err(e) = pr.collect(&g.ctx, decode)
+            {
+                eprintln!("chord: profile readback: {e}");
+            }
+            r.map(|raw| {
                 b.logits[done * n_vocab..(done + m) * n_vocab]
                     .copy_from_slice(bytemuck::cast_slice(&raw));
             })

@@ -9,6 +9,7 @@
 
 pub mod forward;
 pub mod kernels;
+pub mod profile;
 pub mod shaders;
 pub mod upload;
 
@@ -79,7 +80,9 @@ impl GpuContext {
         let use_subgroups = adapter.features().contains(wgpu::Features::SUBGROUP)
             && info.subgroup_min_size >= 8
             && std::env::var_os("CHORD_GPU_NO_SUBGROUPS").is_none();
-        let mut wanted = wgpu::Features::TIMESTAMP_QUERY;
+        // Timestamps inside passes: the per-kernel profiler (`CHORD_GPU_PROFILE=1`).
+        let mut wanted =
+            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
         if use_subgroups {
             wanted |= wgpu::Features::SUBGROUP;
         }

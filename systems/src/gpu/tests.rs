@@ -625,3 +625,81 @@ fn oversized_tensors_are_split_by_rows() {
     let parts: Vec<(usize, usize)> = m.parts.iter().map(|p| (p.row_offset, p.rows)).collect();
     assert_eq!(parts, vec![(0, 16), (16, 4)]);
 }
+
+#[test]
+fn profile_tally_charges_each_interval_to_its_label() {
+    let mut t = super::profile::Tally::default();
+    // Ticks of 2 ns: start, a after 10 ticks, b after 5 more, a again after 1 more.
+    t.add(&["start", "a", "b", "a"], &[100, 110, 115, 116], 2.0);
+    t.add(&["start", "a", "b", "a"], &[0, 10, 15, 16], 2.0);
+    assert_eq!(t.steps, 2);
+    assert_eq!(t.kinds["a"], (44.0, 4));
+    assert_eq!(t.kinds["b"], (20.0, 2));
+    assert!(!t.kinds.contains_key("start"));
+    assert_eq!(t.ns_per_step(), 32.0);
+    let table = t.table();
+    let a = table.find("| a |").expect("row a");
+    let b = table.find("| b |").expect("row b");
+    assert!(a < b, "most expensive first:\n{table}");
+}
+
+#[test]
+fn profiler_reads_back_timestamps_written_inside_a_pass() {
+    let Some(c) = ctx() else { return };
+    let Some(mut prof) = super::profile::Profiler::new(c) else {
+        eprintln!("skip: no timestamps inside passes on {}", c.describe());
+        return;
+    };
+    // A real dispatch between the stamps: argmax over a random row.
+    let n_vocab = 4096u32;
+    let logits = randn(&mut rng(), n_vocab as usize, 1.0);
+    let p = ArgmaxParams {
+        n_vocab,
+        n_rows: 1,
+        ..Default::default()
+    };
+    let ub = uniform_init(c, &uniform_bytes(&p).unwrap());
+    let lb = storage_init(c, bytemuck::cast_slice(&logits));
+    let out = storage_init(c, &[0u8; 16]);
+    let mask = storage_init(c, &[0u8; 16]);
+    let bg = bind(
+        &c.device,
+        &c.kernels.argmax,
+        &[
+            ub.as_entire_binding(),
+            lb.as_entire_binding(),
+            out.as_entire_binding(),
+            mask.as_entire_binding(),
+        ],
+    );
+    for _ in 0..2 {
+        let mut enc = c.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc
+                .begin_compute_pass(&wgpu::ComputePassDescriptor::default())
+                .forget_lifetime();
+            prof.stamp(&mut pass, super::profile::IDLE);
+            pass.set_pipeline(&c.kernels.argmax);
+            pass.set_bind_group(0, &bg, &[]);
+            pass.dispatch_workgroups(1, 1, 1);
+            prof.stamp(&mut pass, "argmax");
+            pass.dispatch_workgroups(1, 1, 1);
+            prof.stamp(&mut pass, "argmax again");
+        }
+        assert_eq!(prof.pending(), 3);
+        prof.resolve(&mut enc);
+        c.queue.submit([enc.finish()]);
+        prof.collect(c, true).expect("timestamps read back");
+        assert_eq!(prof.pending(), 0);
+    }
+    let t = &prof.decode;
+    assert_eq!(t.steps, 2);
+    assert_eq!(t.kinds.len(), 2, "{:?}", t.kinds);
+    for k in ["argmax", "argmax again"] {
+        let (ns, n) = t.kinds[k];
+        assert_eq!(n, 2);
+        assert!(ns.is_finite() && ns >= 0.0, "{k}: {ns} ns");
+    }
+    assert!(prof.report().contains("| argmax |"));
+    assert_eq!(prof.prefill.steps, 0);
+}
