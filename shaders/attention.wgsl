@@ -5,6 +5,11 @@
 // output; with several it writes (max, sum, unnormalised acc) to `part` for attn_merge.wgsl.
 // head_dim ≤ 256, head_dim_k a multiple of 16.
 // Cache layout per position: [k (n_head_kv·head_dim_k) | v (n_head_kv·head_dim_v)].
+// fuse != 0 (a one-row chunk, i.e. decode): RoPE and the K/V store are done here instead of by
+// rope_store.wgsl: the workgroup rotates its query head and the row's key head itself (same
+// arithmetic as rope_store), uses that key and value for position pos from shared memory, and
+// the one workgroup per KV head whose key range holds pos (and whose head is the first of its
+// group) writes them into the cache, which no other workgroup of the dispatch reads at pos.
 
 struct AttnParams {
     n_head: u32,
@@ -23,13 +28,18 @@ struct AttnParams {
     softcap: f32,
     n_split: u32,
     span: u32,
+    fuse: u32,
+    n_rot: u32,
+    neox: u32,
+    table_base: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: AttnParams;
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;
-@group(0) @binding(2) var<storage, read> kv: array<f32>;
+@group(0) @binding(2) var<storage, read_write> kv: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read_write> part: array<f32>;
+@group(0) @binding(5) var<storage, read> table: array<f32>;
 
 // 256 threads: scores with 4 threads per key (a quarter of the head each), values with
 // 4 key groups × 64 dims (each thread a quarter of the tile's keys for up to 4 dims).
@@ -43,6 +53,9 @@ var<workgroup> sc: array<f32, WG>;
 var<workgroup> ps: array<f32, TILE>;
 var<workgroup> red: array<f32, TILE>;
 var<workgroup> comb: array<f32, 1024>;
+// fuse: the row's own (rotated) key and its value.
+var<workgroup> kc: array<f32, MAX_HEAD_DIM>;
+var<workgroup> vc: array<f32, MAX_HEAD_DIM>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
@@ -61,6 +74,50 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     }
     let lo = first + z * p.span;
     let hi = min(pos + 1u, lo + p.span);
+    let fused = p.fuse != 0u;
+    if fused {
+        let q_dim = p.n_head * p.head_dim_k;
+        let kb = row * p.qkv_stride + q_dim + kvh * p.head_dim_k;
+        for (var d = tid; d < p.head_dim_k; d += WG) {
+            kc[d] = qkv[kb + d];
+        }
+        let vb = row * p.qkv_stride + q_dim + p.k_dim + kvh * p.head_dim_v;
+        for (var d = tid; d < p.head_dim_v; d += WG) {
+            vc[d] = qkv[vb + d];
+        }
+        workgroupBarrier();
+        let half = p.n_rot / 2u;
+        if tid < half {
+            var i0 = 2u * tid;
+            var i1 = 2u * tid + 1u;
+            if p.neox != 0u {
+                i0 = tid;
+                i1 = tid + half;
+            }
+            let tb = p.table_base + row * p.n_rot;
+            let c = table[tb + tid];
+            let s = table[tb + half + tid];
+            let x0 = qs[i0];
+            let x1 = qs[i1];
+            qs[i0] = x0 * c - x1 * s;
+            qs[i1] = x0 * s + x1 * c;
+            let k0 = kc[i0];
+            let k1 = kc[i1];
+            kc[i0] = k0 * c - k1 * s;
+            kc[i1] = k0 * s + k1 * c;
+        }
+        workgroupBarrier();
+        if pos >= lo && pos < hi && h % (p.n_head / p.n_head_kv) == 0u {
+            let dst = pos * p.kv_stride + kvh * p.head_dim_k;
+            for (var d = tid; d < p.head_dim_k; d += WG) {
+                kv[dst + d] = kc[d];
+            }
+            let vd = pos * p.kv_stride + p.k_dim + kvh * p.head_dim_v;
+            for (var d = tid; d < p.head_dim_v; d += WG) {
+                kv[vd + d] = vc[d];
+            }
+        }
+    }
     let quarter = p.head_dim_k / 4u;
     let key = tid / 4u;
     let q4 = tid % 4u;
@@ -75,11 +132,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         let t = t0 + key;
         var part_dot = 0.0;
         if t < hi {
-            let kb = t * p.kv_stride + kvh * p.head_dim_k + q4 * quarter;
             let qb = q4 * quarter;
-            for (var d = 0u; d < quarter; d += 4u) {
-                part_dot += dot(vec4<f32>(qs[qb + d], qs[qb + d + 1u], qs[qb + d + 2u], qs[qb + d + 3u]),
-                                vec4<f32>(kv[kb + d], kv[kb + d + 1u], kv[kb + d + 2u], kv[kb + d + 3u]));
+            if fused && t == pos {
+                for (var d = 0u; d < quarter; d += 4u) {
+                    part_dot += dot(vec4<f32>(qs[qb + d], qs[qb + d + 1u], qs[qb + d + 2u], qs[qb + d + 3u]),
+                                    vec4<f32>(kc[qb + d], kc[qb + d + 1u], kc[qb + d + 2u], kc[qb + d + 3u]));
+                }
+            } else {
+                let kb = t * p.kv_stride + kvh * p.head_dim_k + q4 * quarter;
+                for (var d = 0u; d < quarter; d += 4u) {
+                    part_dot += dot(vec4<f32>(qs[qb + d], qs[qb + d + 1u], qs[qb + d + 2u], qs[qb + d + 3u]),
+                                    vec4<f32>(kv[kb + d], kv[kb + d + 1u], kv[kb + d + 2u], kv[kb + d + 3u]));
+                }
             }
         }
         sc[tid] = part_dot;
@@ -121,6 +185,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         }
         l = l * alpha + red[0];
         let nt = min(TILE, hi - t0);
+        // fuse: key pos (the last of the range) comes from shared memory, not the cache.
+        let own = fused && pos >= t0 && pos < t0 + nt;
+        let ncached = select(nt, pos - t0, own);
         for (var i = 0u; i < 4u; i++) {
             let d = dim + i * 64u;
             if d < p.head_dim_v {
@@ -128,15 +195,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
                 let vb = t0 * p.kv_stride + p.k_dim + kvh * p.head_dim_v + d;
                 // Keys kg, kg+4, …: four independent loads in flight per step.
                 var u = kg;
-                for (; u + 12u < nt; u += 16u) {
+                for (; u + 12u < ncached; u += 16u) {
                     let v0 = kv[vb + u * p.kv_stride];
                     let v1 = kv[vb + (u + 4u) * p.kv_stride];
                     let v2 = kv[vb + (u + 8u) * p.kv_stride];
                     let v3 = kv[vb + (u + 12u) * p.kv_stride];
                     a += ps[u] * v0 + ps[u + 4u] * v1 + ps[u + 8u] * v2 + ps[u + 12u] * v3;
                 }
-                for (; u < nt; u += 4u) {
+                for (; u < ncached; u += 4u) {
                     a += ps[u] * kv[vb + u * p.kv_stride];
+                }
+                if own && (pos - t0) % 4u == kg {
+                    a += ps[pos - t0] * vc[d];
                 }
                 acc[i] = a;
             }

@@ -100,7 +100,7 @@ pub struct GpuForward {
     embed: Vec<Dispatch>,
     layers: Vec<LayerPlan>,
     head: Vec<Dispatch>,
-    argmax_dispatch: Dispatch,
+    argmax_binds: ArgmaxBinds,
     argmax_params: wgpu::Buffer,
     argmax_mask: wgpu::Buffer,
     /// Distinct RoPE bases (one table each) .
@@ -120,6 +120,39 @@ pub struct GpuForward {
     /// Submit the step's work every this many layers (0: once per step), so the GPU starts on
     /// the first layers while the CPU records the rest (`CHORD_GPU_SUBMIT_LAYERS`).
     submit_every: usize,
+    /// One-row chunks do RoPE and the K/V store inside attention (`CHORD_GPU_FUSE_ROPE=0`: off).
+    fuse_rope: bool,
+    /// Each further submit of a step covers this many times the layers of the one before
+    /// (`CHORD_GPU_SUBMIT_GROWTH`, default 2: with 1 layer first, submits after 1, 3, 7, 15).
+    submit_growth: usize,
+    /// Fewest keys per attention split (`CHORD_GPU_ATTN_SPAN`): fewer splits save the merge.
+    attn_span: usize,
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Layers of the first submit, growth of the next ones, fewest keys per attention split.
+pub const DEFAULT_SUBMIT_GROWTH: usize = 2;
+pub const DEFAULT_ATTN_SPAN: usize = 64;
+
+/// Whether a step submits after `done` of `n_layer` layers: chunks of `first`, `first·growth`,
+/// `first·growth²`, … layers (`first` = 0: one submit per step).
+pub fn submit_after(done: usize, n_layer: usize, first: usize, growth: usize) -> bool {
+    if first == 0 || done >= n_layer {
+        return false;
+    }
+    let mut at = 0;
+    let mut chunk = first;
+    while at < done {
+        at += chunk;
+        chunk = chunk.saturating_mul(growth.max(1));
+    }
+    at == done
 }
 
 impl Drop for GpuForward {
@@ -131,7 +164,7 @@ impl Drop for GpuForward {
 }
 
 /// Layers per submit unless `CHORD_GPU_SUBMIT_LAYERS` says otherwise.
-pub const DEFAULT_SUBMIT_LAYERS: usize = 4;
+pub const DEFAULT_SUBMIT_LAYERS: usize = 2;
 
 /// A sequence's K/V cache on the GPU: one buffer per layer, `[cap × (k_dim + v_dim)]` f32, and
 /// the bind groups of its RoPE-store and attention dispatches.
@@ -147,6 +180,8 @@ pub struct GpuKv {
 }
 
 const SLOT: u64 = 256;
+/// Bytes bound of each slot (the largest parameter struct, AttnParams, is 80).
+const PARAMS_BINDING: u64 = 128;
 /// Most ids a greedy step can mask out on the GPU (logit bias −∞).
 const MAX_MASK: usize = 1024;
 
@@ -545,24 +580,21 @@ impl GpuForward {
             mapped_at_creation: false,
         });
         let argmax_mask = storage(&ctx, "argmax mask", 4 * MAX_MASK, copy_dst);
-        let pipeline = ctx.kernels.argmax.clone();
-        let bindg = bind(
-            &ctx.device,
-            &pipeline,
-            &[
-                argmax_params.as_entire_binding(),
-                logits.as_entire_binding(),
-                argmax.as_entire_binding(),
-                argmax_mask.as_entire_binding(),
-            ],
+        let argmax_part = storage(
+            &ctx,
+            "argmax partials",
+            8 * lcap * ARGMAX_GROUPS as usize,
+            wgpu::BufferUsages::empty(),
         );
-        let argmax_dispatch = Dispatch {
-            pipeline,
-            bind: bindg,
-            groups: (1, 1),
-            per_row: false,
-            tiled: None,
-        };
+        let argmax_binds = ArgmaxBinds::new(
+            &ctx.device,
+            &ctx.kernels,
+            &argmax_params,
+            &logits,
+            &argmax,
+            &argmax_mask,
+            &argmax_part,
+        );
         Ok(GpuForward {
             ctx,
             dims,
@@ -580,7 +612,7 @@ impl GpuForward {
             embed,
             layers,
             head,
-            argmax_dispatch,
+            argmax_binds,
             argmax_params,
             argmax_mask,
             bases,
@@ -594,10 +626,10 @@ impl GpuForward {
                 .map(|_| (web_time::Instant::now(), 0, 0.0, 0.0)),
             n_rows: 0,
             prof: None,
-            submit_every: std::env::var("CHORD_GPU_SUBMIT_LAYERS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(DEFAULT_SUBMIT_LAYERS),
+            submit_every: env_usize("CHORD_GPU_SUBMIT_LAYERS", DEFAULT_SUBMIT_LAYERS),
+            submit_growth: env_usize("CHORD_GPU_SUBMIT_GROWTH", DEFAULT_SUBMIT_GROWTH),
+            attn_span: env_usize("CHORD_GPU_ATTN_SPAN", DEFAULT_ATTN_SPAN),
+            fuse_rope: std::env::var("CHORD_GPU_FUSE_ROPE").as_deref() != Ok("0"),
         })
         .map(|mut f| {
             if std::env::var_os("CHORD_GPU_PROFILE").is_some() {
@@ -631,7 +663,7 @@ impl GpuForward {
             wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                 buffer: &params,
                 offset: i * SLOT,
-                size: NonZeroU64::new(64),
+                size: NonZeroU64::new(PARAMS_BINDING),
             })
         };
         for il in 0..d.n_layer {
@@ -660,6 +692,7 @@ impl GpuForward {
                     buf.as_entire_binding(),
                     self.attn.as_entire_binding(),
                     self.part.as_entire_binding(),
+                    self.table_buf.as_entire_binding(),
                 ],
             ));
             merge_b.push(bind(
@@ -888,7 +921,7 @@ pub fn gpu_embed(
     for ch in &b.chunks {
         let Ok(kv) = kvs.get(ch.entity) else { continue };
         let mut bytes = vec![0u8; (SLOT as usize) * 2 * d.n_layer];
-        let (n_split, span) = attention_splits(ch.start_pos + ch.n_rows, ch.n_rows);
+        let (n_split, span) = attention_splits(ch.start_pos + ch.n_rows, ch.n_rows, g.attn_span);
         for (il, lp) in g.layers.iter().enumerate() {
             let rp = RopeParams {
                 n_head: d.n_head as u32,
@@ -924,6 +957,10 @@ pub fn gpu_embed(
                 softcap: d.softcap,
                 n_split,
                 span,
+                fuse: (g.fuse_rope && ch.n_rows == 1) as u32,
+                n_rot: nr as u32,
+                neox: d.neox as u32,
+                table_base: (lp.table * cap * nr) as u32,
             };
             for (k, bytes_k) in [uniform_bytes(&rp), uniform_bytes(&ap)]
                 .into_iter()
@@ -973,6 +1010,10 @@ pub fn gpu_rope(
         pass.set_pipeline(&g.ctx.kernels.rope_store);
         for ch in &batch.chunks {
             let Ok(kv) = kvs.get(ch.entity) else { continue };
+            if g.fuse_rope && ch.n_rows == 1 {
+                // Done inside attention (AttnParams::fuse).
+                continue;
+            }
             if let Some(bg) = kv.rope.get(layer.0) {
                 pass.set_bind_group(0, bg, &[]);
                 pass.dispatch_workgroups(ch.n_rows as u32, (d.n_head + d.n_head_kv) as u32, 1);
@@ -1004,7 +1045,7 @@ pub fn gpu_attend(
         .flat_map(|ch| std::iter::repeat_n(ch, k))
     {
         let Ok(kv) = kvs.get(ch.entity) else { continue };
-        let (n_split, _) = attention_splits(ch.start_pos + ch.n_rows, ch.n_rows);
+        let (n_split, _) = attention_splits(ch.start_pos + ch.n_rows, ch.n_rows, g.attn_span);
         if let (Some(bg), Some(mg)) = (kv.attn.get(layer.0), kv.merge.get(layer.0)) {
             pass.set_pipeline(&g.ctx.kernels.attention);
             pass.set_bind_group(0, bg, &[]);
@@ -1068,8 +1109,7 @@ pub fn gpu_ffn(mut gpu: ResMut<GpuForward>, layer: Res<CurrentLayer>) {
         }
     }
     debug_sync(g, "ffn");
-    let done = layer.0 + 1;
-    if g.submit_every > 0 && done.is_multiple_of(g.submit_every) && done < g.dims.n_layer {
+    if submit_after(layer.0 + 1, g.dims.n_layer, g.submit_every, g.submit_growth) {
         flush(g);
     }
 }
@@ -1229,15 +1269,14 @@ pub fn gpu_logits(
                 n_vocab: n_vocab as u32,
                 n_rows: m as u32,
                 n_mask: mask.len() as u32,
-                ..Default::default()
+                n_groups: ARGMAX_GROUPS,
             };
             if let Ok(u) = uniform_bytes(&p) {
                 g.ctx.queue.write_buffer(&g.argmax_params, 0, &u);
             }
             if let Some(p) = pass.as_mut() {
-                p.set_pipeline(&g.argmax_dispatch.pipeline);
-                p.set_bind_group(0, &g.argmax_dispatch.bind, &[]);
-                p.dispatch_workgroups(m as u32, 1, 1);
+                g.argmax_binds
+                    .record(p, &g.ctx.kernels, m as u32, ARGMAX_GROUPS);
                 if let Some(pr) = g.prof.as_mut() {
                     pr.stamp(p, "argmax");
                 }

@@ -83,6 +83,11 @@ pub struct AttnParams {
     pub softcap: f32,
     pub n_split: u32,
     pub span: u32,
+    /// RoPE and the K/V store fused (one-row chunks; see attention.wgsl).
+    pub fuse: u32,
+    pub n_rot: u32,
+    pub neox: u32,
+    pub table_base: u32,
 }
 
 #[derive(ShaderType, Clone, Copy, Debug, Default)]
@@ -90,17 +95,22 @@ pub struct ArgmaxParams {
     pub n_vocab: u32,
     pub n_rows: u32,
     pub n_mask: u32,
-    pub _p1: u32,
+    /// Slices per row of the first pass (at most [`ARGMAX_GROUPS`]).
+    pub n_groups: u32,
 }
+
+/// Slices of a logits row that the argmax's first pass reduces in parallel.
+pub const ARGMAX_GROUPS: u32 = 64;
 
 /// Most split-K partial rows (rows × splits) attention writes per chunk.
 pub const MAX_PARTIALS: usize = 64;
 
-/// Key splits and keys per split for a chunk of `n_rows` rows ending at `kv_len` positions:
-/// decode spreads a long cache over up to 64 workgroups per head; prefill has rows enough.
-pub fn attention_splits(kv_len: usize, n_rows: usize) -> (u32, u32) {
+/// Key splits and keys per split for a chunk of `n_rows` rows ending at `kv_len` positions,
+/// each split at least `min_span` keys: decode spreads a long cache over up to 64 workgroups
+/// per head; prefill has rows enough.
+pub fn attention_splits(kv_len: usize, n_rows: usize, min_span: usize) -> (u32, u32) {
     let max_split = (MAX_PARTIALS / n_rows.max(1)).max(1);
-    let n_split = kv_len.div_ceil(64).clamp(1, max_split);
+    let n_split = kv_len.div_ceil(min_span.max(1)).clamp(1, max_split);
     let span = kv_len.div_ceil(n_split).max(1);
     (n_split as u32, span as u32)
 }
@@ -143,10 +153,21 @@ pub struct Kernels {
     pub rope_store: wgpu::ComputePipeline,
     pub attention: wgpu::ComputePipeline,
     pub attn_merge: wgpu::ComputePipeline,
+    /// Argmax, first pass (best of each slice of a row) and second (best of the slices).
     pub argmax: wgpu::ComputePipeline,
+    pub argmax_final: wgpu::ComputePipeline,
 }
 
 fn pipeline(device: &wgpu::Device, name: &str, src: &str) -> wgpu::ComputePipeline {
+    pipeline_entry(device, name, src, "main")
+}
+
+fn pipeline_entry(
+    device: &wgpu::Device,
+    name: &str,
+    src: &str,
+    entry: &str,
+) -> wgpu::ComputePipeline {
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(name),
         source: wgpu::ShaderSource::Wgsl(src.into()),
@@ -155,7 +176,7 @@ fn pipeline(device: &wgpu::Device, name: &str, src: &str) -> wgpu::ComputePipeli
         label: Some(name),
         layout: None,
         module: &module,
-        entry_point: Some("main"),
+        entry_point: Some(entry),
         compilation_options: Default::default(),
         cache: None,
     })
@@ -190,7 +211,8 @@ impl Kernels {
             rope_store: pipeline(device, "rope_store", shaders::ROPE_STORE),
             attention: pipeline(device, "attention", shaders::ATTENTION),
             attn_merge: pipeline(device, "attn_merge", shaders::ATTN_MERGE),
-            argmax: pipeline(device, "argmax", shaders::ARGMAX),
+            argmax: pipeline_entry(device, "argmax", shaders::ARGMAX, "partial"),
+            argmax_final: pipeline_entry(device, "argmax_final", shaders::ARGMAX, "reduce_slices"),
         }
     }
 }
@@ -215,4 +237,82 @@ pub fn bind(
         layout: &layout,
         entries: &entries,
     })
+}
+
+/// Bind `buffers` at the given binding numbers for `pipeline`'s group 0.
+pub fn bind_at(
+    device: &wgpu::Device,
+    pipeline: &wgpu::ComputePipeline,
+    buffers: &[(u32, wgpu::BindingResource<'_>)],
+) -> wgpu::BindGroup {
+    let layout = pipeline.get_bind_group_layout(0);
+    let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
+        .iter()
+        .map(|(i, r)| wgpu::BindGroupEntry {
+            binding: *i,
+            resource: r.clone(),
+        })
+        .collect();
+    device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &layout,
+        entries: &entries,
+    })
+}
+
+/// The two bind groups of the argmax (`params`: [`ArgmaxParams`]; `part`: 2 words per row and
+/// slice; `out`: one id per row).
+pub struct ArgmaxBinds {
+    pub partial: wgpu::BindGroup,
+    pub last: wgpu::BindGroup,
+}
+
+impl ArgmaxBinds {
+    pub fn new(
+        device: &wgpu::Device,
+        k: &Kernels,
+        params: &wgpu::Buffer,
+        logits: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        mask: &wgpu::Buffer,
+        part: &wgpu::Buffer,
+    ) -> ArgmaxBinds {
+        ArgmaxBinds {
+            partial: bind_at(
+                device,
+                &k.argmax,
+                &[
+                    (0, params.as_entire_binding()),
+                    (1, logits.as_entire_binding()),
+                    (3, mask.as_entire_binding()),
+                    (4, part.as_entire_binding()),
+                ],
+            ),
+            last: bind_at(
+                device,
+                &k.argmax_final,
+                &[
+                    (0, params.as_entire_binding()),
+                    (2, out.as_entire_binding()),
+                    (4, part.as_entire_binding()),
+                ],
+            ),
+        }
+    }
+
+    /// Record both passes for `n_rows` rows split into `n_groups` slices.
+    pub fn record(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        k: &Kernels,
+        n_rows: u32,
+        n_groups: u32,
+    ) {
+        pass.set_pipeline(&k.argmax);
+        pass.set_bind_group(0, &self.partial, &[]);
+        pass.dispatch_workgroups(n_rows, n_groups, 1);
+        pass.set_pipeline(&k.argmax_final);
+        pass.set_bind_group(0, &self.last, &[]);
+        pass.dispatch_workgroups(n_rows, 1, 1);
+    }
 }

@@ -462,6 +462,84 @@ fn rope_store_and_attention_match_cpu() {
                 1e-5,
             );
         }
+        // Decode with RoPE and the K/V store fused into attention: the chunk's last row alone,
+        // from the unrotated q/k, over a cache that lacks its position (poisoned there).
+        let last = total_rows - 1;
+        let pos = start_pos + n_rows - 1;
+        let kvs = kd + vd;
+        for (window, n_split) in [(0usize, 1u32), (0, 3), (40, 2)] {
+            let mut poisoned = want_cache.clone();
+            poisoned[pos * kvs..(pos + 1) * kvs].fill(f32::NAN);
+            let shape = attention::AttentionShape {
+                n_head,
+                n_head_kv,
+                head_dim_k: hd,
+                head_dim_v: hd,
+                scale: 1.0 / (hd as f32).sqrt(),
+                window: (window > 0).then_some(window),
+                softcap: None,
+            };
+            let ks: Vec<f32> = (0..=pos)
+                .flat_map(|t| want_cache[t * kvs..t * kvs + kd].to_vec())
+                .collect();
+            let vs: Vec<f32> = (0..=pos)
+                .flat_map(|t| want_cache[t * kvs + kd..(t + 1) * kvs].to_vec())
+                .collect();
+            let mut want = vec![0.0; qd];
+            attention::attention(
+                &cpu_q[last * stride..last * stride + qd],
+                &[pos],
+                KvView::F32(&ks),
+                KvView::F32(&vs),
+                shape,
+                &mut want,
+            );
+            let ap = AttnParams {
+                n_head: n_head as u32,
+                n_head_kv: n_head_kv as u32,
+                head_dim_k: hd as u32,
+                head_dim_v: hd as u32,
+                qkv_stride: stride as u32,
+                out_stride: qd as u32,
+                kv_stride: kvs as u32,
+                k_dim: kd as u32,
+                start_row: last as u32,
+                n_rows: 1,
+                start_pos: pos as u32,
+                window: window as u32,
+                scale: shape.scale,
+                softcap: 0.0,
+                n_split,
+                span: ((pos + 1).min(if window > 0 { window } else { pos + 1 }) as u32)
+                    .div_ceil(n_split),
+                fuse: 1,
+                n_rot: n_rot as u32,
+                neox: (style == RopeStyle::Neox) as u32,
+                table_base: 0,
+            };
+            let ub = uniform_init(c, &uniform_bytes(&ap).unwrap());
+            let qb = storage_init(c, bytemuck::cast_slice(&qkv));
+            let kvb = storage_init(c, bytemuck::cast_slice(&poisoned));
+            let out = storage_init(c, &vec![0u8; 4 * total_rows * qd]);
+            let part = storage_init(c, &vec![0u8; 4 * n_head * n_split as usize * (hd + 2)]);
+            let groups = (1, n_head as u32, n_split);
+            let bufs = [&ub, &qb, &kvb, &out, &part, &tb];
+            let mut got = f32s(&run(c, &c.kernels.attention, &bufs, groups, &out));
+            if n_split > 1 {
+                let g2 = (1, n_head as u32, 1);
+                got = f32s(&run(
+                    c,
+                    &c.kernels.attn_merge,
+                    &[&ub, &part, &out],
+                    g2,
+                    &out,
+                ));
+            }
+            let what = format!("fused decode attention {style:?} window {window} splits {n_split}");
+            assert_close(&what, &got[last * qd..(last + 1) * qd], &want, 1e-4);
+            let got_kv = f32s(&super::forward::read_back_for_tests(c, &copy_of(c, &kvb)));
+            assert_close(&format!("{what}: cache"), &got_kv, &want_cache, 1e-5);
+        }
         cache = want_cache;
         // Attention of the chunk over the cache (keys 0..=pos).
         for (window, n_split) in [(0usize, 1u32), (30, 1), (0, 3), (30, 4)] {
@@ -510,6 +588,7 @@ fn rope_store_and_attention_match_cpu() {
                 softcap: 0.0,
                 n_split,
                 span: ((start_pos + n_rows) as u32).div_ceil(n_split),
+                ..Default::default()
             };
             let ub = uniform_init(c, &uniform_bytes(&ap).unwrap());
             let qb = storage_init(c, bytemuck::cast_slice(&cpu_q));
@@ -520,7 +599,7 @@ fn rope_store_and_attention_match_cpu() {
                 &vec![0u8; 4 * n_rows * n_head * n_split as usize * (hd + 2)],
             );
             let groups = (n_rows as u32, n_head as u32, n_split);
-            let attn_bufs = [&ub, &qb, &kvb, &out, &part];
+            let attn_bufs = [&ub, &qb, &kvb, &out, &part, &tb];
             let mut got = f32s(&run(c, &c.kernels.attention, &attn_bufs, groups, &out));
             if n_split > 1 {
                 let merge_bufs = [&ub, &part, &out];
@@ -563,21 +642,24 @@ fn argmax_matches_cpu() {
     let lb = storage_init(c, bytemuck::cast_slice(&logits));
     let out = storage_init(c, &[0u8; 12]);
     let run_masked = |mask: &[u32]| -> Vec<u32> {
+        // 7 slices of 143 ids: ties and masks fall in different slices.
         let p = ArgmaxParams {
             n_vocab: n_vocab as u32,
             n_rows: 3,
             n_mask: mask.len() as u32,
-            ..Default::default()
+            n_groups: 7,
         };
         let ub = uniform_init(c, &uniform_bytes(&p).unwrap());
         let mb = storage_init(c, bytemuck::cast_slice(&[mask, &[0u32]].concat()));
-        let raw = run(
-            c,
-            &c.kernels.argmax,
-            &[&ub, &lb, &out, &mb],
-            (3, 1, 1),
-            &out,
-        );
+        let part = storage_init(c, &[0xffu8; 8 * 3 * 7]);
+        let binds = ArgmaxBinds::new(&c.device, &c.kernels, &ub, &lb, &out, &mb, &part);
+        let mut enc = c.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            binds.record(&mut pass, &c.kernels, 3, 7);
+        }
+        c.queue.submit([enc.finish()]);
+        let raw = super::forward::read_back_for_tests(c, &copy_of(c, &out));
         bytemuck::cast_slice(&raw).to_vec()
     };
     let got = run_masked(&[]);
@@ -650,28 +732,21 @@ fn profiler_reads_back_timestamps_written_inside_a_pass() {
         eprintln!("skip: no timestamps inside passes on {}", c.describe());
         return;
     };
-    // A real dispatch between the stamps: argmax over a random row.
+    // Real dispatches between the stamps: the argmax's passes over a random row.
     let n_vocab = 4096u32;
     let logits = randn(&mut rng(), n_vocab as usize, 1.0);
     let p = ArgmaxParams {
         n_vocab,
         n_rows: 1,
-        ..Default::default()
+        n_mask: 0,
+        n_groups: 4,
     };
     let ub = uniform_init(c, &uniform_bytes(&p).unwrap());
     let lb = storage_init(c, bytemuck::cast_slice(&logits));
     let out = storage_init(c, &[0u8; 16]);
     let mask = storage_init(c, &[0u8; 16]);
-    let bg = bind(
-        &c.device,
-        &c.kernels.argmax,
-        &[
-            ub.as_entire_binding(),
-            lb.as_entire_binding(),
-            out.as_entire_binding(),
-            mask.as_entire_binding(),
-        ],
-    );
+    let part = storage_init(c, &[0u8; 64]);
+    let binds = ArgmaxBinds::new(&c.device, &c.kernels, &ub, &lb, &out, &mask, &part);
     for _ in 0..2 {
         let mut enc = c.device.create_command_encoder(&Default::default());
         {
@@ -679,11 +754,9 @@ fn profiler_reads_back_timestamps_written_inside_a_pass() {
                 .begin_compute_pass(&wgpu::ComputePassDescriptor::default())
                 .forget_lifetime();
             prof.stamp(&mut pass, super::profile::IDLE);
-            pass.set_pipeline(&c.kernels.argmax);
-            pass.set_bind_group(0, &bg, &[]);
-            pass.dispatch_workgroups(1, 1, 1);
+            binds.record(&mut pass, &c.kernels, 1, 4);
             prof.stamp(&mut pass, "argmax");
-            pass.dispatch_workgroups(1, 1, 1);
+            binds.record(&mut pass, &c.kernels, 1, 4);
             prof.stamp(&mut pass, "argmax again");
         }
         assert_eq!(prof.pending(), 3);
@@ -702,4 +775,20 @@ fn profiler_reads_back_timestamps_written_inside_a_pass() {
     }
     assert!(prof.report().contains("| argmax |"));
     assert_eq!(prof.prefill.steps, 0);
+}
+
+#[test]
+fn submits_split_a_step_into_growing_chunks() {
+    use super::forward::submit_after;
+    let at = |first, growth| -> Vec<usize> {
+        (1..=30)
+            .filter(|&d| submit_after(d, 30, first, growth))
+            .collect()
+    };
+    assert_eq!(at(1, 2), [1, 3, 7, 15]);
+    assert_eq!(at(2, 2), [2, 6, 14]);
+    assert_eq!(at(4, 1), [4, 8, 12, 16, 20, 24, 28]);
+    assert_eq!(at(0, 2), Vec::<usize>::new());
+    // Never after the last layer (that submit is the step's own, with the readback).
+    assert_eq!(at(5, 1).last(), Some(&25));
 }
