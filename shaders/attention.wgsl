@@ -4,7 +4,9 @@
 // [first + z·span, first + (z+1)·span) of its row. With one split it writes the normalised
 // output; with several it writes (max, sum, unnormalised acc) to `part` for attn_merge.wgsl.
 // head_dim ≤ 256, head_dim_k a multiple of 16.
-// Cache layout per position: [k (n_head_kv·head_dim_k) | v (n_head_kv·head_dim_v)].
+// Cache layout per position: [k (n_head_kv·head_dim_k) | v (n_head_kv·head_dim_v)], of KvT:
+// the host prepends `alias KvT = f32;` or, with SHADER_F16 and an f16 cache, `enable f16;
+// alias KvT = f16;` (values rounded to f16 when stored; all arithmetic stays f32).
 // fuse != 0 (a one-row chunk, i.e. decode): RoPE and the K/V store are done here instead of by
 // rope_store.wgsl: the workgroup rotates its query head and the row's key head itself (same
 // arithmetic as rope_store), uses that key and value for position pos from shared memory, and
@@ -36,7 +38,7 @@ struct AttnParams {
 
 @group(0) @binding(0) var<uniform> p: AttnParams;
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;
-@group(0) @binding(2) var<storage, read_write> kv: array<f32>;
+@group(0) @binding(2) var<storage, read_write> kv: array<KvT>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read_write> part: array<f32>;
 @group(0) @binding(5) var<storage, read> table: array<f32>;
@@ -110,11 +112,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         if pos >= lo && pos < hi && h % (p.n_head / p.n_head_kv) == 0u {
             let dst = pos * p.kv_stride + kvh * p.head_dim_k;
             for (var d = tid; d < p.head_dim_k; d += WG) {
-                kv[dst + d] = kc[d];
+                kv[dst + d] = KvT(kc[d]);
             }
             let vd = pos * p.kv_stride + p.k_dim + kvh * p.head_dim_v;
             for (var d = tid; d < p.head_dim_v; d += WG) {
-                kv[vd + d] = vc[d];
+                kv[vd + d] = KvT(vc[d]);
             }
         }
     }
@@ -142,7 +144,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
                 let kb = t * p.kv_stride + kvh * p.head_dim_k + q4 * quarter;
                 for (var d = 0u; d < quarter; d += 4u) {
                     part_dot += dot(vec4<f32>(qs[qb + d], qs[qb + d + 1u], qs[qb + d + 2u], qs[qb + d + 3u]),
-                                    vec4<f32>(kv[kb + d], kv[kb + d + 1u], kv[kb + d + 2u], kv[kb + d + 3u]));
+                                    vec4<f32>(vec4<KvT>(kv[kb + d], kv[kb + d + 1u], kv[kb + d + 2u], kv[kb + d + 3u])));
                 }
             }
         }
@@ -196,14 +198,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
                 // Keys kg, kg+4, …: four independent loads in flight per step.
                 var u = kg;
                 for (; u + 12u < ncached; u += 16u) {
-                    let v0 = kv[vb + u * p.kv_stride];
-                    let v1 = kv[vb + (u + 4u) * p.kv_stride];
-                    let v2 = kv[vb + (u + 8u) * p.kv_stride];
-                    let v3 = kv[vb + (u + 12u) * p.kv_stride];
+                    let v0 = f32(kv[vb + u * p.kv_stride]);
+                    let v1 = f32(kv[vb + (u + 4u) * p.kv_stride]);
+                    let v2 = f32(kv[vb + (u + 8u) * p.kv_stride]);
+                    let v3 = f32(kv[vb + (u + 12u) * p.kv_stride]);
                     a += ps[u] * v0 + ps[u + 4u] * v1 + ps[u + 8u] * v2 + ps[u + 12u] * v3;
                 }
                 for (; u < ncached; u += 4u) {
-                    a += ps[u] * kv[vb + u * p.kv_stride];
+                    a += ps[u] * f32(kv[vb + u * p.kv_stride]);
                 }
                 if own && (pos - t0) % 4u == kg {
                     a += ps[pos - t0] * vc[d];

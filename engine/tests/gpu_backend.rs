@@ -86,3 +86,54 @@ fn gpu_batch_matches_cpu() {
         );
     }
 }
+
+/// Past 64 cached positions (attention split over several workgroups, RoPE and the K/V store
+/// fused into decode attention), with an f32 cache and, where the device has SHADER_F16, an f16
+/// one: greedy tokens equal the CPU's with the same cache precision.
+#[test]
+fn gpu_long_context_and_f16_cache_match_cpu() {
+    use chord_engine::KvPrecision;
+    let path = models_dir().join("derived/tiny-smollm2-4L-q8_0.gguf");
+    if !path.is_file() {
+        eprintln!("skip: {} not present", path.display());
+        return;
+    }
+    let f16 = match chord_systems::gpu::GpuContext::new(true) {
+        Ok(c) => c.f16,
+        Err(e) => {
+            if std::env::var("CHORD_REQUIRE_GPU").as_deref() == Ok("1") {
+                panic!("CHORD_REQUIRE_GPU=1 but {e}");
+            }
+            eprintln!("skip: no GPU adapter ({e})");
+            return;
+        }
+    };
+    let mut precisions = vec![KvPrecision::F32];
+    if f16 {
+        precisions.push(KvPrecision::F16);
+    }
+    let prompt = "One two three four five six seven eight nine ten. ".repeat(8);
+    for kv in precisions {
+        let opts = |backend| EngineOptions {
+            n_ctx: 256,
+            backend,
+            kv_precision: kv,
+            ..Default::default()
+        };
+        let mut gpu = Engine::load_with(&path, opts(Backend::Gpu)).expect("load on the GPU");
+        let mut cpu = Engine::load_with(&path, opts(Backend::Cpu)).expect("load on CPU");
+        let params = GenerateParams::greedy(12);
+        let g = gpu.generate(&prompt, &params).expect("GPU generate");
+        let c = cpu.generate(&prompt, &params).expect("CPU generate");
+        assert!(
+            g.prompt_ids.len() > 64,
+            "{} prompt tokens",
+            g.prompt_ids.len()
+        );
+        assert_eq!(g.ids.len(), 12);
+        assert_eq!(
+            g.ids, c.ids,
+            "{kv:?} cache: GPU greedy tokens differ from the CPU's"
+        );
+    }
+}

@@ -127,6 +127,8 @@ pub struct GpuForward {
     submit_growth: usize,
     /// Fewest keys per attention split (`CHORD_GPU_ATTN_SPAN`): fewer splits save the merge.
     attn_span: usize,
+    /// The caches hold f16 (`--kv f16` on a device with SHADER_F16), else f32.
+    kv_f16: bool,
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -275,6 +277,15 @@ fn matmul_dispatches(
         p.y_offset = base.y_offset + part.row_offset as u32;
         p.bias_offset = part.row_offset as u32;
         p.tpr = matmul_tpr(p.rows, p.cols);
+        // With subgroups, row groups stay within one subgroup (the subgroup kernel; decode
+        // then keeps four chunks in flight per lane) unless `CHORD_GPU_TPR_CAP` says otherwise
+        // (0: no cap, the shared-memory kernel for rows that want more lanes).
+        if let Some(sg) = ctx.subgroup {
+            let cap = env_usize("CHORD_GPU_TPR_CAP", sg as usize) as u32;
+            if cap > 0 {
+                p.tpr = p.tpr.min(cap.max(16).min(sg.max(16)));
+            }
+        }
         // The subgroup kernel when a row group fits in one subgroup; long rows that want more
         // lanes than a subgroup has keep the shared-memory kernel and all their lanes.
         let sg = ctx
@@ -361,6 +372,9 @@ impl GpuForward {
             softcap: c.attn_logit_softcap.unwrap_or(0.0),
         };
         let d = dims;
+        let kv_f16 = settings.kv_precision == crate::components::KvPrecision::F16
+            && ctx.kernels.attention_f16.is_some()
+            && ctx.kernels.rope_store_f16.is_some();
         let cap = settings.n_batch.max(1);
         let max_bind = ctx.max_binding() as usize;
         let lcap = cap
@@ -629,6 +643,7 @@ impl GpuForward {
             submit_every: env_usize("CHORD_GPU_SUBMIT_LAYERS", DEFAULT_SUBMIT_LAYERS),
             submit_growth: env_usize("CHORD_GPU_SUBMIT_GROWTH", DEFAULT_SUBMIT_GROWTH),
             attn_span: env_usize("CHORD_GPU_ATTN_SPAN", DEFAULT_ATTN_SPAN),
+            kv_f16,
             fuse_rope: std::env::var("CHORD_GPU_FUSE_ROPE").as_deref() != Ok("0"),
         })
         .map(|mut f| {
@@ -648,7 +663,9 @@ impl GpuForward {
         let mut rope_b = Vec::with_capacity(d.n_layer);
         let mut attn_b = Vec::with_capacity(d.n_layer);
         let mut merge_b = Vec::with_capacity(d.n_layer);
-        if (4 * cap * d.kv_stride()) as u64 > ctx.max_binding() {
+        let elem = self.kv_elem_bytes();
+        let (rope_k, attn_k) = self.kv_kernels();
+        if (elem * cap * d.kv_stride()) as u64 > ctx.max_binding() {
             return Err(GpuError::Unsupported(format!(
                 "a {cap}-position cache exceeds the binding limit"
             )));
@@ -670,12 +687,12 @@ impl GpuForward {
             let buf = storage(
                 ctx,
                 "kv",
-                4 * cap * d.kv_stride(),
+                elem * cap * d.kv_stride(),
                 wgpu::BufferUsages::empty(),
             );
             rope_b.push(bind(
                 &ctx.device,
-                &ctx.kernels.rope_store,
+                rope_k,
                 &[
                     slot(2 * il as u64),
                     self.qkv.as_entire_binding(),
@@ -685,7 +702,7 @@ impl GpuForward {
             ));
             attn_b.push(bind(
                 &ctx.device,
-                &ctx.kernels.attention,
+                attn_k,
                 &[
                     slot(2 * il as u64 + 1),
                     self.qkv.as_entire_binding(),
@@ -732,7 +749,25 @@ impl GpuForward {
 
     /// Bytes of one sequence's cache per position (all layers).
     pub fn kv_bytes_per_pos(&self) -> usize {
-        4 * self.dims.kv_stride() * self.dims.n_layer
+        self.kv_elem_bytes() * self.dims.kv_stride() * self.dims.n_layer
+    }
+
+    /// Whether the caches hold f16 (`--kv f16` on a device with SHADER_F16).
+    pub fn kv_f16(&self) -> bool {
+        self.kv_f16
+    }
+
+    fn kv_elem_bytes(&self) -> usize {
+        if self.kv_f16 { 2 } else { 4 }
+    }
+
+    /// The RoPE-store and attention pipelines for this cache precision.
+    fn kv_kernels(&self) -> (&wgpu::ComputePipeline, &wgpu::ComputePipeline) {
+        let k = &self.ctx.kernels;
+        match (&k.rope_store_f16, &k.attention_f16) {
+            (Some(r), Some(a)) if self.kv_f16 => (r, a),
+            _ => (&k.rope_store, &k.attention),
+        }
     }
 }
 
@@ -1003,11 +1038,12 @@ pub fn gpu_rope(
     let g = &mut *gpu;
     let d = g.dims;
     let k = reps(g, "rope");
+    let rope_k = g.kv_kernels().0.clone();
     let Some(pass) = g.pass.as_mut() else {
         return;
     };
     for _ in 0..k {
-        pass.set_pipeline(&g.ctx.kernels.rope_store);
+        pass.set_pipeline(&rope_k);
         for ch in &batch.chunks {
             let Ok(kv) = kvs.get(ch.entity) else { continue };
             if g.fuse_rope && ch.n_rows == 1 {
@@ -1036,6 +1072,7 @@ pub fn gpu_attend(
     let g = &mut *gpu;
     let d = g.dims;
     let k = reps(g, "attend");
+    let attn_k = g.kv_kernels().1.clone();
     let Some(pass) = g.pass.as_mut() else {
         return;
     };
@@ -1047,7 +1084,7 @@ pub fn gpu_attend(
         let Ok(kv) = kvs.get(ch.entity) else { continue };
         let (n_split, _) = attention_splits(ch.start_pos + ch.n_rows, ch.n_rows, g.attn_span);
         if let (Some(bg), Some(mg)) = (kv.attn.get(layer.0), kv.merge.get(layer.0)) {
-            pass.set_pipeline(&g.ctx.kernels.attention);
+            pass.set_pipeline(&attn_k);
             pass.set_bind_group(0, bg, &[]);
             pass.dispatch_workgroups(ch.n_rows as u32, d.n_head as u32, n_split);
             if let Some(p) = g.prof.as_mut() {

@@ -152,6 +152,9 @@ pub struct Kernels {
     pub get_rows: HashMap<GgmlType, wgpu::ComputePipeline>,
     pub rope_store: wgpu::ComputePipeline,
     pub attention: wgpu::ComputePipeline,
+    /// The same over an f16 cache (devices with SHADER_F16).
+    pub rope_store_f16: Option<wgpu::ComputePipeline>,
+    pub attention_f16: Option<wgpu::ComputePipeline>,
     pub attn_merge: wgpu::ComputePipeline,
     /// Argmax, first pass (best of each slice of a row) and second (best of the slices).
     pub argmax: wgpu::ComputePipeline,
@@ -183,7 +186,7 @@ fn pipeline_entry(
 }
 
 impl Kernels {
-    pub fn new(device: &wgpu::Device, subgroups: bool) -> Kernels {
+    pub fn new(device: &wgpu::Device, subgroups: bool, f16: bool) -> Kernels {
         let mut matmul = HashMap::new();
         let mut matmul_subgroup = HashMap::new();
         let mut matmul_tiled = HashMap::new();
@@ -208,8 +211,24 @@ impl Kernels {
             matmul_subgroup,
             matmul_tiled,
             get_rows,
-            rope_store: pipeline(device, "rope_store", shaders::ROPE_STORE),
-            attention: pipeline(device, "attention", shaders::ATTENTION),
+            rope_store: pipeline(
+                device,
+                "rope_store",
+                &shaders::kv_module(shaders::ROPE_STORE, false),
+            ),
+            attention: pipeline(
+                device,
+                "attention",
+                &shaders::kv_module(shaders::ATTENTION, false),
+            ),
+            rope_store_f16: f16.then(|| {
+                let src = shaders::kv_module(shaders::ROPE_STORE, true);
+                pipeline(device, "rope_store_f16", &src)
+            }),
+            attention_f16: f16.then(|| {
+                let src = shaders::kv_module(shaders::ATTENTION, true);
+                pipeline(device, "attention_f16", &src)
+            }),
             attn_merge: pipeline(device, "attn_merge", shaders::ATTN_MERGE),
             argmax: pipeline_entry(device, "argmax", shaders::ARGMAX, "partial"),
             argmax_final: pipeline_entry(device, "argmax_final", shaders::ARGMAX, "reduce_slices"),

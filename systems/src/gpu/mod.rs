@@ -45,6 +45,8 @@ pub struct GpuContext {
     /// Smallest subgroup size, when the device has subgroup operations (the matmul then
     /// reduces with subgroup shuffles; `CHORD_GPU_NO_SUBGROUPS=1` turns that off).
     pub subgroup: Option<u32>,
+    /// The device has SHADER_F16 (an f16 K/V cache is possible; `CHORD_GPU_NO_F16=1`: off).
+    pub f16: bool,
     pub kernels: Kernels,
 }
 
@@ -86,6 +88,9 @@ impl GpuContext {
         if use_subgroups {
             wanted |= wgpu::Features::SUBGROUP;
         }
+        if std::env::var_os("CHORD_GPU_NO_F16").is_none() {
+            wanted |= wgpu::Features::SHADER_F16;
+        }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("chord"),
@@ -98,13 +103,15 @@ impl GpuContext {
             .await
             .map_err(|e| GpuError::Device(e.to_string()))?;
         let subgroup = use_subgroups.then_some(info.subgroup_min_size);
-        let kernels = Kernels::new(&device, subgroup.is_some());
+        let f16 = device.features().contains(wgpu::Features::SHADER_F16);
+        let kernels = Kernels::new(&device, subgroup.is_some(), f16);
         Ok(GpuContext {
             device,
             queue,
             info,
             limits,
             subgroup,
+            f16,
             kernels,
         })
     }

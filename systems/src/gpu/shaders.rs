@@ -13,6 +13,20 @@ pub const ATTENTION: &str = include_str!("../../../shaders/attention.wgsl");
 pub const ATTN_MERGE: &str = include_str!("../../../shaders/attn_merge.wgsl");
 pub const ARGMAX: &str = include_str!("../../../shaders/argmax.wgsl");
 
+/// Header of the K/V-cache kernels (attention, rope_store) for an f32 or f16 cache.
+pub fn kv_header(f16: bool) -> &'static str {
+    if f16 {
+        "enable f16;\nalias KvT = f16;\n"
+    } else {
+        "alias KvT = f32;\n"
+    }
+}
+
+/// A K/V-cache kernel (`ATTENTION`, `ROPE_STORE`) for an f32 or f16 cache.
+pub fn kv_module(body: &str, f16: bool) -> String {
+    format!("{}{body}", kv_header(f16))
+}
+
 /// Weight types the GPU kernels decode.
 pub const TYPES: [GgmlType; 8] = [
     GgmlType::F32,
@@ -43,8 +57,10 @@ pub fn quant_source(ty: GgmlType) -> Option<&'static str> {
 /// Every complete shader module: (name, source).
 pub fn all_modules() -> Vec<(String, String)> {
     let mut v = vec![
-        ("rope_store".to_string(), ROPE_STORE.to_string()),
-        ("attention".to_string(), ATTENTION.to_string()),
+        ("rope_store".to_string(), kv_module(ROPE_STORE, false)),
+        ("attention".to_string(), kv_module(ATTENTION, false)),
+        ("rope_store_f16".to_string(), kv_module(ROPE_STORE, true)),
+        ("attention_f16".to_string(), kv_module(ATTENTION, true)),
         ("attn_merge".to_string(), ATTN_MERGE.to_string()),
         ("argmax".to_string(), ARGMAX.to_string()),
     ];

@@ -29,6 +29,7 @@ fn every_shader_validates_with_naga() {
             // unpack2x16float, core WGSL, is this capability in naga; subgroups for the
             // subgroup matmul (used only where the device has them).
             naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32
+                | naga::valid::Capabilities::SHADER_FLOAT16
                 | naga::valid::Capabilities::SUBGROUP,
         )
         .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
@@ -179,8 +180,19 @@ fn matmul_matches_cpu_for_every_type_and_mode() {
     let Some(c) = ctx() else { return };
     eprintln!("subgroups: {:?}", c.subgroup);
     let mut r = rng();
-    let (rows, cols, n) = (37, 512, 70);
-    for ty in shaders::TYPES {
+    let rows = 37;
+    // 70 activation rows (tiles of 8), and one row (the decode path: four chunks in flight per
+    // lane, then a remainder loop: 60 or 96 chunks of 8).
+    let shapes = |ty: GgmlType| {
+        [
+            (512, 70),
+            (if ty.block_size() == 256 { 768 } else { 480 }, 1),
+        ]
+    };
+    for (ty, (cols, n)) in shaders::TYPES
+        .into_iter()
+        .flat_map(|ty| shapes(ty).map(|s| (ty, s)))
+    {
         let data = random_weights(&mut r, ty, rows, cols);
         let view = WeightView {
             ty,
@@ -197,8 +209,10 @@ fn matmul_matches_cpu_for_every_type_and_mode() {
         if let (Some(sg), Some(k)) = (c.subgroup, c.kernels.matmul_subgroup.get(&ty)) {
             variants.push((k, sg.min(64)));
         }
-        // The tiled kernel (tpr unused; grid: 64-feature tiles × 64-row tiles).
-        variants.push((&c.kernels.matmul_tiled[&ty], 0));
+        // The tiled kernel (tpr unused; grid: 64-feature tiles × 64-row tiles; cols % 32 = 0).
+        if cols % 32 == 0 {
+            variants.push((&c.kernels.matmul_tiled[&ty], 0));
+        }
         for (pipeline, max_tpr) in variants {
             for mode in [IN_PLAIN, IN_RMSNORM, IN_GATED] {
                 let xw = if mode == IN_GATED { 2 * cols } else { cols };
@@ -278,7 +292,7 @@ fn matmul_matches_cpu_for_every_type_and_mode() {
                     &yb,
                 );
                 assert_close(
-                    &format!("matmul {ty} mode {mode} tpr {tpr} variant max_tpr {max_tpr}"),
+                    &format!("matmul {ty} {n}x{cols} mode {mode} tpr {tpr} variant {max_tpr}"),
                     &f32s(&got),
                     &want,
                     2e-4,
@@ -333,6 +347,22 @@ fn matmul_gathers_logit_rows() {
         &yb,
     );
     assert_close("gathered matmul", &f32s(&got), &want, 2e-4);
+    // One logits row (decode) through the subgroup kernel's one-row path.
+    if let (Some(sg), Some(k)) = (c.subgroup, c.kernels.matmul_subgroup.get(&ty)) {
+        let tpr = sg.min(16);
+        let p = MmParams { tpr, ..p };
+        let ub = uniform_init(c, &uniform_bytes(&p).unwrap());
+        let yb = storage_init(c, &vec![0u8; 4 * rows]);
+        let sb = step_buf(c, n, &[], &gather[..1]);
+        let got = run(
+            c,
+            k,
+            &[&ub, &m.parts[0].buf, &xb, &yb, &dummy, &dummy, &sb],
+            (matmul_grid(rows as u32, tpr).0, 1, 1),
+            &yb,
+        );
+        assert_close("gathered one-row matmul", &f32s(&got), &want[..rows], 2e-4);
+    }
 }
 
 #[test]
@@ -383,11 +413,54 @@ fn get_rows_matches_cpu_dequantize_for_every_type() {
 fn rope_store_and_attention_match_cpu() {
     let Some(c) = ctx() else { return };
     let mut r = rng();
-    for (style, n_head, n_head_kv, hd, n_rot) in [
+    // An f32 cache, and an f16 one where the device has SHADER_F16 (values rounded when
+    // stored: the CPU twin then reads the same rounded values).
+    let mut precisions = vec![false];
+    if c.f16 {
+        precisions.push(true);
+    } else {
+        eprintln!("no SHADER_F16 on {}: f32 cache only", c.describe());
+    }
+    let cases = [
         (RopeStyle::Normal, 4, 2, 64, 64),
         (RopeStyle::Neox, 6, 2, 128, 128),
         (RopeStyle::Neox, 2, 1, 32, 16),
-    ] {
+    ];
+    for (f16, (style, n_head, n_head_kv, hd, n_rot)) in
+        precisions.into_iter().flat_map(|f| cases.map(|cs| (f, cs)))
+    {
+        let (rope_k, attn_k) = if f16 {
+            match (&c.kernels.rope_store_f16, &c.kernels.attention_f16) {
+                (Some(a), Some(b)) => (a, b),
+                _ => panic!("SHADER_F16 without the f16 cache kernels"),
+            }
+        } else {
+            (&c.kernels.rope_store, &c.kernels.attention)
+        };
+        let rnd = |v: &[f32]| -> Vec<f32> {
+            if f16 {
+                v.iter().map(|&x| f16::from_f32(x).to_f32()).collect()
+            } else {
+                v.to_vec()
+            }
+        };
+        let up = |v: &[f32]| -> wgpu::Buffer {
+            if f16 {
+                let h: Vec<u16> = v.iter().map(|&x| f16::from_f32(x).to_bits()).collect();
+                storage_init(c, bytemuck::cast_slice(&h))
+            } else {
+                storage_init(c, bytemuck::cast_slice(v))
+            }
+        };
+        let down = |b: &[u8]| -> Vec<f32> {
+            if f16 {
+                let h: &[u16] = bytemuck::cast_slice(b);
+                h.iter().map(|&x| f16::from_bits(x).to_f32()).collect()
+            } else {
+                f32s(b)
+            }
+        };
+        let tol_kv = if f16 { 2e-3 } else { 1e-5 };
         let (qd, kd, vd) = (n_head * hd, n_head_kv * hd, n_head_kv * hd);
         let stride = qd + kd + vd;
         // A chunk of 5 rows at positions 70..75 after 70 cached positions (two key tiles).
@@ -395,7 +468,7 @@ fn rope_store_and_attention_match_cpu() {
         let total_rows = start_row + n_rows;
         let cap = 96;
         let qkv = randn(&mut r, total_rows * stride, 1.0);
-        let mut cache = randn(&mut r, cap * (kd + vd), 1.0);
+        let mut cache = rnd(&randn(&mut r, cap * (kd + vd), 1.0));
         let base = 10000.0;
         let mut table = vec![0.0f32; total_rows * n_rot];
         let mut cpu_q = qkv.clone();
@@ -418,6 +491,7 @@ fn rope_store_and_attention_match_cpu() {
             want_cache[dst + kd..dst + kd + vd]
                 .copy_from_slice(&qkv[row * stride + qd + kd..(row + 1) * stride]);
         }
+        let want_cache = rnd(&want_cache);
         let rp = RopeParams {
             n_head: n_head as u32,
             n_head_kv: n_head_kv as u32,
@@ -437,21 +511,15 @@ fn rope_store_and_attention_match_cpu() {
         };
         let ub = uniform_init(c, &uniform_bytes(&rp).unwrap());
         let qb = storage_init(c, bytemuck::cast_slice(&qkv));
-        let kvb = storage_init(c, bytemuck::cast_slice(&cache));
+        let kvb = up(&cache);
         let tb = storage_init(c, bytemuck::cast_slice(&table));
         let groups = (n_rows as u32, (n_head + n_head_kv) as u32, 1);
-        let got_kv = run(
-            c,
-            &c.kernels.rope_store,
-            &[&ub, &qb, &kvb, &tb],
-            groups,
-            &kvb,
-        );
+        let got_kv = run(c, rope_k, &[&ub, &qb, &kvb, &tb], groups, &kvb);
         assert_close(
-            &format!("kv cache {style:?}"),
-            &f32s(&got_kv),
+            &format!("kv cache {style:?} f16 {f16}"),
+            &down(&got_kv),
             &want_cache,
-            1e-5,
+            tol_kv,
         );
         let got_q = f32s(&super::forward::read_back_for_tests(c, &copy_of(c, &qb)));
         for row in start_row..total_rows {
@@ -519,12 +587,12 @@ fn rope_store_and_attention_match_cpu() {
             };
             let ub = uniform_init(c, &uniform_bytes(&ap).unwrap());
             let qb = storage_init(c, bytemuck::cast_slice(&qkv));
-            let kvb = storage_init(c, bytemuck::cast_slice(&poisoned));
+            let kvb = up(&poisoned);
             let out = storage_init(c, &vec![0u8; 4 * total_rows * qd]);
             let part = storage_init(c, &vec![0u8; 4 * n_head * n_split as usize * (hd + 2)]);
             let groups = (1, n_head as u32, n_split);
             let bufs = [&ub, &qb, &kvb, &out, &part, &tb];
-            let mut got = f32s(&run(c, &c.kernels.attention, &bufs, groups, &out));
+            let mut got = f32s(&run(c, attn_k, &bufs, groups, &out));
             if n_split > 1 {
                 let g2 = (1, n_head as u32, 1);
                 got = f32s(&run(
@@ -535,10 +603,11 @@ fn rope_store_and_attention_match_cpu() {
                     &out,
                 ));
             }
-            let what = format!("fused decode attention {style:?} window {window} splits {n_split}");
+            let what =
+                format!("fused attention {style:?} f16 {f16} window {window} splits {n_split}");
             assert_close(&what, &got[last * qd..(last + 1) * qd], &want, 1e-4);
-            let got_kv = f32s(&super::forward::read_back_for_tests(c, &copy_of(c, &kvb)));
-            assert_close(&format!("{what}: cache"), &got_kv, &want_cache, 1e-5);
+            let got_kv = down(&super::forward::read_back_for_tests(c, &copy_of(c, &kvb)));
+            assert_close(&format!("{what}: cache"), &got_kv, &want_cache, tol_kv);
         }
         cache = want_cache;
         // Attention of the chunk over the cache (keys 0..=pos).
@@ -592,7 +661,7 @@ fn rope_store_and_attention_match_cpu() {
             };
             let ub = uniform_init(c, &uniform_bytes(&ap).unwrap());
             let qb = storage_init(c, bytemuck::cast_slice(&cpu_q));
-            let kvb = storage_init(c, bytemuck::cast_slice(&cache));
+            let kvb = up(&cache);
             let out = storage_init(c, &vec![0u8; 4 * total_rows * qd]);
             let part = storage_init(
                 c,
@@ -600,14 +669,14 @@ fn rope_store_and_attention_match_cpu() {
             );
             let groups = (n_rows as u32, n_head as u32, n_split);
             let attn_bufs = [&ub, &qb, &kvb, &out, &part, &tb];
-            let mut got = f32s(&run(c, &c.kernels.attention, &attn_bufs, groups, &out));
+            let mut got = f32s(&run(c, attn_k, &attn_bufs, groups, &out));
             if n_split > 1 {
                 let merge_bufs = [&ub, &part, &out];
                 let g2 = (n_rows as u32, n_head as u32, 1);
                 got = f32s(&run(c, &c.kernels.attn_merge, &merge_bufs, g2, &out));
             }
             assert_close(
-                &format!("attention {style:?} window {window} splits {n_split}"),
+                &format!("attention {style:?} f16 {f16} window {window} splits {n_split}"),
                 &got[start_row * qd..total_rows * qd],
                 &want,
                 1e-4,
