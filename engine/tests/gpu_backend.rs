@@ -137,3 +137,50 @@ fn gpu_long_context_and_f16_cache_match_cpu() {
         );
     }
 }
+
+/// Sampling with top-k ≤ 64 reads back the GPU's top-k candidates instead of the logits rows:
+/// the same seed draws the CPU's tokens (the candidates' logits agree to ~1e-5, far from moving
+/// a draw across a probability boundary on this prompt).
+#[test]
+fn gpu_top_k_sampling_matches_cpu() {
+    let path = models_dir().join("derived/tiny-smollm2-4L-q8_0.gguf");
+    if !path.is_file() {
+        eprintln!("skip: {} not present", path.display());
+        return;
+    }
+    let opts = |backend| EngineOptions {
+        n_ctx: 64,
+        backend,
+        ..Default::default()
+    };
+    let mut gpu = match Engine::load_with(&path, opts(Backend::Gpu)) {
+        Ok(e) => e,
+        Err(e) => {
+            if std::env::var("CHORD_REQUIRE_GPU").as_deref() == Ok("1") {
+                panic!("CHORD_REQUIRE_GPU=1 but the GPU backend failed: {e}");
+            }
+            eprintln!("skip: no GPU backend ({e})");
+            return;
+        }
+    };
+    let mut cpu = Engine::load_with(&path, opts(Backend::Cpu)).expect("load on CPU");
+    for (seed, top_k) in [(1u64, 40usize), (2, 64), (3, 5)] {
+        let params = GenerateParams {
+            max_new_tokens: 12,
+            sampling: chord_engine::SamplingParams {
+                top_k,
+                seed,
+                temperature: 1.5,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let g = gpu
+            .generate("Once upon a time", &params)
+            .expect("GPU generate");
+        let c = cpu
+            .generate("Once upon a time", &params)
+            .expect("CPU generate");
+        assert_eq!(g.ids, c.ids, "seed {seed} top-k {top_k}");
+    }
+}

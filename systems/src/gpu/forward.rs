@@ -101,6 +101,11 @@ pub struct GpuForward {
     layers: Vec<LayerPlan>,
     head: Vec<Dispatch>,
     argmax_binds: ArgmaxBinds,
+    /// Top-k candidates of the logits rows, and their readback.
+    topk: TopkPasses,
+    topk_read: wgpu::Buffer,
+    /// `CHORD_GPU_NO_TOPK=1`: sampling steps read whole logits rows.
+    topk_on: bool,
     argmax_params: wgpu::Buffer,
     argmax_mask: wgpu::Buffer,
     /// Distinct RoPE bases (one table each) .
@@ -609,7 +614,12 @@ impl GpuForward {
             &argmax_mask,
             &argmax_part,
         );
+        let topk = TopkPasses::new(&ctx, &logits, &argmax_mask, lcap, d.n_vocab);
+        let topk_read = read("topk readback", (8 * lcap * TOPK_K) as u64);
         Ok(GpuForward {
+            topk,
+            topk_read,
+            topk_on: std::env::var_os("CHORD_GPU_NO_TOPK").is_none(),
             ctx,
             dims,
             cap,
@@ -1222,9 +1232,11 @@ pub fn gpu_logits(
         return;
     }
     // Greedy on the GPU when every sampler is plain greedy, with at most one shared list of
-    // masked ids (bias -inf); anything else reads the logits back for the CPU sampler.
+    // masked ids (bias -inf); top-k candidates when every sampler is plain and greedy or
+    // keeps at most TOPK_K candidates; anything else reads the logits back for the CPU sampler.
     let mut mask: Option<Vec<u32>> = None;
-    let greedy = b
+    let mut all_greedy = true;
+    let plain = b
         .chunks
         .iter()
         .filter(|ch| ch.n_rows > ch.logits_from)
@@ -1244,8 +1256,10 @@ pub fn gpu_logits(
                     (Some(ids), Some(m)) => &ids == m,
                     (None, _) => false,
                 };
+                let greedy = p.temperature <= 0.0;
+                all_greedy &= greedy;
                 !gs.score_all
-                    && p.temperature <= 0.0
+                    && (greedy || (1..=TOPK_K).contains(&p.top_k))
                     && p.repeat_penalty == 1.0
                     && p.frequency_penalty == 0.0
                     && p.presence_penalty == 0.0
@@ -1253,8 +1267,10 @@ pub fn gpu_logits(
             })
         })
         && mask.as_ref().is_none_or(|m| m.len() <= MAX_MASK);
+    let greedy = plain && all_greedy;
+    let topk = plain && !all_greedy && g.topk_on;
     let mask = mask.unwrap_or_default();
-    if greedy && !mask.is_empty() {
+    if (greedy || topk) && !mask.is_empty() {
         g.ctx
             .queue
             .write_buffer(&g.argmax_mask, 0, bytemuck::cast_slice(&mask));
@@ -1355,6 +1371,44 @@ pub fn gpu_logits(
                     let row = &mut b.logits[(done + i) * n_vocab..(done + i + 1) * n_vocab];
                     if let Some(v) = row.get_mut(id as usize) {
                         *v = 1.0;
+                    }
+                }
+            })
+        } else if topk {
+            // The K best (value, id) per row; the rest of the row becomes NaN, which the
+            // sampler never considers: with top-k ≤ K (or greedy), no penalties and only −∞
+            // biases, its candidates are the same ids with the same logits.
+            g.topk
+                .write_params(&g.ctx.queue, m as u32, mask.len() as u32);
+            if let Some(p) = pass.as_mut() {
+                g.topk.record(p, &g.ctx.kernels, m as u32);
+                if let Some(pr) = g.prof.as_mut() {
+                    pr.stamp(p, "top-k");
+                }
+            }
+            pass = None;
+            let bytes = (8 * m * TOPK_K) as u64;
+            enc.copy_buffer_to_buffer(g.topk.out(), 0, &g.topk_read, 0, bytes);
+            if let Some(pr) = g.prof.as_ref() {
+                pr.resolve(&mut enc);
+            }
+            g.ctx.queue.submit([enc.finish()]);
+            let r = read_back(&g.ctx, &g.topk_read, bytes);
+            let decode = g.n_rows == 1;
+            if let Some(pr) = g.prof.as_mut()
+                && let Err(e) = pr.collect(&g.ctx, decode)
+            {
+                eprintln!("chord: profile readback: {e}");
+            }
+            r.map(|raw| {
+                let words: &[u32] = bytemuck::cast_slice(&raw);
+                for (i, cands) in words.chunks_exact(2 * TOPK_K).enumerate() {
+                    let row = &mut b.logits[(done + i) * n_vocab..(done + i + 1) * n_vocab];
+                    row.fill(f32::NAN);
+                    for pair in cands.chunks_exact(2) {
+                        if let Some(v) = row.get_mut(pair[1] as usize) {
+                            *v = f32::from_bits(pair[0]);
+                        }
                     }
                 }
             })

@@ -99,6 +99,38 @@ pub struct ArgmaxParams {
     pub n_groups: u32,
 }
 
+#[derive(ShaderType, Clone, Copy, Debug, Default)]
+pub struct TopkParams {
+    pub n_in: u32,
+    pub n_slices: u32,
+    pub n_rows: u32,
+    pub mode: u32,
+    pub n_mask: u32,
+    pub in_stride: u32,
+    pub _p0: u32,
+    pub _p1: u32,
+}
+
+/// Candidates per row the top-k kernel keeps (`K` in topk.wgsl), and entries one of its
+/// workgroups sorts (`SLICE`).
+pub const TOPK_K: usize = 64;
+pub const TOPK_SLICE: usize = 1024;
+
+/// The top-k passes for rows of `n_vocab` logits: (entries per row read, slices) of each pass,
+/// until one slice is left.
+pub fn topk_passes(n_vocab: usize) -> Vec<(u32, u32)> {
+    let mut v = Vec::new();
+    let mut n = n_vocab.max(1);
+    loop {
+        let slices = n.div_ceil(TOPK_SLICE);
+        v.push((n as u32, slices as u32));
+        if slices == 1 {
+            return v;
+        }
+        n = slices * TOPK_K;
+    }
+}
+
 /// Slices of a logits row that the argmax's first pass reduces in parallel.
 pub const ARGMAX_GROUPS: u32 = 64;
 
@@ -159,6 +191,8 @@ pub struct Kernels {
     /// Argmax, first pass (best of each slice of a row) and second (best of the slices).
     pub argmax: wgpu::ComputePipeline,
     pub argmax_final: wgpu::ComputePipeline,
+    /// One pass of the top-k candidates (topk.wgsl).
+    pub topk: wgpu::ComputePipeline,
 }
 
 fn pipeline(device: &wgpu::Device, name: &str, src: &str) -> wgpu::ComputePipeline {
@@ -231,6 +265,7 @@ impl Kernels {
             }),
             attn_merge: pipeline(device, "attn_merge", shaders::ATTN_MERGE),
             argmax: pipeline_entry(device, "argmax", shaders::ARGMAX, "partial"),
+            topk: pipeline(device, "topk", shaders::TOPK),
             argmax_final: pipeline_entry(device, "argmax_final", shaders::ARGMAX, "reduce_slices"),
         }
     }
@@ -333,5 +368,106 @@ impl ArgmaxBinds {
         pass.set_pipeline(&k.argmax_final);
         pass.set_bind_group(0, &self.last, &[]);
         pass.dispatch_workgroups(n_rows, 1, 1);
+    }
+}
+
+/// The top-k passes over `lcap` logits rows of `n_vocab` (topk.wgsl): two candidate buffers
+/// in turn, pass 0 reading the logits, each later pass the candidates of the one before.
+pub struct TopkPasses {
+    /// (bind group, params offset, entries per row read, slices) per pass.
+    passes: Vec<(wgpu::BindGroup, u64, u32, u32)>,
+    params: wgpu::Buffer,
+    out: wgpu::Buffer,
+}
+
+/// Bytes between the parameter slots of consecutive passes (the uniform offset alignment).
+const TOPK_SLOT: u64 = 256;
+
+impl TopkPasses {
+    /// `mask`: the ids never chosen (the argmax's mask buffer).
+    pub fn new(
+        ctx: &super::GpuContext,
+        logits: &wgpu::Buffer,
+        mask: &wgpu::Buffer,
+        lcap: usize,
+        n_vocab: usize,
+    ) -> TopkPasses {
+        let plan = topk_passes(n_vocab);
+        let bytes = (8 * lcap.max(1) * plan[0].1 as usize * TOPK_K) as u64;
+        let cand = [0, 1].map(|i| {
+            ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(if i == 0 { "topk a" } else { "topk b" }),
+                size: bytes,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            })
+        });
+        let params = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("topk params"),
+            size: TOPK_SLOT * plan.len() as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut passes = Vec::new();
+        for (i, &(n_in, slices)) in plan.iter().enumerate() {
+            let (src, dst) = (&cand[(i + 1) % 2], &cand[i % 2]);
+            let offset = i as u64 * TOPK_SLOT;
+            let bg = bind(
+                &ctx.device,
+                &ctx.kernels.topk,
+                &[
+                    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &params,
+                        offset,
+                        size: std::num::NonZeroU64::new(32),
+                    }),
+                    logits.as_entire_binding(),
+                    src.as_entire_binding(),
+                    dst.as_entire_binding(),
+                    mask.as_entire_binding(),
+                ],
+            );
+            passes.push((bg, offset, n_in, slices));
+        }
+        let [a, b] = cand;
+        let out = if plan.len() % 2 == 1 { a } else { b };
+        TopkPasses {
+            passes,
+            params,
+            out,
+        }
+    }
+
+    /// Queue the passes' parameters for `n_rows` rows and `n_mask` masked ids.
+    pub fn write_params(&self, queue: &wgpu::Queue, n_rows: u32, n_mask: u32) {
+        for (i, &(_, offset, n_in, n_slices)) in self.passes.iter().enumerate() {
+            let p = TopkParams {
+                n_in,
+                n_slices,
+                n_rows,
+                mode: (i > 0) as u32,
+                n_mask,
+                in_stride: n_in,
+                ..Default::default()
+            };
+            if let Ok(u) = super::uniform_bytes(&p) {
+                queue.write_buffer(&self.params, offset, &u);
+            }
+        }
+    }
+
+    /// Record every pass for `n_rows` rows.
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, k: &Kernels, n_rows: u32) {
+        pass.set_pipeline(&k.topk);
+        for (bg, _, _, slices) in &self.passes {
+            pass.set_bind_group(0, bg, &[]);
+            pass.dispatch_workgroups(n_rows, *slices, 1);
+        }
+    }
+
+    /// The buffer the last pass writes: per row, `TOPK_K` (value bits, id) pairs, best first
+    /// (id `u32::MAX`: no candidate).
+    pub fn out(&self) -> &wgpu::Buffer {
+        &self.out
     }
 }

@@ -12,6 +12,7 @@ pub const ROPE_STORE: &str = include_str!("../../../shaders/rope_store.wgsl");
 pub const ATTENTION: &str = include_str!("../../../shaders/attention.wgsl");
 pub const ATTN_MERGE: &str = include_str!("../../../shaders/attn_merge.wgsl");
 pub const ARGMAX: &str = include_str!("../../../shaders/argmax.wgsl");
+pub const TOPK: &str = include_str!("../../../shaders/topk.wgsl");
 
 /// Header of the K/V-cache kernels (attention, rope_store) for an f32 or f16 cache.
 pub fn kv_header(f16: bool) -> &'static str {
@@ -63,6 +64,7 @@ pub fn all_modules() -> Vec<(String, String)> {
         ("attention_f16".to_string(), kv_module(ATTENTION, true)),
         ("attn_merge".to_string(), ATTN_MERGE.to_string()),
         ("argmax".to_string(), ARGMAX.to_string()),
+        ("topk".to_string(), TOPK.to_string()),
     ];
     for ty in TYPES {
         if let Some(q) = quant_source(ty) {

@@ -861,3 +861,50 @@ fn submits_split_a_step_into_growing_chunks() {
     // Never after the last layer (that submit is the step's own, with the readback).
     assert_eq!(at(5, 1).last(), Some(&25));
 }
+
+#[test]
+fn topk_passes_match_the_samplers_order() {
+    let Some(c) = ctx() else { return };
+    let mut r = rng();
+    // 5000 ids: 5 slices, then 320 candidates in one slice (two passes); 130 000: three.
+    for n_vocab in [5000usize, 130_000] {
+        let rows = 3;
+        let mut logits = randn(&mut r, rows * n_vocab, 3.0);
+        // Ties at the top (lower id first), a NaN (never a candidate), masked ids.
+        logits[n_vocab + 4000] = 40.0;
+        logits[n_vocab + 17] = 40.0;
+        logits[n_vocab + 2500] = 40.0;
+        logits[2 * n_vocab + 3] = f32::NAN;
+        logits[2 * n_vocab + 4] = 50.0;
+        let mask = [4u32, 77];
+        logits[2 * n_vocab + 77] = 60.0;
+        let lb = storage_init(c, bytemuck::cast_slice(&logits));
+        let mb = storage_init(c, bytemuck::cast_slice(&[&mask[..], &[0u32]].concat()));
+        let tk = TopkPasses::new(c, &lb, &mb, rows, n_vocab);
+        tk.write_params(&c.queue, rows as u32, mask.len() as u32);
+        let mut enc = c.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            tk.record(&mut pass, &c.kernels, rows as u32);
+        }
+        c.queue.submit([enc.finish()]);
+        let raw = super::forward::read_back_for_tests(c, &copy_of(c, tk.out()));
+        let words: &[u32] = bytemuck::cast_slice(&raw);
+        for (row, l) in logits.chunks_exact(n_vocab).enumerate() {
+            let mut want: Vec<(u32, f32)> = l
+                .iter()
+                .enumerate()
+                .filter(|&(i, v)| !v.is_nan() && !mask.contains(&(i as u32)))
+                .map(|(i, &v)| (i as u32, v))
+                .collect();
+            want.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            want.truncate(TOPK_K);
+            let got: Vec<(u32, f32)> = words[2 * TOPK_K * row..2 * TOPK_K * (row + 1)]
+                .chunks_exact(2)
+                .map(|p| (p[1], f32::from_bits(p[0])))
+                .collect();
+            assert_eq!(got, want, "n_vocab {n_vocab} row {row}");
+        }
+        assert_eq!(words[2 * TOPK_K + 1], 17, "ties: the lowest id first");
+    }
+}
