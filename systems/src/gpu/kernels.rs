@@ -140,9 +140,16 @@ pub const MAX_PARTIALS: usize = 64;
 /// Key splits and keys per split for a chunk of `n_rows` rows ending at `kv_len` positions,
 /// each split at least `min_span` keys: decode spreads a long cache over up to 64 workgroups
 /// per head; prefill has rows enough.
+/// Up to `2 · min_span` keys stay in one split: a second workgroup per head would cost the
+/// merge dispatch, which is dearer than walking the second tile.
 pub fn attention_splits(kv_len: usize, n_rows: usize, min_span: usize) -> (u32, u32) {
     let max_split = (MAX_PARTIALS / n_rows.max(1)).max(1);
-    let n_split = kv_len.div_ceil(min_span.max(1)).clamp(1, max_split);
+    let min_span = min_span.max(1);
+    let n_split = if kv_len <= 2 * min_span {
+        1
+    } else {
+        kv_len.div_ceil(min_span).clamp(1, max_split)
+    };
     let span = kv_len.div_ceil(n_split).max(1);
     (n_split as u32, span as u32)
 }
