@@ -43,6 +43,10 @@ struct AttnParams {
 @group(0) @binding(4) var<storage, read_write> part: array<f32>;
 @group(0) @binding(5) var<storage, read> table: array<f32>;
 
+// The host also prepends the tile reductions `tile_max(tid, v)` and `tile_sum(tid, v)` over the
+// values of threads tid < TILE (called by every thread; shared-memory trees, or subgroup
+// reductions where the device has subgroups: attn_reduce_*.wgsl).
+
 // 256 threads: scores with 4 threads per key (a quarter of the head each), values with
 // 4 key groups × 64 dims (each thread a quarter of the tile's keys for up to 4 dims).
 const WG: u32 = 256u;
@@ -53,14 +57,14 @@ const NEG: f32 = -3.0e38;
 var<workgroup> qs: array<f32, MAX_HEAD_DIM>;
 var<workgroup> sc: array<f32, WG>;
 var<workgroup> ps: array<f32, TILE>;
-var<workgroup> red: array<f32, TILE>;
 var<workgroup> comb: array<f32, 1024>;
 // fuse: the row's own (rotated) key and its value.
 var<workgroup> kc: array<f32, MAX_HEAD_DIM>;
 var<workgroup> vc: array<f32, MAX_HEAD_DIM>;
 
 @compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32/*SG_PARAMS*/) {
+    /*SG_INIT*/
     let rr = wg.x;
     let h = wg.y;
     let z = wg.z;
@@ -150,42 +154,25 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         }
         sc[tid] = part_dot;
         workgroupBarrier();
+        let live = tid < TILE && t0 + tid < hi;
         var s = NEG;
-        if tid < TILE {
-            if t0 + tid < hi {
-                s = (sc[4u * tid] + sc[4u * tid + 1u] + sc[4u * tid + 2u] + sc[4u * tid + 3u]) * p.scale;
-                if p.softcap > 0.0 {
-                    s = p.softcap * tanh(s / p.softcap);
-                }
+        if live {
+            s = (sc[4u * tid] + sc[4u * tid + 1u] + sc[4u * tid + 2u] + sc[4u * tid + 3u]) * p.scale;
+            if p.softcap > 0.0 {
+                s = p.softcap * tanh(s / p.softcap);
             }
-            red[tid] = s;
         }
-        workgroupBarrier();
-        for (var st = TILE / 2u; st > 0u; st >>= 1u) {
-            if tid < st {
-                red[tid] = max(red[tid], red[tid + st]);
-            }
-            workgroupBarrier();
-        }
-        let m_new = max(m, red[0]);
-        workgroupBarrier();
+        let m_new = max(m, tile_max(tid, s));
         let alpha = exp(m - m_new);
+        var pt = 0.0;
+        if live {
+            pt = exp(s - m_new);
+        }
         if tid < TILE {
-            var pt = 0.0;
-            if t0 + tid < hi {
-                pt = exp(s - m_new);
-            }
             ps[tid] = pt;
-            red[tid] = pt;
         }
-        workgroupBarrier();
-        for (var st = TILE / 2u; st > 0u; st >>= 1u) {
-            if tid < st {
-                red[tid] += red[tid + st];
-            }
-            workgroupBarrier();
-        }
-        l = l * alpha + red[0];
+        // (tile_sum's barrier also publishes ps.)
+        l = l * alpha + tile_sum(tid, pt);
         let nt = min(TILE, hi - t0);
         // fuse: key pos (the last of the range) comes from shared memory, not the cache.
         let own = fused && pos >= t0 && pos < t0 + nt;

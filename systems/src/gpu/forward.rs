@@ -282,14 +282,20 @@ fn matmul_dispatches(
         p.y_offset = base.y_offset + part.row_offset as u32;
         p.bias_offset = part.row_offset as u32;
         p.tpr = matmul_tpr(p.rows, p.cols);
-        // `CHORD_GPU_TPR_CAP=32` (profiling): keep row groups within one subgroup, so every
-        // matrix takes the subgroup kernel. Off by default: on the H200, SmolLM2's down
-        // projection (576 × 1536) took 15 µs that way against 12.8 µs with 128 lanes per row
-        // in the shared-memory kernel.
+        // With subgroups, rows whose chunks one subgroup covers in a single unrolled step
+        // (cols ≤ 4 · 8 · subgroup size) keep their lanes within a subgroup and take the
+        // subgroup kernel: on the H200, SmolLM2's 576-wide QKV and output projections went from
+        // 11.6 / 11.1 to 10.4 µs (profiled). Longer rows keep more lanes and the shared-memory
+        // kernel (its down projection, 1536 wide: 12.8 µs against 15.0 capped).
+        // `CHORD_GPU_TPR_CAP`: 1 always caps, 0 never.
         if let Some(sg) = ctx.subgroup {
-            let cap = env_usize("CHORD_GPU_TPR_CAP", 0) as u32;
-            if cap > 0 {
-                p.tpr = p.tpr.min(cap.max(16).min(sg.max(16)));
+            let cap = match env_usize("CHORD_GPU_TPR_CAP", 2) {
+                0 => false,
+                1 => true,
+                _ => p.cols <= 32 * sg,
+            };
+            if cap {
+                p.tpr = p.tpr.min(sg.max(16));
             }
         }
         // The subgroup kernel when a row group fits in one subgroup; long rows that want more

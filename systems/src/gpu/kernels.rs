@@ -202,7 +202,8 @@ pub struct Kernels {
     pub topk: wgpu::ComputePipeline,
 }
 
-fn pipeline(device: &wgpu::Device, name: &str, src: &str) -> wgpu::ComputePipeline {
+/// Compile `src`'s entry point `main`.
+pub fn pipeline(device: &wgpu::Device, name: &str, src: &str) -> wgpu::ComputePipeline {
     pipeline_entry(device, name, src, "main")
 }
 
@@ -228,6 +229,8 @@ fn pipeline_entry(
 
 impl Kernels {
     pub fn new(device: &wgpu::Device, subgroups: bool, f16: bool) -> Kernels {
+        // `CHORD_GPU_ATTN_TREE=1`: attention reduces with shared-memory trees even with subgroups.
+        let attn_sg = std::env::var_os("CHORD_GPU_ATTN_TREE").is_none();
         let mut matmul = HashMap::new();
         let mut matmul_subgroup = HashMap::new();
         let mut matmul_tiled = HashMap::new();
@@ -260,14 +263,14 @@ impl Kernels {
             attention: pipeline(
                 device,
                 "attention",
-                &shaders::kv_module(shaders::ATTENTION, false),
+                &shaders::attention_module(false, subgroups && attn_sg),
             ),
             rope_store_f16: f16.then(|| {
                 let src = shaders::kv_module(shaders::ROPE_STORE, true);
                 pipeline(device, "rope_store_f16", &src)
             }),
             attention_f16: f16.then(|| {
-                let src = shaders::kv_module(shaders::ATTENTION, true);
+                let src = shaders::attention_module(true, subgroups && attn_sg);
                 pipeline(device, "attention_f16", &src)
             }),
             attn_merge: pipeline(device, "attn_merge", shaders::ATTN_MERGE),

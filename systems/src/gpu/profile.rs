@@ -17,12 +17,18 @@ const MAX_QUERIES: u32 = 4096;
 /// Label of a pass's first timestamp (the time since the previous pass's last dispatch).
 pub const IDLE: &str = "(idle before pass)";
 
+/// The GPU's wait from one step's last timestamp to the next step's first (readback, sampling,
+/// the schedule and recording up to the first submit): tallied apart from the GPU work.
+pub const BETWEEN: &str = "(idle between steps)";
+
 #[derive(Default, Debug, Clone)]
 pub struct Tally {
     /// Steps tallied.
     pub steps: u64,
     /// Kind → (total ns, dispatch groups).
     pub kinds: BTreeMap<&'static str, (f64, u64)>,
+    /// GPU idle time (ns) before each of these steps since the step before.
+    pub between: Vec<f64>,
 }
 
 impl Tally {
@@ -44,6 +50,8 @@ pub struct Profiler {
     period_ns: f64,
     pub decode: Tally,
     pub prefill: Tally,
+    /// Last timestamp of the previous step (ticks), for the idle time between steps.
+    last_tick: Option<u64>,
 }
 
 impl Profiler {
@@ -80,6 +88,7 @@ impl Profiler {
             period_ns: ctx.queue.get_timestamp_period() as f64,
             decode: Tally::default(),
             prefill: Tally::default(),
+            last_tick: None,
         })
     }
 
@@ -121,6 +130,15 @@ impl Profiler {
             &mut self.prefill
         };
         tally.add(&self.labels, ticks, self.period_ns);
+        if let (Some(prev), Some(&first), Some(&last)) =
+            (self.last_tick, ticks.first(), ticks.last())
+        {
+            let gap = first.saturating_sub(prev) as f64 * self.period_ns;
+            tally.between.push(gap);
+            self.last_tick = Some(last);
+        } else {
+            self.last_tick = ticks.last().copied();
+        }
         self.labels.clear();
         Ok(())
     }
@@ -128,6 +146,7 @@ impl Profiler {
     /// Forget this step's timestamps (a step that was not collected).
     pub fn clear(&mut self) {
         self.labels.clear();
+        self.last_tick = None;
     }
 
     /// The tallies as tables of µs per step for each kind.
@@ -143,6 +162,15 @@ impl Profiler {
                 t.ns_per_step() / 1e3
             );
             s += &t.table();
+            let mut gaps = t.between.clone();
+            if !gaps.is_empty() {
+                gaps.sort_by(f64::total_cmp);
+                s += &format!(
+                    "{BETWEEN}: median {:.1} µs per step (not in the table; {} steps)\n",
+                    gaps[gaps.len() / 2] / 1e3,
+                    gaps.len()
+                );
+            }
         }
         s
     }

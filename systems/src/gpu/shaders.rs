@@ -28,6 +28,26 @@ pub fn kv_module(body: &str, f16: bool) -> String {
     format!("{}{body}", kv_header(f16))
 }
 
+pub const ATTN_REDUCE_TREE: &str = include_str!("../../../shaders/attn_reduce_tree.wgsl");
+pub const ATTN_REDUCE_SUBGROUP: &str = include_str!("../../../shaders/attn_reduce_subgroup.wgsl");
+
+/// The attention kernel for an f32 or f16 cache, with subgroup or shared-memory reductions.
+pub fn attention_module(f16: bool, subgroups: bool) -> String {
+    let (reduce, params, init) = if subgroups {
+        (
+            ATTN_REDUCE_SUBGROUP,
+            ", @builtin(subgroup_size) sg_size: u32",
+            "SGS = sg_size;",
+        )
+    } else {
+        (ATTN_REDUCE_TREE, "", "")
+    };
+    let body = ATTENTION
+        .replace("/*SG_PARAMS*/", params)
+        .replace("/*SG_INIT*/", init);
+    format!("{}{reduce}\n{body}", kv_header(f16))
+}
+
 /// Weight types the GPU kernels decode.
 pub const TYPES: [GgmlType; 8] = [
     GgmlType::F32,
@@ -59,9 +79,17 @@ pub fn quant_source(ty: GgmlType) -> Option<&'static str> {
 pub fn all_modules() -> Vec<(String, String)> {
     let mut v = vec![
         ("rope_store".to_string(), kv_module(ROPE_STORE, false)),
-        ("attention".to_string(), kv_module(ATTENTION, false)),
+        ("attention".to_string(), attention_module(false, false)),
+        (
+            "attention_subgroup".to_string(),
+            attention_module(false, true),
+        ),
+        (
+            "attention_f16_subgroup".to_string(),
+            attention_module(true, true),
+        ),
         ("rope_store_f16".to_string(), kv_module(ROPE_STORE, true)),
-        ("attention_f16".to_string(), kv_module(ATTENTION, true)),
+        ("attention_f16".to_string(), attention_module(true, false)),
         ("attn_merge".to_string(), ATTN_MERGE.to_string()),
         ("argmax".to_string(), ARGMAX.to_string()),
         ("topk".to_string(), TOPK.to_string()),

@@ -461,6 +461,14 @@ fn rope_store_and_attention_match_cpu() {
             }
         };
         let tol_kv = if f16 { 2e-3 } else { 1e-5 };
+        // The shared-memory-tree attention too (the kernels hold the subgroup one where the
+        // device has subgroups).
+        let tree = pipeline(
+            &c.device,
+            "attention_tree",
+            &shaders::attention_module(f16, false),
+        );
+        let attn_variants = [attn_k, &tree];
         let (qd, kd, vd) = (n_head * hd, n_head_kv * hd, n_head_kv * hd);
         let stride = qd + kd + vd;
         // A chunk of 5 rows at positions 70..75 after 70 cached positions (two key tiles).
@@ -535,7 +543,10 @@ fn rope_store_and_attention_match_cpu() {
         let last = total_rows - 1;
         let pos = start_pos + n_rows - 1;
         let kvs = kd + vd;
-        for (window, n_split) in [(0usize, 1u32), (0, 3), (40, 2)] {
+        for (ak, (window, n_split)) in attn_variants
+            .into_iter()
+            .flat_map(|ak| [(0usize, 1u32), (0, 3), (40, 2)].map(|w| (ak, w)))
+        {
             let mut poisoned = want_cache.clone();
             poisoned[pos * kvs..(pos + 1) * kvs].fill(f32::NAN);
             let shape = attention::AttentionShape {
@@ -592,7 +603,7 @@ fn rope_store_and_attention_match_cpu() {
             let part = storage_init(c, &vec![0u8; 4 * n_head * n_split as usize * (hd + 2)]);
             let groups = (1, n_head as u32, n_split);
             let bufs = [&ub, &qb, &kvb, &out, &part, &tb];
-            let mut got = f32s(&run(c, attn_k, &bufs, groups, &out));
+            let mut got = f32s(&run(c, ak, &bufs, groups, &out));
             if n_split > 1 {
                 let g2 = (1, n_head as u32, 1);
                 got = f32s(&run(
@@ -611,7 +622,10 @@ fn rope_store_and_attention_match_cpu() {
         }
         cache = want_cache;
         // Attention of the chunk over the cache (keys 0..=pos).
-        for (window, n_split) in [(0usize, 1u32), (30, 1), (0, 3), (30, 4)] {
+        for (ak, (window, n_split)) in attn_variants
+            .into_iter()
+            .flat_map(|ak| [(0usize, 1u32), (30, 1), (0, 3), (30, 4)].map(|w| (ak, w)))
+        {
             let shape = attention::AttentionShape {
                 n_head,
                 n_head_kv,
@@ -669,7 +683,7 @@ fn rope_store_and_attention_match_cpu() {
             );
             let groups = (n_rows as u32, n_head as u32, n_split);
             let attn_bufs = [&ub, &qb, &kvb, &out, &part, &tb];
-            let mut got = f32s(&run(c, attn_k, &attn_bufs, groups, &out));
+            let mut got = f32s(&run(c, ak, &attn_bufs, groups, &out));
             if n_split > 1 {
                 let merge_bufs = [&ub, &part, &out];
                 let g2 = (n_rows as u32, n_head as u32, 1);
