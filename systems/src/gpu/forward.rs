@@ -20,7 +20,7 @@ use super::profile::{IDLE, Profiler};
 use super::upload::{GpuMatrix, f32_buffer, supported_type};
 use super::{GpuContext, GpuError, uniform_bytes};
 use crate::backend::GpuActive;
-use crate::batch::{CurrentLayer, StepBatch};
+use crate::batch::{CurrentLayer, SeqChunk, StepBatch};
 use crate::components::{GenState, KvCache, SamplerState, Tokens};
 use crate::kernels::rope;
 use crate::schedule::{LayerSystems, StepSystems};
@@ -96,7 +96,23 @@ pub struct GpuForward {
     logits: wgpu::Buffer,
     argmax: wgpu::Buffer,
     logits_read: wgpu::Buffer,
-    argmax_read: wgpu::Buffer,
+    /// Argmax readbacks, used in turn: one can be mapped while the next step's copy into the
+    /// other is pending.
+    argmax_read: [wgpu::Buffer; 2],
+    /// Which of `argmax_read` the last submitted step copies into.
+    parity: usize,
+    /// Pipelined greedy decoding: the next decode step, recorded and submitted before this
+    /// step's ids were read back (its embedding takes them from the GPU's argmax).
+    ahead: Option<Ahead>,
+    /// This step is the one submitted ahead by the step before (gpu_logits only reads back).
+    current: Option<Ahead>,
+    /// The ids of the last greedy readback (what a step recorded ahead fed itself).
+    last_ids: Vec<u32>,
+    /// `CHORD_GPU_PIPELINE=0`: no step is recorded ahead.
+    pipeline_on: bool,
+    /// Steps recorded ahead that their batch used, and that it dropped.
+    pub ahead_used: u64,
+    pub ahead_dropped: u64,
     embed: Vec<Dispatch>,
     layers: Vec<LayerPlan>,
     head: Vec<Dispatch>,
@@ -167,11 +183,26 @@ impl Drop for GpuForward {
         if let Some(p) = &self.prof {
             eprint!("{}", p.report());
         }
+        if std::env::var_os("CHORD_GPU_STATS").is_some() {
+            eprintln!(
+                "gpu: {} steps recorded ahead used, {} dropped",
+                self.ahead_used, self.ahead_dropped
+            );
+        }
     }
 }
 
 /// Layers per submit unless `CHORD_GPU_SUBMIT_LAYERS` says otherwise.
 pub const DEFAULT_SUBMIT_LAYERS: usize = 2;
+
+/// A decode step recorded and submitted ahead: one row per sequence at the given positions.
+struct Ahead {
+    /// (sequence, position of its row), in batch order.
+    chunks: Vec<(Entity, usize)>,
+    /// The argmax readback its ids go to, and the submit that writes them.
+    parity: usize,
+    submission: wgpu::SubmissionIndex,
+}
 
 /// A sequence's K/V cache on the GPU: one buffer per layer, `[cap × (k_dim + v_dim)]` f32, and
 /// the bind groups of its RoPE-store and attention dispatches.
@@ -438,7 +469,7 @@ impl GpuForward {
             })
         };
         let logits_read = read("logits readback", logits.size());
-        let argmax_read = read("argmax readback", argmax.size());
+        let argmax_read = [0, 1].map(|_| read("argmax readback", argmax.size()));
         let dummy = f32_buffer(&ctx, "dummy", &[0.0; 4]);
 
         // Embedding gather (one dispatch per part of the table).
@@ -640,6 +671,13 @@ impl GpuForward {
             argmax,
             logits_read,
             argmax_read,
+            parity: 0,
+            ahead: None,
+            current: None,
+            last_ids: Vec::new(),
+            pipeline_on: std::env::var("CHORD_GPU_PIPELINE").as_deref() != Ok("0"),
+            ahead_used: 0,
+            ahead_dropped: 0,
             embed,
             layers,
             head,
@@ -894,38 +932,36 @@ pub fn gpu_attach_kv(
     }
 }
 
-/// Upload the step's inputs, open the step's encoder and gather the embeddings.
-pub fn gpu_embed(
-    mut gpu: ResMut<GpuForward>,
-    batch: Res<StepBatch>,
-    weights: Res<ModelWeights>,
-    settings: Res<EngineSettings>,
-    kvs: Query<&GpuKv>,
+/// Queue the writes of a step's inputs: the step buffer (row count, tokens, positions, logit
+/// rows), the RoPE table of each row and every chunk's per-layer RoPE-store and attention
+/// parameters. They land before the next submit, so a step's writes must follow every submit of
+/// the step before.
+#[allow(clippy::too_many_arguments)]
+fn upload_step(
+    g: &GpuForward,
+    weights: &ModelWeights,
+    settings: &EngineSettings,
+    chunks: &[SeqChunk],
+    tokens: &[u32],
+    positions: &[usize],
+    logit_rows: &[usize],
+    kvs: &Query<&GpuKv>,
 ) {
-    let g = &mut *gpu;
-    let b = &*batch;
-    let n = b.tokens.len();
-    g.pass = None;
-    g.encoder = None;
-    g.n_rows = n;
-    if let Some(p) = g.profile.as_mut() {
-        p.0 = web_time::Instant::now();
-    }
-    if n == 0 || n > g.cap {
-        return;
-    }
+    let n = positions.len();
     let d = g.dims;
     let cap = g.cap;
     // step: [n_rows, n_logit, cap, 0, tokens[cap], positions[cap], logit_rows[cap]]
     let mut step = vec![0u32; 4 + 3 * cap];
     step[0] = n as u32;
-    step[1] = b.logit_rows.len().min(g.lcap) as u32;
+    step[1] = logit_rows.len().min(g.lcap) as u32;
     step[2] = cap as u32;
-    for (i, &t) in b.tokens.iter().enumerate() {
+    for (i, &t) in tokens.iter().take(cap).enumerate() {
         step[4 + i] = t;
-        step[4 + cap + i] = b.positions[i] as u32;
     }
-    for (i, &r) in b.logit_rows.iter().take(cap).enumerate() {
+    for (i, &pos) in positions.iter().take(cap).enumerate() {
+        step[4 + cap + i] = pos as u32;
+    }
+    for (i, &r) in logit_rows.iter().take(cap).enumerate() {
         step[4 + 2 * cap + i] = r as u32;
     }
     let q = &g.ctx.queue;
@@ -958,7 +994,7 @@ pub fn gpu_embed(
             ext.corr_dims = rope::yarn_corr_dims(nr, original_context, base, beta_fast, beta_slow);
         }
         let mut table = vec![0.0f32; n * nr];
-        for (r, &pos) in b.positions.iter().enumerate() {
+        for (r, &pos) in positions.iter().enumerate() {
             let a = rope::rope_angles_ext(pos, nr, base, factors, &ext);
             table[r * nr..r * nr + nr / 2].copy_from_slice(&a.cos);
             table[r * nr + nr / 2..(r + 1) * nr].copy_from_slice(&a.sin);
@@ -970,7 +1006,7 @@ pub fn gpu_embed(
         );
     }
     // Per-sequence, per-layer parameters of RoPE-store and attention.
-    for ch in &b.chunks {
+    for ch in chunks {
         let Ok(kv) = kvs.get(ch.entity) else { continue };
         let mut bytes = vec![0u8; (SLOT as usize) * 2 * d.n_layer];
         let (n_split, span) = attention_splits(ch.start_pos + ch.n_rows, ch.n_rows, g.attn_span);
@@ -1026,6 +1062,73 @@ pub fn gpu_embed(
         }
         q.write_buffer(&kv.params, 0, &bytes);
     }
+}
+
+/// Whether the decode step recorded ahead (`g.ahead`) is exactly this batch: the same
+/// sequences in the same order, one row each at the positions it assumed, their tokens the ids
+/// it took from the GPU, every row's logits wanted.
+fn ahead_matches(g: &GpuForward, b: &StepBatch) -> bool {
+    let Some(a) = &g.ahead else { return false };
+    a.chunks.len() == b.chunks.len()
+        && b.tokens == g.last_ids
+        && b.logit_rows.len() == b.chunks.len()
+        && b.chunks
+            .iter()
+            .zip(&a.chunks)
+            .enumerate()
+            .all(|(i, (ch, &(e, pos)))| {
+                ch.entity == e
+                    && ch.n_rows == 1
+                    && ch.start_row == i
+                    && ch.start_pos == pos
+                    && ch.logits_from == 0
+                    && ch.n_draft == 0
+                    && b.logit_rows[i] == i
+            })
+}
+
+/// Upload the step's inputs, open the step's encoder and gather the embeddings (nothing when
+/// the step was recorded and submitted ahead by the step before).
+pub fn gpu_embed(
+    mut gpu: ResMut<GpuForward>,
+    batch: Res<StepBatch>,
+    weights: Res<ModelWeights>,
+    settings: Res<EngineSettings>,
+    kvs: Query<&GpuKv>,
+) {
+    let g = &mut *gpu;
+    let b = &*batch;
+    let n = b.tokens.len();
+    g.pass = None;
+    g.encoder = None;
+    g.n_rows = n;
+    g.current = None;
+    if let Some(p) = g.profile.as_mut() {
+        p.0 = web_time::Instant::now();
+    }
+    if ahead_matches(g, b) {
+        g.current = g.ahead.take();
+        g.ahead_used += 1;
+        return;
+    }
+    // A step recorded ahead for another batch is dropped: it wrote only scratch buffers and
+    // cache positions that are not committed (the real step rewrites them).
+    if g.ahead.take().is_some() {
+        g.ahead_dropped += 1;
+    }
+    if n == 0 || n > g.cap {
+        return;
+    }
+    upload_step(
+        g,
+        &weights,
+        &settings,
+        &b.chunks,
+        &b.tokens,
+        &b.positions,
+        &b.logit_rows,
+        &kvs,
+    );
     open_step(g);
     if let Some(pass) = g.pass.as_mut() {
         record(pass, &mut g.prof, &g.embed, n as u32, "embed");
@@ -1178,6 +1281,16 @@ pub(crate) fn read_back_bytes(
 }
 
 fn read_back(ctx: &GpuContext, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>, GpuError> {
+    read_back_after(ctx, buf, bytes, None)
+}
+
+/// [`read_back`] of what submit `after` writes, without waiting for later submits.
+fn read_back_after(
+    ctx: &GpuContext,
+    buf: &wgpu::Buffer,
+    bytes: u64,
+    after: Option<wgpu::SubmissionIndex>,
+) -> Result<Vec<u8>, GpuError> {
     let slice = buf.slice(..bytes);
     let done: Arc<Mutex<Option<Result<(), wgpu::BufferAsyncError>>>> = Arc::new(Mutex::new(None));
     let done2 = done.clone();
@@ -1190,7 +1303,10 @@ fn read_back(ctx: &GpuContext, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>
     let mut status = None;
     for _ in 0..10_000 {
         ctx.device
-            .poll(wgpu::PollType::wait_indefinitely())
+            .poll(wgpu::PollType::Wait {
+                submission_index: after.clone(),
+                timeout: None,
+            })
             .map_err(|e| GpuError::Readback(e.to_string()))?;
         status = done
             .lock()
@@ -1214,25 +1330,173 @@ fn read_back(ctx: &GpuContext, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>
     Ok(out)
 }
 
+/// Rows `first..` of the step's logits become one-hot at the read-back argmax ids (greedy
+/// sampling of a one-hot row picks exactly that id); the ids are kept for a step recorded ahead.
+fn set_greedy_ids(g: &mut GpuForward, b: &mut StepBatch, raw: &[u8], first: usize) {
+    let n_vocab = g.dims.n_vocab;
+    let ids: &[u32] = bytemuck::cast_slice(raw);
+    for (i, &id) in ids.iter().enumerate() {
+        let r = first + i;
+        if let Some(v) = b
+            .logits
+            .get_mut(r * n_vocab..(r + 1) * n_vocab)
+            .and_then(|row| row.get_mut(id as usize))
+        {
+            *v = 1.0;
+        }
+    }
+    g.last_ids.clear();
+    g.last_ids.extend_from_slice(ids);
+}
+
+/// Whether the next step can be recorded before this greedy step's ids are read back: every
+/// chunk's one logits row is its last row (so argmax row i feeds sequence i), no drafts, the
+/// next position fits each GPU cache, and no profiling or debugging switch is on.
+fn can_pipeline(g: &GpuForward, b: &StepBatch, kvs: &Query<&GpuKv>) -> bool {
+    g.pipeline_on
+        && g.prof.is_none()
+        && g.repeat.is_none()
+        && std::env::var_os("CHORD_GPU_SYNC").is_none()
+        && !b.chunks.is_empty()
+        && b.chunks.len() <= g.cap.min(g.lcap)
+        && b.logit_rows.len() == b.chunks.len()
+        && b.chunks.iter().enumerate().all(|(i, ch)| {
+            ch.n_draft == 0
+                && ch.n_rows > 0
+                && ch.logits_from + 1 == ch.n_rows
+                && ch.first_logit == i
+                && b.logit_rows[i] == ch.start_row + ch.n_rows - 1
+                && kvs
+                    .get(ch.entity)
+                    .is_ok_and(|kv| ch.start_pos + ch.n_rows < kv.cap)
+        })
+}
+
+/// Record and submit the next decode step of `b`'s sequences (one row each, one position
+/// further) before this step's ids are read back: its embedding gathers the rows of the ids
+/// this step's argmax leaves on the GPU. The next step's schedule run finds it in `g.ahead`
+/// (`gpu_embed` checks that its batch is this one) and only reads its ids back.
+fn record_ahead(
+    g: &mut GpuForward,
+    weights: &ModelWeights,
+    settings: &EngineSettings,
+    b: &StepBatch,
+    kvs: &Query<&GpuKv>,
+) {
+    let next: Vec<SeqChunk> = b
+        .chunks
+        .iter()
+        .enumerate()
+        .map(|(i, ch)| SeqChunk {
+            entity: ch.entity,
+            start_row: i,
+            n_rows: 1,
+            start_pos: ch.start_pos + ch.n_rows,
+            logits_from: 0,
+            first_logit: i,
+            n_draft: 0,
+        })
+        .collect();
+    let m = next.len();
+    let positions: Vec<usize> = next.iter().map(|c| c.start_pos).collect();
+    let rows: Vec<usize> = (0..m).collect();
+    // Every submit of this step is queued, so these writes cannot reach it.
+    upload_step(g, weights, settings, &next, &[], &positions, &rows, kvs);
+    let (rope_k, attn_k) = g.kv_kernels();
+    let (rope_k, attn_k) = (rope_k.clone(), attn_k.clone());
+    let d = g.dims;
+    let new_pass = |enc: &mut wgpu::CommandEncoder| {
+        enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default())
+            .forget_lifetime()
+    };
+    let mut enc = g
+        .ctx
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("step ahead"),
+        });
+    // The tokens: this step's argmax ids, in the step buffer's token slots.
+    enc.copy_buffer_to_buffer(&g.argmax, 0, &g.step_buf, 16, 4 * m as u64);
+    let mut pass = new_pass(&mut enc);
+    record_plain(&mut pass, &g.embed, m as u32);
+    for (il, lp) in g.layers.iter().enumerate() {
+        record_plain(&mut pass, &lp.qkv, m as u32);
+        for ch in &next {
+            let Ok(kv) = kvs.get(ch.entity) else { continue };
+            if !g.fuse_rope
+                && let Some(bg) = kv.rope.get(il)
+            {
+                pass.set_pipeline(&rope_k);
+                pass.set_bind_group(0, bg, &[]);
+                pass.dispatch_workgroups(1, (d.n_head + d.n_head_kv) as u32, 1);
+            }
+            let (n_split, _) = attention_splits(ch.start_pos + 1, 1, g.attn_span);
+            if let (Some(bg), Some(mg)) = (kv.attn.get(il), kv.merge.get(il)) {
+                pass.set_pipeline(&attn_k);
+                pass.set_bind_group(0, bg, &[]);
+                pass.dispatch_workgroups(1, d.n_head as u32, n_split);
+                if n_split > 1 {
+                    pass.set_pipeline(&g.ctx.kernels.attn_merge);
+                    pass.set_bind_group(0, mg, &[]);
+                    pass.dispatch_workgroups(1, d.n_head as u32, 1);
+                }
+            }
+        }
+        record_plain(&mut pass, &lp.out, m as u32);
+        record_plain(&mut pass, &lp.gate_up, m as u32);
+        record_plain(&mut pass, &lp.down, m as u32);
+        if submit_after(il + 1, d.n_layer, g.submit_every, g.submit_growth) {
+            drop(pass);
+            g.ctx.queue.submit([enc.finish()]);
+            enc = g
+                .ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+            pass = new_pass(&mut enc);
+        }
+    }
+    record_plain(&mut pass, &g.head, m as u32);
+    // (The argmax parameters, m rows and the mask, are this step's.)
+    g.argmax_binds
+        .record(&mut pass, &g.ctx.kernels, m as u32, ARGMAX_GROUPS);
+    drop(pass);
+    g.parity ^= 1;
+    let parity = g.parity;
+    enc.copy_buffer_to_buffer(&g.argmax, 0, &g.argmax_read[parity], 0, 4 * m as u64);
+    let submission = g.ctx.queue.submit([enc.finish()]);
+    g.ahead = Some(Ahead {
+        chunks: next.iter().map(|c| (c.entity, c.start_pos)).collect(),
+        parity,
+        submission,
+    });
+}
+
 /// Final norm + LM head for the rows that need logits, one submit for the whole step, and the
 /// readback: an argmax per row when all those sequences sample greedily, else the logits.
 pub fn gpu_logits(
     mut gpu: ResMut<GpuForward>,
     mut batch: ResMut<StepBatch>,
     seqs: Query<(&SamplerState, &GenState)>,
+    weights: Res<ModelWeights>,
+    settings: Res<EngineSettings>,
+    kvs: Query<&GpuKv>,
 ) {
     let g = &mut *gpu;
     let b = &mut *batch;
     let mut pass = g.pass.take();
-    let Some(mut enc) = g.encoder.take() else {
+    let enc_open = g.encoder.take();
+    let current = g.current.take();
+    if enc_open.is_none() && current.is_none() {
         return;
-    };
+    }
     let n_logit = b.logit_rows.len();
     let n_vocab = g.dims.n_vocab;
     b.logits.clear();
     if n_logit == 0 {
         drop(pass);
-        g.ctx.queue.submit([enc.finish()]);
+        if let Some(enc) = enc_open {
+            g.ctx.queue.submit([enc.finish()]);
+        }
         if let Some(p) = g.prof.as_mut() {
             p.clear();
         }
@@ -1283,6 +1547,39 @@ pub fn gpu_logits(
             .write_buffer(&g.argmax_mask, 0, bytemuck::cast_slice(&mask));
     }
     b.logits.resize(n_logit * n_vocab, 0.0);
+    let mut enc = match (enc_open, current) {
+        (_, Some(cur)) if greedy => {
+            // Submitted ahead by the step before: record the next step, then read back.
+            if can_pipeline(g, b, &kvs) {
+                record_ahead(g, &weights, &settings, b, &kvs);
+            }
+            let bytes = 4 * n_logit as u64;
+            let r = read_back_after(
+                &g.ctx,
+                &g.argmax_read[cur.parity],
+                bytes,
+                Some(cur.submission),
+            );
+            match r {
+                Ok(raw) => set_greedy_ids(g, b, &raw, 0),
+                Err(e) => eprintln!("chord: {e}"),
+            }
+            return;
+        }
+        (Some(enc), _) => enc,
+        (None, _) => {
+            // (Not greedy after all: recompute the head from the residual the step left.)
+            let mut enc = g
+                .ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+            pass = Some(
+                enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default())
+                    .forget_lifetime(),
+            );
+            enc
+        }
+    };
     let mut done = 0;
     let mut first = true;
     while done < n_logit {
@@ -1346,14 +1643,20 @@ pub fn gpu_logits(
                 pr.resolve(&mut enc);
             }
             let bytes = 4 * m as u64;
-            enc.copy_buffer_to_buffer(&g.argmax, 0, &g.argmax_read, 0, bytes);
-            g.ctx.queue.submit([enc.finish()]);
+            g.parity ^= 1;
+            let par = g.parity;
+            enc.copy_buffer_to_buffer(&g.argmax, 0, &g.argmax_read[par], 0, bytes);
+            let idx = g.ctx.queue.submit([enc.finish()]);
             let t_submit = web_time::Instant::now();
             if let Some(p) = g.profile.as_mut() {
                 p.1 += 1;
                 p.2 += (t_submit - p.0).as_secs_f64();
             }
-            let r = read_back(&g.ctx, &g.argmax_read, bytes);
+            // The next decode step goes to the GPU before this one's ids come back.
+            if m == n_logit && can_pipeline(g, b, &kvs) {
+                record_ahead(g, &weights, &settings, b, &kvs);
+            }
+            let r = read_back_after(&g.ctx, &g.argmax_read[par], bytes, Some(idx));
             let decode = g.n_rows == 1;
             if let Some(pr) = g.prof.as_mut()
                 && let Err(e) = pr.collect(&g.ctx, decode)
@@ -1371,16 +1674,7 @@ pub fn gpu_logits(
                     );
                 }
             }
-            r.map(|raw| {
-                // Greedy sampling of a one-hot row picks exactly this id.
-                let ids: &[u32] = bytemuck::cast_slice(&raw);
-                for (i, &id) in ids.iter().enumerate() {
-                    let row = &mut b.logits[(done + i) * n_vocab..(done + i + 1) * n_vocab];
-                    if let Some(v) = row.get_mut(id as usize) {
-                        *v = 1.0;
-                    }
-                }
-            })
+            r.map(|raw| set_greedy_ids(g, b, &raw, done))
         } else if topk {
             // The K best (value, id) per row; the rest of the row becomes NaN, which the
             // sampler never considers: with top-k ≤ K (or greedy), no penalties and only −∞
