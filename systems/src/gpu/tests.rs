@@ -773,7 +773,7 @@ fn oversized_tensors_are_split_by_rows() {
     // size would pass it with the real limit — check the row bookkeeping of fused parts.
     let mut r = rng();
     let a = random_weights(&mut r, GgmlType::Q8_0, 8, 64);
-    let b = random_weights(&mut r, GgmlType::Q4_0, 4, 64);
+    let b = random_weights(&mut r, GgmlType::Q4_1, 4, 64);
     let va = WeightView {
         ty: GgmlType::Q8_0,
         rows: 8,
@@ -781,7 +781,7 @@ fn oversized_tensors_are_split_by_rows() {
         data: &a,
     };
     let vb = WeightView {
-        ty: GgmlType::Q4_0,
+        ty: GgmlType::Q4_1,
         rows: 4,
         cols: 64,
         data: &b,
@@ -789,6 +789,16 @@ fn oversized_tensors_are_split_by_rows() {
     let m = GpuMatrix::upload(c, "qkv", &[va, va, vb]).unwrap();
     let parts: Vec<(usize, usize)> = m.parts.iter().map(|p| (p.row_offset, p.rows)).collect();
     assert_eq!(parts, vec![(0, 16), (16, 4)]);
+    // A Q4_0 part widens to Q8_0 and fuses with the others.
+    let q4 = random_weights(&mut r, GgmlType::Q4_0, 4, 64);
+    let vq = WeightView {
+        ty: GgmlType::Q4_0,
+        data: &q4,
+        ..vb
+    };
+    let m = GpuMatrix::upload(c, "qkv", &[va, va, vq]).unwrap();
+    let parts: Vec<(usize, usize)> = m.parts.iter().map(|p| (p.row_offset, p.rows)).collect();
+    assert_eq!(parts, vec![(0, 20)]);
 }
 
 #[test]
@@ -921,4 +931,73 @@ fn topk_passes_match_the_samplers_order() {
         }
         assert_eq!(words[2 * TOPK_K + 1], 17, "ties: the lowest id first");
     }
+}
+
+#[test]
+fn q4_0_and_q5_0_widen_to_q8_0_with_the_same_values() {
+    let mut r = rng();
+    for ty in [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0] {
+        let data = random_weights(&mut r, ty, 4, 256);
+        let wide = super::upload::to_q8_0(ty, &data).expect("widens");
+        let mut a = vec![0.0f32; 4 * 256];
+        let mut b = vec![0.0f32; 4 * 256];
+        chord_resources::quant::dequantize(ty, &data, &mut a).unwrap();
+        chord_resources::quant::dequantize(GgmlType::Q8_0, &wide, &mut b).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&a), bits(&b), "{ty}");
+    }
+    assert!(super::upload::to_q8_0(GgmlType::Q4_1, &[0u8; 20]).is_none());
+    assert!(super::upload::to_q8_0(GgmlType::Q5_0, &[0u8; 21]).is_none());
+}
+
+#[test]
+fn mixed_q5_0_and_q8_0_parts_fuse_into_one_dispatch() {
+    let Some(c) = ctx() else { return };
+    let mut r = rng();
+    let cols = 256;
+    let q = random_weights(&mut r, GgmlType::Q5_0, 40, cols);
+    let v = random_weights(&mut r, GgmlType::Q8_0, 24, cols);
+    let views = [
+        WeightView {
+            ty: GgmlType::Q5_0,
+            rows: 40,
+            cols,
+            data: &q,
+        },
+        WeightView {
+            ty: GgmlType::Q8_0,
+            rows: 24,
+            cols,
+            data: &v,
+        },
+    ];
+    let m = GpuMatrix::upload(c, "qkv", &views).expect("upload");
+    assert_eq!(m.parts.len(), 1);
+    assert_eq!((m.parts[0].ty, m.parts[0].rows), (GgmlType::Q8_0, 64));
+    let x = randn(&mut r, cols, 1.0);
+    let mut want = vec![0.0; 64];
+    matmul(views[0], &x, &mut want[..40], ActivationPrecision::F32);
+    matmul(views[1], &x, &mut want[40..], ActivationPrecision::F32);
+    let p = MmParams {
+        rows: 64,
+        cols: cols as u32,
+        row_words: m.parts[0].row_words as u32,
+        x_stride: cols as u32,
+        y_stride: 64,
+        tpr: 16,
+        ..Default::default()
+    };
+    let ub = uniform_init(c, &uniform_bytes(&p).unwrap());
+    let xb = storage_init(c, bytemuck::cast_slice(&x));
+    let yb = storage_init(c, &[0u8; 4 * 64]);
+    let dummy = storage_init(c, &[0u8; 16]);
+    let sb = step_buf(c, 1, &[], &[]);
+    let got = run(
+        c,
+        &c.kernels.matmul[&GgmlType::Q8_0],
+        &[&ub, &m.parts[0].buf, &xb, &yb, &dummy, &dummy, &sb],
+        (matmul_grid(64, 16).0, 1, 1),
+        &yb,
+    );
+    assert_close("fused Q5_0 + Q8_0", &f32s(&got), &want, 2e-4);
 }
