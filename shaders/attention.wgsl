@@ -4,7 +4,14 @@
 // [first + z·span, first + (z+1)·span) of its row. With one split it writes the normalised
 // output; with several it writes (max, sum, unnormalised acc) to `part` for attn_merge.wgsl.
 // head_dim ≤ 256, head_dim_k a multiple of 16.
-// Cache layout per position: [k (n_head_kv·head_dim_k) | v (n_head_kv·head_dim_v)].
+// Cache layout per position: [k (n_head_kv·head_dim_k) | v (n_head_kv·head_dim_v)], of KvT:
+// the host prepends `alias KvT = f32;` or, with SHADER_F16 and an f16 cache, `enable f16;
+// alias KvT = f16;` (values rounded to f16 when stored; all arithmetic stays f32).
+// fuse != 0 (a one-row chunk, i.e. decode): RoPE and the K/V store are done here instead of by
+// rope_store.wgsl: the workgroup rotates its query head and the row's key head itself (same
+// arithmetic as rope_store), uses that key and value for position pos from shared memory, and
+// the one workgroup per KV head whose key range holds pos (and whose head is the first of its
+// group) writes them into the cache, which no other workgroup of the dispatch reads at pos.
 
 struct AttnParams {
     n_head: u32,
@@ -23,13 +30,22 @@ struct AttnParams {
     softcap: f32,
     n_split: u32,
     span: u32,
+    fuse: u32,
+    n_rot: u32,
+    neox: u32,
+    table_base: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: AttnParams;
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;
-@group(0) @binding(2) var<storage, read> kv: array<f32>;
+@group(0) @binding(2) var<storage, read_write> kv: array<KvT>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read_write> part: array<f32>;
+@group(0) @binding(5) var<storage, read> table: array<f32>;
+
+// The host also prepends the tile reductions `tile_max(tid, v)` and `tile_sum(tid, v)` over the
+// values of threads tid < TILE (called by every thread; shared-memory trees, or subgroup
+// reductions where the device has subgroups: attn_reduce_*.wgsl).
 
 // 256 threads: scores with 4 threads per key (a quarter of the head each), values with
 // 4 key groups × 64 dims (each thread a quarter of the tile's keys for up to 4 dims).
@@ -41,11 +57,14 @@ const NEG: f32 = -3.0e38;
 var<workgroup> qs: array<f32, MAX_HEAD_DIM>;
 var<workgroup> sc: array<f32, WG>;
 var<workgroup> ps: array<f32, TILE>;
-var<workgroup> red: array<f32, TILE>;
 var<workgroup> comb: array<f32, 1024>;
+// fuse: the row's own (rotated) key and its value.
+var<workgroup> kc: array<f32, MAX_HEAD_DIM>;
+var<workgroup> vc: array<f32, MAX_HEAD_DIM>;
 
 @compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32/*SG_PARAMS*/) {
+    /*SG_INIT*/
     let rr = wg.x;
     let h = wg.y;
     let z = wg.z;
@@ -61,6 +80,50 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     }
     let lo = first + z * p.span;
     let hi = min(pos + 1u, lo + p.span);
+    let fused = p.fuse != 0u;
+    if fused {
+        let q_dim = p.n_head * p.head_dim_k;
+        let kb = row * p.qkv_stride + q_dim + kvh * p.head_dim_k;
+        for (var d = tid; d < p.head_dim_k; d += WG) {
+            kc[d] = qkv[kb + d];
+        }
+        let vb = row * p.qkv_stride + q_dim + p.k_dim + kvh * p.head_dim_v;
+        for (var d = tid; d < p.head_dim_v; d += WG) {
+            vc[d] = qkv[vb + d];
+        }
+        workgroupBarrier();
+        let half = p.n_rot / 2u;
+        if tid < half {
+            var i0 = 2u * tid;
+            var i1 = 2u * tid + 1u;
+            if p.neox != 0u {
+                i0 = tid;
+                i1 = tid + half;
+            }
+            let tb = p.table_base + row * p.n_rot;
+            let c = table[tb + tid];
+            let s = table[tb + half + tid];
+            let x0 = qs[i0];
+            let x1 = qs[i1];
+            qs[i0] = x0 * c - x1 * s;
+            qs[i1] = x0 * s + x1 * c;
+            let k0 = kc[i0];
+            let k1 = kc[i1];
+            kc[i0] = k0 * c - k1 * s;
+            kc[i1] = k0 * s + k1 * c;
+        }
+        workgroupBarrier();
+        if pos >= lo && pos < hi && h % (p.n_head / p.n_head_kv) == 0u {
+            let dst = pos * p.kv_stride + kvh * p.head_dim_k;
+            for (var d = tid; d < p.head_dim_k; d += WG) {
+                kv[dst + d] = KvT(kc[d]);
+            }
+            let vd = pos * p.kv_stride + p.k_dim + kvh * p.head_dim_v;
+            for (var d = tid; d < p.head_dim_v; d += WG) {
+                kv[vd + d] = KvT(vc[d]);
+            }
+        }
+    }
     let quarter = p.head_dim_k / 4u;
     let key = tid / 4u;
     let q4 = tid % 4u;
@@ -75,52 +138,45 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         let t = t0 + key;
         var part_dot = 0.0;
         if t < hi {
-            let kb = t * p.kv_stride + kvh * p.head_dim_k + q4 * quarter;
             let qb = q4 * quarter;
-            for (var d = 0u; d < quarter; d += 4u) {
-                part_dot += dot(vec4<f32>(qs[qb + d], qs[qb + d + 1u], qs[qb + d + 2u], qs[qb + d + 3u]),
-                                vec4<f32>(kv[kb + d], kv[kb + d + 1u], kv[kb + d + 2u], kv[kb + d + 3u]));
+            if fused && t == pos {
+                for (var d = 0u; d < quarter; d += 4u) {
+                    part_dot += dot(vec4<f32>(qs[qb + d], qs[qb + d + 1u], qs[qb + d + 2u], qs[qb + d + 3u]),
+                                    vec4<f32>(kc[qb + d], kc[qb + d + 1u], kc[qb + d + 2u], kc[qb + d + 3u]));
+                }
+            } else {
+                let kb = t * p.kv_stride + kvh * p.head_dim_k + q4 * quarter;
+                for (var d = 0u; d < quarter; d += 4u) {
+                    part_dot += dot(vec4<f32>(qs[qb + d], qs[qb + d + 1u], qs[qb + d + 2u], qs[qb + d + 3u]),
+                                    vec4<f32>(vec4<KvT>(kv[kb + d], kv[kb + d + 1u], kv[kb + d + 2u], kv[kb + d + 3u])));
+                }
             }
         }
         sc[tid] = part_dot;
         workgroupBarrier();
+        let live = tid < TILE && t0 + tid < hi;
         var s = NEG;
-        if tid < TILE {
-            if t0 + tid < hi {
-                s = (sc[4u * tid] + sc[4u * tid + 1u] + sc[4u * tid + 2u] + sc[4u * tid + 3u]) * p.scale;
-                if p.softcap > 0.0 {
-                    s = p.softcap * tanh(s / p.softcap);
-                }
+        if live {
+            s = (sc[4u * tid] + sc[4u * tid + 1u] + sc[4u * tid + 2u] + sc[4u * tid + 3u]) * p.scale;
+            if p.softcap > 0.0 {
+                s = p.softcap * tanh(s / p.softcap);
             }
-            red[tid] = s;
         }
-        workgroupBarrier();
-        for (var st = TILE / 2u; st > 0u; st >>= 1u) {
-            if tid < st {
-                red[tid] = max(red[tid], red[tid + st]);
-            }
-            workgroupBarrier();
-        }
-        let m_new = max(m, red[0]);
-        workgroupBarrier();
+        let m_new = max(m, tile_max(tid, s));
         let alpha = exp(m - m_new);
+        var pt = 0.0;
+        if live {
+            pt = exp(s - m_new);
+        }
         if tid < TILE {
-            var pt = 0.0;
-            if t0 + tid < hi {
-                pt = exp(s - m_new);
-            }
             ps[tid] = pt;
-            red[tid] = pt;
         }
-        workgroupBarrier();
-        for (var st = TILE / 2u; st > 0u; st >>= 1u) {
-            if tid < st {
-                red[tid] += red[tid + st];
-            }
-            workgroupBarrier();
-        }
-        l = l * alpha + red[0];
+        // (tile_sum's barrier also publishes ps.)
+        l = l * alpha + tile_sum(tid, pt);
         let nt = min(TILE, hi - t0);
+        // fuse: key pos (the last of the range) comes from shared memory, not the cache.
+        let own = fused && pos >= t0 && pos < t0 + nt;
+        let ncached = select(nt, pos - t0, own);
         for (var i = 0u; i < 4u; i++) {
             let d = dim + i * 64u;
             if d < p.head_dim_v {
@@ -128,15 +184,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
                 let vb = t0 * p.kv_stride + p.k_dim + kvh * p.head_dim_v + d;
                 // Keys kg, kg+4, …: four independent loads in flight per step.
                 var u = kg;
-                for (; u + 12u < nt; u += 16u) {
-                    let v0 = kv[vb + u * p.kv_stride];
-                    let v1 = kv[vb + (u + 4u) * p.kv_stride];
-                    let v2 = kv[vb + (u + 8u) * p.kv_stride];
-                    let v3 = kv[vb + (u + 12u) * p.kv_stride];
+                for (; u + 12u < ncached; u += 16u) {
+                    let v0 = f32(kv[vb + u * p.kv_stride]);
+                    let v1 = f32(kv[vb + (u + 4u) * p.kv_stride]);
+                    let v2 = f32(kv[vb + (u + 8u) * p.kv_stride]);
+                    let v3 = f32(kv[vb + (u + 12u) * p.kv_stride]);
                     a += ps[u] * v0 + ps[u + 4u] * v1 + ps[u + 8u] * v2 + ps[u + 12u] * v3;
                 }
-                for (; u < nt; u += 4u) {
-                    a += ps[u] * kv[vb + u * p.kv_stride];
+                for (; u < ncached; u += 4u) {
+                    a += ps[u] * f32(kv[vb + u * p.kv_stride]);
+                }
+                if own && (pos - t0) % 4u == kg {
+                    a += ps[pos - t0] * vc[d];
                 }
                 acc[i] = a;
             }

@@ -18,6 +18,10 @@ struct AttnParams {
     softcap: f32,
     n_split: u32,
     span: u32,
+    fuse: u32,
+    n_rot: u32,
+    neox: u32,
+    table_base: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: AttnParams;

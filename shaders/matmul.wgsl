@@ -26,6 +26,42 @@ fn main(
     let logit_base = 4u + 2u * step[2];
     let nchunks = p.cols / 8u;
     let wrow = j * p.row_words;
+    if n == 1u {
+        // Decode: one activation row, four chunks' loads in flight per lane, then the tree.
+        var xr = 0u;
+        if p.gather != 0u {
+            xr = step[logit_base];
+        }
+        let xb = xr * p.x_stride;
+        var acc = vec2<f32>(0.0);
+        if valid {
+            var c = lane;
+            for (; c + 3u * tpr < nchunks; c += 4u * tpr) {
+                let d0 = chunk_dot(wrow, xb, c);
+                let d1 = chunk_dot(wrow, xb, c + tpr);
+                let d2 = chunk_dot(wrow, xb, c + 2u * tpr);
+                let d3 = chunk_dot(wrow, xb, c + 3u * tpr);
+                acc += (d0 + d1) + (d2 + d3);
+            }
+            for (; c < nchunks; c += tpr) {
+                acc += chunk_dot(wrow, xb, c);
+            }
+        }
+        red[tid] = acc.x;
+        red[RT * WG + tid] = acc.y;
+        workgroupBarrier();
+        for (var s = tpr / 2u; s > 0u; s >>= 1u) {
+            if lane < s {
+                red[tid] += red[tid + s];
+                red[RT * WG + tid] += red[RT * WG + tid + s];
+            }
+            workgroupBarrier();
+        }
+        if valid && lane == 0u {
+            store_y(0u, j, red[tid], red[RT * WG + tid]);
+        }
+        return;
+    }
     for (var r0 = 0u; r0 < n; r0 += RT) {
         var acc = array<f32, RT>();
         var ss = array<f32, RT>();

@@ -55,3 +55,34 @@ fn load_x(base: u32) -> vec4<f32> {
     }
     return v;
 }
+
+// One 8-element chunk c of a weight row against activation row base xb (n = 1 kernels):
+// (dot with in(x)·norm, sum of squares of x).
+fn chunk_dot(wrow: u32, xb: u32, c: u32) -> vec2<f32> {
+    let wv = load8(wrow, c);
+    var n0 = vec4<f32>(1.0);
+    var n1 = vec4<f32>(1.0);
+    if p.in_mode == 1u {
+        n0 = nw[2u * c];
+        n1 = nw[2u * c + 1u];
+    }
+    let a0 = load_x(xb + c * 8u);
+    let a1 = load_x(xb + c * 8u + 4u);
+    return vec2<f32>(dot(wv[0], a0 * n0) + dot(wv[1], a1 * n1), dot(a0, a0) + dot(a1, a1));
+}
+
+// y[r][j] epilogue: 1/rms for the fused RMSNorm (q = Σx²), bias, residual accumulate.
+fn store_y(r: u32, j: u32, dot_v: f32, q: f32) {
+    var v = dot_v;
+    if p.in_mode == 1u {
+        v *= 1.0 / sqrt(q / f32(p.cols) + p.eps);
+    }
+    if (p.out_mode & 1u) != 0u {
+        v += bias[p.bias_offset + j];
+    }
+    let yi = r * p.y_stride + p.y_offset + j;
+    if (p.out_mode & 2u) != 0u {
+        v += y[yi];
+    }
+    y[yi] = v;
+}

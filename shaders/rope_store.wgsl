@@ -3,6 +3,7 @@
 // Grid: (n_rows, n_head + n_head_kv). Workgroups y < n_head rotate a query head in place;
 // the others rotate key head y − n_head into the cache and copy the matching value head.
 // cos/sin come from a per-row table computed on the CPU exactly as the CPU path does.
+// The cache holds KvT (f32, or f16 with SHADER_F16: see attention.wgsl).
 
 struct RopeParams {
     n_head: u32,
@@ -25,7 +26,7 @@ struct RopeParams {
 
 @group(0) @binding(0) var<uniform> p: RopeParams;
 @group(0) @binding(1) var<storage, read_write> qkv: array<f32>;
-@group(0) @binding(2) var<storage, read_write> kv: array<f32>;
+@group(0) @binding(2) var<storage, read_write> kv: array<KvT>;
 @group(0) @binding(3) var<storage, read> table: array<f32>;
 
 @compute @workgroup_size(64)
@@ -65,19 +66,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
             qkv[dst + i0] = y0;
             qkv[dst + i1] = y1;
         } else {
-            kv[dst + i0] = y0;
-            kv[dst + i1] = y1;
+            kv[dst + i0] = KvT(y0);
+            kv[dst + i1] = KvT(y1);
         }
     }
     if !is_q {
         for (var d = p.n_rot + tid; d < p.head_dim_k; d += 64u) {
-            kv[dst + d] = qkv[src + d];
+            kv[dst + d] = KvT(qkv[src + d]);
         }
         let h = wg.y - p.n_head;
         let vs = row * p.qkv_stride + p.q_dim + p.k_dim + h * p.head_dim_v;
         let vd = (p.start_pos + rr) * p.kv_stride + p.k_dim + h * p.head_dim_v;
         for (var d = tid; d < p.head_dim_v; d += 64u) {
-            kv[vd + d] = qkv[vs + d];
+            kv[vd + d] = KvT(qkv[vs + d]);
         }
     }
 }

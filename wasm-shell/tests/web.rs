@@ -311,7 +311,7 @@ async fn webgpu_path() {
 }
 
 /// Greedy ids of the WebGPU path (one command buffer per step, readback awaited through the
-/// event loop) equal the CPU path's, token by token; sampled ids too (logits read back).
+/// event loop) equal the CPU path's, token by token; sampled ids too (top-k read back).
 async fn webgpu_greedy_ids_equal_the_cpu(gpu: &mut ChordEngine) {
     let mut cpu = load(true);
     for prompt in ["hello world", "the quick brown fox jumps over"] {
@@ -343,7 +343,8 @@ async fn webgpu_greedy_ids_equal_the_cpu(gpu: &mut ChordEngine) {
             .collect();
         assert_eq!(seen, ids);
     }
-    // Sampled (non-greedy) generation reads the logits back: the same seed gives the CPU's ids.
+    // Sampled (non-greedy) generation, top-k 40 by default, reads the GPU's top-k candidates
+    // back (a split step, awaited): the same seed gives the CPU's ids.
     let opts = || {
         obj(&[
             ("n", 8.into()),

@@ -6,7 +6,14 @@
 //! fused, RoPE + K/V store, attention over the sequence's GPU cache, output projection with the
 //! residual add fused, gate/up with the norm fused, down with SiLU·mul and the residual fused);
 //! `gpu_logits` records the final norm + LM head for the rows that need logits (and an argmax
-//! when every sampler is greedy), submits the encoder once and reads back what sampling needs.
+//! when every sampler is greedy, or a top-k when every sampler keeps few candidates), submits
+//! and requests the readback of what sampling needs (`map_async`); `gpu_readback` takes it.
+//!
+//! A whole step ([`StepPhase::Whole`], native) waits for the readback with `device.poll` on its
+//! own submit and pipelines greedy decoding: before waiting, `gpu_logits` records and submits
+//! the next decode step (an [`Ahead`] whose embedding reads the argmax on the GPU), which the
+//! next step uses if its batch is exactly that one. A step run in parts (the browser:
+//! `Front`, `Readback`, `Back`) never blocks and never records a step ahead.
 
 use std::num::NonZeroU64;
 
@@ -15,11 +22,12 @@ use chord_resources::config::{FfnActivation, RopeScaling, RopeStyle};
 use wgpu::util::DeviceExt;
 
 use super::kernels::*;
+use super::profile::{IDLE, Profiler};
 use super::readback::{ReadbackWait, take_mapped};
 use super::upload::{GpuMatrix, f32_buffer, supported_type};
 use super::{GpuContext, GpuError, uniform_bytes};
 use crate::backend::GpuActive;
-use crate::batch::{CurrentLayer, StepBatch};
+use crate::batch::{CurrentLayer, SeqChunk, StepBatch};
 use crate::components::{GenState, KvCache, SamplerState, Tokens};
 use crate::kernels::rope;
 use crate::schedule::{LayerSystems, StepPhase, StepSystems};
@@ -95,11 +103,32 @@ pub struct GpuForward {
     logits: wgpu::Buffer,
     argmax: wgpu::Buffer,
     logits_read: wgpu::Buffer,
-    argmax_read: wgpu::Buffer,
+    /// Argmax readbacks, used in turn: one can be mapped while the next step's copy into the
+    /// other is pending.
+    argmax_read: [wgpu::Buffer; 2],
+    /// Which of `argmax_read` the last submitted step copies into.
+    parity: usize,
+    /// Pipelined greedy decoding: the next decode step, recorded and submitted before this
+    /// step's ids were read back (its embedding takes them from the GPU's argmax).
+    ahead: Option<Ahead>,
+    /// This step is the one submitted ahead by the step before (gpu_logits only reads back).
+    current: Option<Ahead>,
+    /// The ids of the last greedy readback (what a step recorded ahead fed itself).
+    last_ids: Vec<u32>,
+    /// `CHORD_GPU_PIPELINE=0`: no step is recorded ahead.
+    pipeline_on: bool,
+    /// Steps recorded ahead that their batch used, and that it dropped.
+    pub ahead_used: u64,
+    pub ahead_dropped: u64,
     embed: Vec<Dispatch>,
     layers: Vec<LayerPlan>,
     head: Vec<Dispatch>,
-    argmax_dispatch: Dispatch,
+    argmax_binds: ArgmaxBinds,
+    /// Top-k candidates of the logits rows, and their readback.
+    topk: TopkPasses,
+    topk_read: wgpu::Buffer,
+    /// `CHORD_GPU_NO_TOPK=1`: sampling steps read whole logits rows.
+    topk_on: bool,
     argmax_params: wgpu::Buffer,
     argmax_mask: wgpu::Buffer,
     /// Distinct RoPE bases (one table each) .
@@ -116,6 +145,72 @@ pub struct GpuForward {
     n_rows: usize,
     /// The step's logits readback in flight (between `gpu_logits` and `gpu_readback`).
     readback: Option<StepReadback>,
+    /// `CHORD_GPU_PROFILE` on a device with timestamps inside passes: per-kernel GPU time.
+    prof: Option<Profiler>,
+    /// Submit the step's work every this many layers (0: once per step), so the GPU starts on
+    /// the first layers while the CPU records the rest (`CHORD_GPU_SUBMIT_LAYERS`).
+    submit_every: usize,
+    /// One-row chunks do RoPE and the K/V store inside attention (`CHORD_GPU_FUSE_ROPE=0`: off).
+    fuse_rope: bool,
+    /// Each further submit of a step covers this many times the layers of the one before
+    /// (`CHORD_GPU_SUBMIT_GROWTH`, default 2: with 1 layer first, submits after 1, 3, 7, 15).
+    submit_growth: usize,
+    /// Fewest keys per attention split (`CHORD_GPU_ATTN_SPAN`): fewer splits save the merge.
+    attn_span: usize,
+    /// The caches hold f16 (`--kv f16` on a device with SHADER_F16), else f32.
+    kv_f16: bool,
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Layers of the first submit, growth of the next ones, fewest keys per attention split.
+pub const DEFAULT_SUBMIT_GROWTH: usize = 2;
+pub const DEFAULT_ATTN_SPAN: usize = 64;
+
+/// Whether a step submits after `done` of `n_layer` layers: chunks of `first`, `first·growth`,
+/// `first·growth²`, … layers (`first` = 0: one submit per step).
+pub fn submit_after(done: usize, n_layer: usize, first: usize, growth: usize) -> bool {
+    if first == 0 || done >= n_layer {
+        return false;
+    }
+    let mut at = 0;
+    let mut chunk = first;
+    while at < done {
+        at += chunk;
+        chunk = chunk.saturating_mul(growth.max(1));
+    }
+    at == done
+}
+
+impl Drop for GpuForward {
+    fn drop(&mut self) {
+        if let Some(p) = &self.prof {
+            eprint!("{}", p.report());
+        }
+        if std::env::var_os("CHORD_GPU_STATS").is_some() {
+            eprintln!(
+                "gpu: {} steps recorded ahead used, {} dropped",
+                self.ahead_used, self.ahead_dropped
+            );
+        }
+    }
+}
+
+/// Layers per submit unless `CHORD_GPU_SUBMIT_LAYERS` says otherwise.
+pub const DEFAULT_SUBMIT_LAYERS: usize = 2;
+
+/// A decode step recorded and submitted ahead: one row per sequence at the given positions.
+struct Ahead {
+    /// (sequence, position of its row), in batch order.
+    chunks: Vec<(Entity, usize)>,
+    /// The argmax readback its ids go to, and the submit that writes them.
+    parity: usize,
+    submission: wgpu::SubmissionIndex,
 }
 
 /// A sequence's K/V cache on the GPU: one buffer per layer, `[cap × (k_dim + v_dim)]` f32, and
@@ -132,6 +227,8 @@ pub struct GpuKv {
 }
 
 const SLOT: u64 = 256;
+/// Bytes bound of each slot (the largest parameter struct, AttnParams, is 80).
+const PARAMS_BINDING: u64 = 128;
 /// Most ids a greedy step can mask out on the GPU (logit bias −∞).
 const MAX_MASK: usize = 1024;
 
@@ -225,6 +322,22 @@ fn matmul_dispatches(
         p.y_offset = base.y_offset + part.row_offset as u32;
         p.bias_offset = part.row_offset as u32;
         p.tpr = matmul_tpr(p.rows, p.cols);
+        // With subgroups, rows whose chunks one subgroup covers in a single unrolled step
+        // (cols ≤ 4 · 8 · subgroup size) keep their lanes within a subgroup and take the
+        // subgroup kernel: on the H200, SmolLM2's 576-wide QKV and output projections went from
+        // 11.6 / 11.1 to 10.4 µs (profiled). Longer rows keep more lanes and the shared-memory
+        // kernel (its down projection, 1536 wide: 12.8 µs against 15.0 capped).
+        // `CHORD_GPU_TPR_CAP`: 1 always caps, 0 never.
+        if let Some(sg) = ctx.subgroup {
+            let cap = match env_usize("CHORD_GPU_TPR_CAP", 2) {
+                0 => false,
+                1 => true,
+                _ => p.cols <= 32 * sg,
+            };
+            if cap {
+                p.tpr = p.tpr.min(sg.max(16));
+            }
+        }
         // The subgroup kernel when a row group fits in one subgroup; long rows that want more
         // lanes than a subgroup has keep the shared-memory kernel and all their lanes.
         let sg = ctx
@@ -311,6 +424,9 @@ impl GpuForward {
             softcap: c.attn_logit_softcap.unwrap_or(0.0),
         };
         let d = dims;
+        let kv_f16 = settings.kv_precision == crate::components::KvPrecision::F16
+            && ctx.kernels.attention_f16.is_some()
+            && ctx.kernels.rope_store_f16.is_some();
         let cap = settings.n_batch.max(1);
         let max_bind = ctx.max_binding() as usize;
         let lcap = cap
@@ -362,7 +478,7 @@ impl GpuForward {
             })
         };
         let logits_read = read("logits readback", logits.size());
-        let argmax_read = read("argmax readback", argmax.size());
+        let argmax_read = [0, 1].map(|_| read("argmax readback", argmax.size()));
         let dummy = f32_buffer(&ctx, "dummy", &[0.0; 4]);
 
         // Embedding gather (one dispatch per part of the table).
@@ -530,25 +646,27 @@ impl GpuForward {
             mapped_at_creation: false,
         });
         let argmax_mask = storage(&ctx, "argmax mask", 4 * MAX_MASK, copy_dst);
-        let pipeline = ctx.kernels.argmax.clone();
-        let bindg = bind(
-            &ctx.device,
-            &pipeline,
-            &[
-                argmax_params.as_entire_binding(),
-                logits.as_entire_binding(),
-                argmax.as_entire_binding(),
-                argmax_mask.as_entire_binding(),
-            ],
+        let argmax_part = storage(
+            &ctx,
+            "argmax partials",
+            8 * lcap * ARGMAX_GROUPS as usize,
+            wgpu::BufferUsages::empty(),
         );
-        let argmax_dispatch = Dispatch {
-            pipeline,
-            bind: bindg,
-            groups: (1, 1),
-            per_row: false,
-            tiled: None,
-        };
+        let argmax_binds = ArgmaxBinds::new(
+            &ctx.device,
+            &ctx.kernels,
+            &argmax_params,
+            &logits,
+            &argmax,
+            &argmax_mask,
+            &argmax_part,
+        );
+        let topk = TopkPasses::new(&ctx, &logits, &argmax_mask, lcap, d.n_vocab);
+        let topk_read = read("topk readback", (8 * lcap * TOPK_K) as u64);
         Ok(GpuForward {
+            topk,
+            topk_read,
+            topk_on: std::env::var_os("CHORD_GPU_NO_TOPK").is_none(),
             ctx,
             dims,
             cap,
@@ -562,10 +680,17 @@ impl GpuForward {
             argmax,
             logits_read,
             argmax_read,
+            parity: 0,
+            ahead: None,
+            current: None,
+            last_ids: Vec::new(),
+            pipeline_on: std::env::var("CHORD_GPU_PIPELINE").as_deref() != Ok("0"),
+            ahead_used: 0,
+            ahead_dropped: 0,
             embed,
             layers,
             head,
-            argmax_dispatch,
+            argmax_binds,
             argmax_params,
             argmax_mask,
             bases,
@@ -579,6 +704,18 @@ impl GpuForward {
                 .map(|_| (web_time::Instant::now(), 0, 0.0, 0.0)),
             n_rows: 0,
             readback: None,
+            prof: None,
+            submit_every: env_usize("CHORD_GPU_SUBMIT_LAYERS", DEFAULT_SUBMIT_LAYERS),
+            submit_growth: env_usize("CHORD_GPU_SUBMIT_GROWTH", DEFAULT_SUBMIT_GROWTH),
+            attn_span: env_usize("CHORD_GPU_ATTN_SPAN", DEFAULT_ATTN_SPAN),
+            kv_f16,
+            fuse_rope: std::env::var("CHORD_GPU_FUSE_ROPE").as_deref() != Ok("0"),
+        })
+        .map(|mut f| {
+            if std::env::var_os("CHORD_GPU_PROFILE").is_some() {
+                f.enable_profiler();
+            }
+            f
         })
     }
 
@@ -591,7 +728,9 @@ impl GpuForward {
         let mut rope_b = Vec::with_capacity(d.n_layer);
         let mut attn_b = Vec::with_capacity(d.n_layer);
         let mut merge_b = Vec::with_capacity(d.n_layer);
-        if (4 * cap * d.kv_stride()) as u64 > ctx.max_binding() {
+        let elem = self.kv_elem_bytes();
+        let (rope_k, attn_k) = self.kv_kernels();
+        if (elem * cap * d.kv_stride()) as u64 > ctx.max_binding() {
             return Err(GpuError::Unsupported(format!(
                 "a {cap}-position cache exceeds the binding limit"
             )));
@@ -606,19 +745,19 @@ impl GpuForward {
             wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                 buffer: &params,
                 offset: i * SLOT,
-                size: NonZeroU64::new(64),
+                size: NonZeroU64::new(PARAMS_BINDING),
             })
         };
         for il in 0..d.n_layer {
             let buf = storage(
                 ctx,
                 "kv",
-                4 * cap * d.kv_stride(),
+                elem * cap * d.kv_stride(),
                 wgpu::BufferUsages::empty(),
             );
             rope_b.push(bind(
                 &ctx.device,
-                &ctx.kernels.rope_store,
+                rope_k,
                 &[
                     slot(2 * il as u64),
                     self.qkv.as_entire_binding(),
@@ -628,13 +767,14 @@ impl GpuForward {
             ));
             attn_b.push(bind(
                 &ctx.device,
-                &ctx.kernels.attention,
+                attn_k,
                 &[
                     slot(2 * il as u64 + 1),
                     self.qkv.as_entire_binding(),
                     buf.as_entire_binding(),
                     self.attn.as_entire_binding(),
                     self.part.as_entire_binding(),
+                    self.table_buf.as_entire_binding(),
                 ],
             ));
             merge_b.push(bind(
@@ -658,9 +798,41 @@ impl GpuForward {
         })
     }
 
+    /// Turn the per-kernel timestamp profiler on (false: the device cannot write timestamps
+    /// inside passes). The tallies are printed when the forward pass is dropped.
+    pub fn enable_profiler(&mut self) -> bool {
+        if self.prof.is_none() {
+            self.prof = Profiler::new(&self.ctx);
+        }
+        self.prof.is_some()
+    }
+
+    /// The profiler's tables so far (None when it is off).
+    pub fn profile_report(&self) -> Option<String> {
+        self.prof.as_ref().map(|p| p.report())
+    }
+
     /// Bytes of one sequence's cache per position (all layers).
     pub fn kv_bytes_per_pos(&self) -> usize {
-        4 * self.dims.kv_stride() * self.dims.n_layer
+        self.kv_elem_bytes() * self.dims.kv_stride() * self.dims.n_layer
+    }
+
+    /// Whether the caches hold f16 (`--kv f16` on a device with SHADER_F16).
+    pub fn kv_f16(&self) -> bool {
+        self.kv_f16
+    }
+
+    fn kv_elem_bytes(&self) -> usize {
+        if self.kv_f16 { 2 } else { 4 }
+    }
+
+    /// The RoPE-store and attention pipelines for this cache precision.
+    fn kv_kernels(&self) -> (&wgpu::ComputePipeline, &wgpu::ComputePipeline) {
+        let k = &self.ctx.kernels;
+        match (&k.rope_store_f16, &k.attention_f16) {
+            (Some(r), Some(a)) if self.kv_f16 => (r, a),
+            _ => (&k.rope_store, &k.attention),
+        }
     }
 }
 
@@ -686,11 +858,24 @@ fn open_step(g: &mut GpuForward) {
         .create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("step"),
         });
-    g.pass = Some(
-        enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default())
-            .forget_lifetime(),
-    );
+    let mut pass = enc
+        .begin_compute_pass(&wgpu::ComputePassDescriptor::default())
+        .forget_lifetime();
+    if let Some(p) = g.prof.as_mut() {
+        p.stamp(&mut pass, IDLE);
+    }
+    g.pass = Some(pass);
     g.encoder = Some(enc);
+}
+
+/// Submit what the step has recorded so far and open a fresh encoder, so the GPU works on the
+/// first layers while the CPU records the rest.
+fn flush(g: &mut GpuForward) {
+    g.pass = None;
+    if let Some(enc) = g.encoder.take() {
+        g.ctx.queue.submit([enc.finish()]);
+        open_step(g);
+    }
 }
 
 fn reps(g: &GpuForward, what: &str) -> usize {
@@ -700,7 +885,21 @@ fn reps(g: &GpuForward, what: &str) -> usize {
     }
 }
 
-fn record(pass: &mut wgpu::ComputePass<'static>, ds: &[Dispatch], n_rows: u32) {
+/// Record `ds` (one timestamp labelled `what` after them when profiling).
+fn record(
+    pass: &mut wgpu::ComputePass<'static>,
+    prof: &mut Option<Profiler>,
+    ds: &[Dispatch],
+    n_rows: u32,
+    what: &'static str,
+) {
+    record_plain(pass, ds, n_rows);
+    if let Some(p) = prof.as_mut() {
+        p.stamp(pass, what);
+    }
+}
+
+fn record_plain(pass: &mut wgpu::ComputePass<'static>, ds: &[Dispatch], n_rows: u32) {
     for dsp in ds {
         if let Some((tp, tb, gx)) = dsp.tiled.as_ref().filter(|_| n_rows >= TILED_MIN_ROWS) {
             pass.set_pipeline(tp);
@@ -743,38 +942,36 @@ pub fn gpu_attach_kv(
     }
 }
 
-/// Upload the step's inputs, open the step's encoder and gather the embeddings.
-pub fn gpu_embed(
-    mut gpu: ResMut<GpuForward>,
-    batch: Res<StepBatch>,
-    weights: Res<ModelWeights>,
-    settings: Res<EngineSettings>,
-    kvs: Query<&GpuKv>,
+/// Queue the writes of a step's inputs: the step buffer (row count, tokens, positions, logit
+/// rows), the RoPE table of each row and every chunk's per-layer RoPE-store and attention
+/// parameters. They land before the next submit, so a step's writes must follow every submit of
+/// the step before.
+#[allow(clippy::too_many_arguments)]
+fn upload_step(
+    g: &GpuForward,
+    weights: &ModelWeights,
+    settings: &EngineSettings,
+    chunks: &[SeqChunk],
+    tokens: &[u32],
+    positions: &[usize],
+    logit_rows: &[usize],
+    kvs: &Query<&GpuKv>,
 ) {
-    let g = &mut *gpu;
-    let b = &*batch;
-    let n = b.tokens.len();
-    g.pass = None;
-    g.encoder = None;
-    g.n_rows = n;
-    if let Some(p) = g.profile.as_mut() {
-        p.0 = web_time::Instant::now();
-    }
-    if n == 0 || n > g.cap {
-        return;
-    }
+    let n = positions.len();
     let d = g.dims;
     let cap = g.cap;
     // step: [n_rows, n_logit, cap, 0, tokens[cap], positions[cap], logit_rows[cap]]
     let mut step = vec![0u32; 4 + 3 * cap];
     step[0] = n as u32;
-    step[1] = b.logit_rows.len().min(g.lcap) as u32;
+    step[1] = logit_rows.len().min(g.lcap) as u32;
     step[2] = cap as u32;
-    for (i, &t) in b.tokens.iter().enumerate() {
+    for (i, &t) in tokens.iter().take(cap).enumerate() {
         step[4 + i] = t;
-        step[4 + cap + i] = b.positions[i] as u32;
     }
-    for (i, &r) in b.logit_rows.iter().take(cap).enumerate() {
+    for (i, &pos) in positions.iter().take(cap).enumerate() {
+        step[4 + cap + i] = pos as u32;
+    }
+    for (i, &r) in logit_rows.iter().take(cap).enumerate() {
         step[4 + 2 * cap + i] = r as u32;
     }
     let q = &g.ctx.queue;
@@ -807,7 +1004,7 @@ pub fn gpu_embed(
             ext.corr_dims = rope::yarn_corr_dims(nr, original_context, base, beta_fast, beta_slow);
         }
         let mut table = vec![0.0f32; n * nr];
-        for (r, &pos) in b.positions.iter().enumerate() {
+        for (r, &pos) in positions.iter().enumerate() {
             let a = rope::rope_angles_ext(pos, nr, base, factors, &ext);
             table[r * nr..r * nr + nr / 2].copy_from_slice(&a.cos);
             table[r * nr + nr / 2..(r + 1) * nr].copy_from_slice(&a.sin);
@@ -819,10 +1016,10 @@ pub fn gpu_embed(
         );
     }
     // Per-sequence, per-layer parameters of RoPE-store and attention.
-    for ch in &b.chunks {
+    for ch in chunks {
         let Ok(kv) = kvs.get(ch.entity) else { continue };
         let mut bytes = vec![0u8; (SLOT as usize) * 2 * d.n_layer];
-        let (n_split, span) = attention_splits(ch.start_pos + ch.n_rows, ch.n_rows);
+        let (n_split, span) = attention_splits(ch.start_pos + ch.n_rows, ch.n_rows, g.attn_span);
         for (il, lp) in g.layers.iter().enumerate() {
             let rp = RopeParams {
                 n_head: d.n_head as u32,
@@ -858,6 +1055,10 @@ pub fn gpu_embed(
                 softcap: d.softcap,
                 n_split,
                 span,
+                fuse: (g.fuse_rope && ch.n_rows == 1) as u32,
+                n_rot: nr as u32,
+                neox: d.neox as u32,
+                table_base: (lp.table * cap * nr) as u32,
             };
             for (k, bytes_k) in [uniform_bytes(&rp), uniform_bytes(&ap)]
                 .into_iter()
@@ -871,9 +1072,80 @@ pub fn gpu_embed(
         }
         q.write_buffer(&kv.params, 0, &bytes);
     }
+}
+
+/// Whether the decode step recorded ahead (`g.ahead`) is exactly this batch: the same
+/// sequences in the same order, one row each at the positions it assumed, their tokens the ids
+/// it took from the GPU, every row's logits wanted.
+fn ahead_matches(g: &GpuForward, b: &StepBatch) -> bool {
+    let Some(a) = &g.ahead else { return false };
+    a.chunks.len() == b.chunks.len()
+        && b.tokens == g.last_ids
+        && b.logit_rows.len() == b.chunks.len()
+        && b.chunks
+            .iter()
+            .zip(&a.chunks)
+            .enumerate()
+            .all(|(i, (ch, &(e, pos)))| {
+                ch.entity == e
+                    && ch.n_rows == 1
+                    && ch.start_row == i
+                    && ch.start_pos == pos
+                    && ch.logits_from == 0
+                    && ch.n_draft == 0
+                    && b.logit_rows[i] == i
+            })
+}
+
+/// Upload the step's inputs, open the step's encoder and gather the embeddings (nothing when
+/// the step was recorded and submitted ahead by the step before).
+pub fn gpu_embed(
+    mut gpu: ResMut<GpuForward>,
+    batch: Res<StepBatch>,
+    weights: Res<ModelWeights>,
+    settings: Res<EngineSettings>,
+    kvs: Query<&GpuKv>,
+    phase: Option<Res<StepPhase>>,
+) {
+    let g = &mut *gpu;
+    let b = &*batch;
+    let n = b.tokens.len();
+    g.pass = None;
+    g.encoder = None;
+    g.n_rows = n;
+    g.current = None;
+    if let Some(p) = g.profile.as_mut() {
+        p.0 = web_time::Instant::now();
+    }
+    // Only whole steps use a step recorded ahead (a split step drops one left by a whole step
+    // before it and records its own).
+    let whole = phase.is_none_or(|p| *p == StepPhase::Whole);
+    if whole && ahead_matches(g, b) {
+        g.current = g.ahead.take();
+        g.ahead_used += 1;
+        return;
+    }
+    // A step recorded ahead for another batch is dropped: it wrote only scratch buffers and
+    // cache positions that are not committed (the real step rewrites them).
+    if g.ahead.take().is_some() {
+        g.ahead_dropped += 1;
+    }
+    if n == 0 || n > g.cap {
+        return;
+    }
+    upload_step(
+        g,
+        &weights,
+        &settings,
+        &b.chunks,
+        &b.tokens,
+        &b.positions,
+        &b.logit_rows,
+        &kvs,
+    );
     open_step(g);
     if let Some(pass) = g.pass.as_mut() {
-        record(pass, &g.embed, n as u32);
+        record(pass, &mut g.prof, &g.embed, n as u32, "embed");
     }
     debug_sync(g, "embed");
 }
@@ -884,7 +1156,7 @@ pub fn gpu_qkv(mut gpu: ResMut<GpuForward>, layer: Res<CurrentLayer>) {
     let k = reps(g, "qkv");
     if let (Some(enc), Some(lp)) = (g.pass.as_mut(), g.layers.get(layer.0)) {
         for _ in 0..k {
-            record(enc, &lp.qkv, g.n_rows as u32);
+            record(enc, &mut g.prof, &lp.qkv, g.n_rows as u32, "qkv (+norm)");
         }
     }
     debug_sync(g, "qkv");
@@ -900,16 +1172,24 @@ pub fn gpu_rope(
     let g = &mut *gpu;
     let d = g.dims;
     let k = reps(g, "rope");
+    let rope_k = g.kv_kernels().0.clone();
     let Some(pass) = g.pass.as_mut() else {
         return;
     };
     for _ in 0..k {
-        pass.set_pipeline(&g.ctx.kernels.rope_store);
+        pass.set_pipeline(&rope_k);
         for ch in &batch.chunks {
             let Ok(kv) = kvs.get(ch.entity) else { continue };
+            if g.fuse_rope && ch.n_rows == 1 {
+                // Done inside attention (AttnParams::fuse).
+                continue;
+            }
             if let Some(bg) = kv.rope.get(layer.0) {
                 pass.set_bind_group(0, bg, &[]);
                 pass.dispatch_workgroups(ch.n_rows as u32, (d.n_head + d.n_head_kv) as u32, 1);
+                if let Some(p) = g.prof.as_mut() {
+                    p.stamp(pass, "rope + kv store");
+                }
             }
         }
     }
@@ -926,6 +1206,7 @@ pub fn gpu_attend(
     let g = &mut *gpu;
     let d = g.dims;
     let k = reps(g, "attend");
+    let attn_k = g.kv_kernels().1.clone();
     let Some(pass) = g.pass.as_mut() else {
         return;
     };
@@ -935,15 +1216,21 @@ pub fn gpu_attend(
         .flat_map(|ch| std::iter::repeat_n(ch, k))
     {
         let Ok(kv) = kvs.get(ch.entity) else { continue };
-        let (n_split, _) = attention_splits(ch.start_pos + ch.n_rows, ch.n_rows);
+        let (n_split, _) = attention_splits(ch.start_pos + ch.n_rows, ch.n_rows, g.attn_span);
         if let (Some(bg), Some(mg)) = (kv.attn.get(layer.0), kv.merge.get(layer.0)) {
-            pass.set_pipeline(&g.ctx.kernels.attention);
+            pass.set_pipeline(&attn_k);
             pass.set_bind_group(0, bg, &[]);
             pass.dispatch_workgroups(ch.n_rows as u32, d.n_head as u32, n_split);
+            if let Some(p) = g.prof.as_mut() {
+                p.stamp(pass, "attention");
+            }
             if n_split > 1 {
                 pass.set_pipeline(&g.ctx.kernels.attn_merge);
                 pass.set_bind_group(0, mg, &[]);
                 pass.dispatch_workgroups(ch.n_rows as u32, d.n_head as u32, 1);
+                if let Some(p) = g.prof.as_mut() {
+                    p.stamp(pass, "attn merge");
+                }
             }
         }
     }
@@ -956,7 +1243,13 @@ pub fn gpu_attn_output(mut gpu: ResMut<GpuForward>, layer: Res<CurrentLayer>) {
     let k = reps(g, "out");
     if let (Some(enc), Some(lp)) = (g.pass.as_mut(), g.layers.get(layer.0)) {
         for _ in 0..k {
-            record(enc, &lp.out, g.n_rows as u32);
+            record(
+                enc,
+                &mut g.prof,
+                &lp.out,
+                g.n_rows as u32,
+                "attn out (+res)",
+            );
         }
     }
     debug_sync(g, "attn_output");
@@ -968,32 +1261,218 @@ pub fn gpu_ffn(mut gpu: ResMut<GpuForward>, layer: Res<CurrentLayer>) {
     let (kg, kd) = (reps(g, "gate_up"), reps(g, "down"));
     if let (Some(enc), Some(lp)) = (g.pass.as_mut(), g.layers.get(layer.0)) {
         for _ in 0..kg {
-            record(enc, &lp.gate_up, g.n_rows as u32);
+            record(
+                enc,
+                &mut g.prof,
+                &lp.gate_up,
+                g.n_rows as u32,
+                "gate/up (+norm)",
+            );
         }
         for _ in 0..kd {
-            record(enc, &lp.down, g.n_rows as u32);
+            record(
+                enc,
+                &mut g.prof,
+                &lp.down,
+                g.n_rows as u32,
+                "down (+act,res)",
+            );
         }
     }
     debug_sync(g, "ffn");
+    if submit_after(layer.0 + 1, g.dims.n_layer, g.submit_every, g.submit_growth) {
+        flush(g);
+    }
 }
 
-#[cfg(test)]
+/// Map `buf`'s first `bytes` bytes after the work that writes them was submitted.
+pub(crate) fn read_back_bytes(
+    ctx: &GpuContext,
+    buf: &wgpu::Buffer,
+    bytes: u64,
+) -> Result<Vec<u8>, GpuError> {
+    read_back(ctx, buf, bytes)
+}
+
 fn read_back(ctx: &GpuContext, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>, GpuError> {
-    ReadbackWait::request(&ctx.device, buf, bytes).wait_blocking()?;
+    read_back_after(ctx, buf, bytes, None)
+}
+
+/// [`read_back`] of what submit `after` writes, without waiting for later submits.
+fn read_back_after(
+    ctx: &GpuContext,
+    buf: &wgpu::Buffer,
+    bytes: u64,
+    after: Option<wgpu::SubmissionIndex>,
+) -> Result<Vec<u8>, GpuError> {
+    ReadbackWait::request_after(&ctx.device, buf, bytes, after).wait_blocking()?;
     take_mapped(buf, bytes)
+}
+
+/// What a step's logits readback holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReadKind {
+    /// One argmax id per row (greedy), in `argmax_read[parity]`.
+    Argmax { parity: usize },
+    /// The `TOPK_K` best (logit, id) pairs per row.
+    Topk,
+    /// Whole logits rows.
+    Logits,
 }
 
 /// The step's logits readback: the group of logit rows in flight and what is left.
 struct StepReadback {
     wait: ReadbackWait,
-    /// Argmax ids (greedy) or logits rows.
-    greedy: bool,
+    kind: ReadKind,
     n_mask: u32,
     n_logit: usize,
     /// Rows before this group, and rows in it.
     done: usize,
     m: usize,
     t_submit: web_time::Instant,
+    /// Its submit resolved the profiler's timestamps (collected once it is read back).
+    profiled: bool,
+}
+
+/// Rows `first..` of the step's logits become one-hot at the read-back argmax ids (greedy
+/// sampling of a one-hot row picks exactly that id); the ids are kept for a step recorded ahead.
+fn set_greedy_ids(g: &mut GpuForward, b: &mut StepBatch, raw: &[u8], first: usize) {
+    let n_vocab = g.dims.n_vocab;
+    let ids: &[u32] = bytemuck::cast_slice(raw);
+    for (i, &id) in ids.iter().enumerate() {
+        let r = first + i;
+        if let Some(v) = b
+            .logits
+            .get_mut(r * n_vocab..(r + 1) * n_vocab)
+            .and_then(|row| row.get_mut(id as usize))
+        {
+            *v = 1.0;
+        }
+    }
+    g.last_ids.clear();
+    g.last_ids.extend_from_slice(ids);
+}
+
+/// Whether the next step can be recorded before this greedy step's ids are read back: every
+/// chunk's one logits row is its last row (so argmax row i feeds sequence i), no drafts, the
+/// next position fits each GPU cache, and no profiling or debugging switch is on.
+fn can_pipeline(g: &GpuForward, b: &StepBatch, kvs: &Query<&GpuKv>) -> bool {
+    g.pipeline_on
+        && g.prof.is_none()
+        && g.repeat.is_none()
+        && std::env::var_os("CHORD_GPU_SYNC").is_none()
+        && !b.chunks.is_empty()
+        && b.chunks.len() <= g.cap.min(g.lcap)
+        && b.logit_rows.len() == b.chunks.len()
+        && b.chunks.iter().enumerate().all(|(i, ch)| {
+            ch.n_draft == 0
+                && ch.n_rows > 0
+                && ch.logits_from + 1 == ch.n_rows
+                && ch.first_logit == i
+                && b.logit_rows[i] == ch.start_row + ch.n_rows - 1
+                && kvs
+                    .get(ch.entity)
+                    .is_ok_and(|kv| ch.start_pos + ch.n_rows < kv.cap)
+        })
+}
+
+/// Record and submit the next decode step of `b`'s sequences (one row each, one position
+/// further) before this step's ids are read back: its embedding gathers the rows of the ids
+/// this step's argmax leaves on the GPU. The next step's schedule run finds it in `g.ahead`
+/// (`gpu_embed` checks that its batch is this one) and only reads its ids back.
+fn record_ahead(
+    g: &mut GpuForward,
+    weights: &ModelWeights,
+    settings: &EngineSettings,
+    b: &StepBatch,
+    kvs: &Query<&GpuKv>,
+) {
+    let next: Vec<SeqChunk> = b
+        .chunks
+        .iter()
+        .enumerate()
+        .map(|(i, ch)| SeqChunk {
+            entity: ch.entity,
+            start_row: i,
+            n_rows: 1,
+            start_pos: ch.start_pos + ch.n_rows,
+            logits_from: 0,
+            first_logit: i,
+            n_draft: 0,
+        })
+        .collect();
+    let m = next.len();
+    let positions: Vec<usize> = next.iter().map(|c| c.start_pos).collect();
+    let rows: Vec<usize> = (0..m).collect();
+    // Every submit of this step is queued, so these writes cannot reach it.
+    upload_step(g, weights, settings, &next, &[], &positions, &rows, kvs);
+    let (rope_k, attn_k) = g.kv_kernels();
+    let (rope_k, attn_k) = (rope_k.clone(), attn_k.clone());
+    let d = g.dims;
+    let new_pass = |enc: &mut wgpu::CommandEncoder| {
+        enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default())
+            .forget_lifetime()
+    };
+    let mut enc = g
+        .ctx
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("step ahead"),
+        });
+    // The tokens: this step's argmax ids, in the step buffer's token slots.
+    enc.copy_buffer_to_buffer(&g.argmax, 0, &g.step_buf, 16, 4 * m as u64);
+    let mut pass = new_pass(&mut enc);
+    record_plain(&mut pass, &g.embed, m as u32);
+    for (il, lp) in g.layers.iter().enumerate() {
+        record_plain(&mut pass, &lp.qkv, m as u32);
+        for ch in &next {
+            let Ok(kv) = kvs.get(ch.entity) else { continue };
+            if !g.fuse_rope
+                && let Some(bg) = kv.rope.get(il)
+            {
+                pass.set_pipeline(&rope_k);
+                pass.set_bind_group(0, bg, &[]);
+                pass.dispatch_workgroups(1, (d.n_head + d.n_head_kv) as u32, 1);
+            }
+            let (n_split, _) = attention_splits(ch.start_pos + 1, 1, g.attn_span);
+            if let (Some(bg), Some(mg)) = (kv.attn.get(il), kv.merge.get(il)) {
+                pass.set_pipeline(&attn_k);
+                pass.set_bind_group(0, bg, &[]);
+                pass.dispatch_workgroups(1, d.n_head as u32, n_split);
+                if n_split > 1 {
+                    pass.set_pipeline(&g.ctx.kernels.attn_merge);
+                    pass.set_bind_group(0, mg, &[]);
+                    pass.dispatch_workgroups(1, d.n_head as u32, 1);
+                }
+            }
+        }
+        record_plain(&mut pass, &lp.out, m as u32);
+        record_plain(&mut pass, &lp.gate_up, m as u32);
+        record_plain(&mut pass, &lp.down, m as u32);
+        if submit_after(il + 1, d.n_layer, g.submit_every, g.submit_growth) {
+            drop(pass);
+            g.ctx.queue.submit([enc.finish()]);
+            enc = g
+                .ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+            pass = new_pass(&mut enc);
+        }
+    }
+    record_plain(&mut pass, &g.head, m as u32);
+    // (The argmax parameters, m rows and the mask, are this step's.)
+    g.argmax_binds
+        .record(&mut pass, &g.ctx.kernels, m as u32, ARGMAX_GROUPS);
+    drop(pass);
+    g.parity ^= 1;
+    let parity = g.parity;
+    enc.copy_buffer_to_buffer(&g.argmax, 0, &g.argmax_read[parity], 0, 4 * m as u64);
+    let submission = g.ctx.queue.submit([enc.finish()]);
+    g.ahead = Some(Ahead {
+        chunks: next.iter().map(|c| (c.entity, c.start_pos)).collect(),
+        parity,
+        submission,
+    });
 }
 
 /// Final norm + LM head for the rows that need logits, one submit for the whole step, and the
@@ -1003,26 +1482,42 @@ pub fn gpu_logits(
     mut gpu: ResMut<GpuForward>,
     mut batch: ResMut<StepBatch>,
     seqs: Query<(&SamplerState, &GenState)>,
+    weights: Res<ModelWeights>,
+    settings: Res<EngineSettings>,
+    kvs: Query<&GpuKv>,
+    phase: Option<Res<StepPhase>>,
 ) {
     let g = &mut *gpu;
     let b = &mut *batch;
-    let pass = g.pass.take();
+    // Whole steps (native) pipeline greedy decoding; the parts of a split step (the browser)
+    // never record a step ahead.
+    let whole = phase.is_none_or(|p| *p == StepPhase::Whole);
+    let mut pass = g.pass.take();
     g.readback = None;
-    let Some(enc) = g.encoder.take() else {
+    let enc_open = g.encoder.take();
+    let current = g.current.take();
+    if enc_open.is_none() && current.is_none() {
         return;
-    };
+    }
     let n_logit = b.logit_rows.len();
     let n_vocab = g.dims.n_vocab;
     b.logits.clear();
     if n_logit == 0 {
         drop(pass);
-        g.ctx.queue.submit([enc.finish()]);
+        if let Some(enc) = enc_open {
+            g.ctx.queue.submit([enc.finish()]);
+        }
+        if let Some(p) = g.prof.as_mut() {
+            p.clear();
+        }
         return;
     }
     // Greedy on the GPU when every sampler is plain greedy, with at most one shared list of
-    // masked ids (bias -inf); anything else reads the logits back for the CPU sampler.
+    // masked ids (bias -inf); top-k candidates when every sampler is plain and greedy or
+    // keeps at most TOPK_K candidates; anything else reads the logits back for the CPU sampler.
     let mut mask: Option<Vec<u32>> = None;
-    let greedy = b
+    let mut all_greedy = true;
+    let plain = b
         .chunks
         .iter()
         .filter(|ch| ch.n_rows > ch.logits_from)
@@ -1042,8 +1537,10 @@ pub fn gpu_logits(
                     (Some(ids), Some(m)) => &ids == m,
                     (None, _) => false,
                 };
+                let greedy = p.temperature <= 0.0;
+                all_greedy &= greedy;
                 !gs.score_all
-                    && p.temperature <= 0.0
+                    && (greedy || (1..=TOPK_K).contains(&p.top_k))
                     && p.repeat_penalty == 1.0
                     && p.frequency_penalty == 0.0
                     && p.presence_penalty == 0.0
@@ -1051,26 +1548,80 @@ pub fn gpu_logits(
             })
         })
         && mask.as_ref().is_none_or(|m| m.len() <= MAX_MASK);
+    let greedy = plain && all_greedy;
+    let topk = plain && !all_greedy && g.topk_on;
     let mask = mask.unwrap_or_default();
-    if greedy && !mask.is_empty() {
+    if (greedy || topk) && !mask.is_empty() {
         g.ctx
             .queue
             .write_buffer(&g.argmax_mask, 0, bytemuck::cast_slice(&mask));
     }
     b.logits.resize(n_logit * n_vocab, 0.0);
-    submit_logits(g, b, enc, pass, greedy, mask.len() as u32, n_logit, 0);
+    let enc = match (enc_open, current) {
+        (_, Some(cur)) if greedy => {
+            // Submitted ahead by the step before (whole steps only): record the next step,
+            // then request this one's ids, waiting only for its own submit.
+            if whole && can_pipeline(g, b, &kvs) {
+                record_ahead(g, &weights, &settings, b, &kvs);
+            }
+            let bytes = 4 * n_logit as u64;
+            let wait = ReadbackWait::request_after(
+                &g.ctx.device,
+                &g.argmax_read[cur.parity],
+                bytes,
+                Some(cur.submission),
+            );
+            g.readback = Some(StepReadback {
+                wait,
+                kind: ReadKind::Argmax { parity: cur.parity },
+                n_mask: mask.len() as u32,
+                n_logit,
+                done: 0,
+                m: n_logit,
+                t_submit: web_time::Instant::now(),
+                profiled: false,
+            });
+            return;
+        }
+        (Some(enc), _) => enc,
+        (None, _) => {
+            // (Not greedy after all: recompute the head from the residual the step left.)
+            let mut enc = g
+                .ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+            pass = Some(
+                enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default())
+                    .forget_lifetime(),
+            );
+            enc
+        }
+    };
+    let kind = if greedy {
+        ReadKind::Argmax { parity: 0 }
+    } else if topk {
+        ReadKind::Topk
+    } else {
+        ReadKind::Logits
+    };
+    submit_logits(g, b, enc, pass.take(), kind, mask.len() as u32, n_logit, 0);
+    // The next decode step goes to the GPU before this one's ids come back (whole steps: a
+    // split step's readback is awaited by the browser, which then resumes; nothing is ahead).
+    if greedy && whole && n_logit <= g.lcap && can_pipeline(g, b, &kvs) {
+        record_ahead(g, &weights, &settings, b, &kvs);
+    }
 }
 
-/// Record the head (and the argmax) for logit rows `done..` (at most `lcap`) into `enc`, copy
-/// the result to its readback buffer, submit, and request the mapping. `pass`: the step's
-/// open pass (first group); later groups open their own.
+/// Record the head (and the argmax or top-k) for logit rows `done..` (at most `lcap`) into
+/// `enc`, copy the result to its readback buffer, submit, and request the mapping (waiting on
+/// this submit only). `pass`: the step's open pass (first group); later groups open their own.
 #[allow(clippy::too_many_arguments)]
 fn submit_logits(
     g: &mut GpuForward,
     b: &StepBatch,
     mut enc: wgpu::CommandEncoder,
     mut pass: Option<wgpu::ComputePass<'static>>,
-    greedy: bool,
+    kind: ReadKind,
     n_mask: u32,
     n_logit: usize,
     done: usize,
@@ -1086,8 +1637,11 @@ fn submit_logits(
         g.ctx
             .queue
             .write_buffer(&g.step_buf, 0, bytemuck::cast_slice(&hdr));
-        let rows: Vec<u32> = b.logit_rows[done..done + m]
+        let rows: Vec<u32> = b
+            .logit_rows
             .iter()
+            .skip(done)
+            .take(m)
             .map(|&r| r as u32)
             .collect();
         g.ctx.queue.write_buffer(
@@ -1095,61 +1649,93 @@ fn submit_logits(
             (4 * (4 + 2 * g.cap)) as u64,
             bytemuck::cast_slice(&rows),
         );
-        pass = Some(
-            enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default())
-                .forget_lifetime(),
-        );
+        let mut p = enc
+            .begin_compute_pass(&wgpu::ComputePassDescriptor::default())
+            .forget_lifetime();
+        if let Some(pr) = g.prof.as_mut() {
+            pr.stamp(&mut p, IDLE);
+        }
+        pass = Some(p);
     }
     let kh = reps(g, "head");
     if let Some(p) = pass.as_mut() {
         for _ in 0..kh {
-            record(p, &g.head, m as u32);
+            record(p, &mut g.prof, &g.head, m as u32, "lm head (+norm)");
         }
     }
-    let (src, dst, bytes) = if greedy {
-        let p = ArgmaxParams {
-            n_vocab: n_vocab as u32,
-            n_rows: m as u32,
-            n_mask,
-            ..Default::default()
-        };
-        if let Ok(u) = uniform_bytes(&p) {
-            g.ctx.queue.write_buffer(&g.argmax_params, 0, &u);
+    let kind = match kind {
+        ReadKind::Argmax { .. } => {
+            let p = ArgmaxParams {
+                n_vocab: n_vocab as u32,
+                n_rows: m as u32,
+                n_mask,
+                n_groups: ARGMAX_GROUPS,
+            };
+            if let Ok(u) = uniform_bytes(&p) {
+                g.ctx.queue.write_buffer(&g.argmax_params, 0, &u);
+            }
+            if let Some(p) = pass.as_mut() {
+                g.argmax_binds
+                    .record(p, &g.ctx.kernels, m as u32, ARGMAX_GROUPS);
+                if let Some(pr) = g.prof.as_mut() {
+                    pr.stamp(p, "argmax");
+                }
+            }
+            g.parity ^= 1;
+            ReadKind::Argmax { parity: g.parity }
         }
-        if let Some(p) = pass.as_mut() {
-            p.set_pipeline(&g.argmax_dispatch.pipeline);
-            p.set_bind_group(0, &g.argmax_dispatch.bind, &[]);
-            p.dispatch_workgroups(m as u32, 1, 1);
+        ReadKind::Topk => {
+            // The K best (value, id) per row; the rest of the row becomes NaN, which the
+            // sampler never considers: with top-k ≤ K (or greedy), no penalties and only −∞
+            // biases, its candidates are the same ids with the same logits.
+            g.topk.write_params(&g.ctx.queue, m as u32, n_mask);
+            if let Some(p) = pass.as_mut() {
+                g.topk.record(p, &g.ctx.kernels, m as u32);
+                if let Some(pr) = g.prof.as_mut() {
+                    pr.stamp(p, "top-k");
+                }
+            }
+            ReadKind::Topk
         }
-        (&g.argmax, &g.argmax_read, 4 * m as u64)
-    } else {
-        (&g.logits, &g.logits_read, (4 * m * n_vocab) as u64)
+        ReadKind::Logits => ReadKind::Logits,
     };
     drop(pass);
+    if let Some(pr) = g.prof.as_ref() {
+        pr.resolve(&mut enc);
+    }
+    let (src, dst, bytes) = match kind {
+        ReadKind::Argmax { parity } => (&g.argmax, &g.argmax_read[parity], 4 * m as u64),
+        ReadKind::Topk => (g.topk.out(), &g.topk_read, (8 * m * TOPK_K) as u64),
+        ReadKind::Logits => (&g.logits, &g.logits_read, (4 * m * n_vocab) as u64),
+    };
     enc.copy_buffer_to_buffer(src, 0, dst, 0, bytes);
-    g.ctx.queue.submit([enc.finish()]);
+    let idx = g.ctx.queue.submit([enc.finish()]);
     let t_submit = web_time::Instant::now();
-    if greedy && let Some(p) = g.profile.as_mut() {
+    if matches!(kind, ReadKind::Argmax { .. })
+        && let Some(p) = g.profile.as_mut()
+    {
         p.1 += 1;
         p.2 += (t_submit - p.0).as_secs_f64();
     }
-    let wait = ReadbackWait::request(&g.ctx.device, dst, bytes);
+    let wait = ReadbackWait::request_after(&g.ctx.device, dst, bytes, Some(idx));
     g.readback = Some(StepReadback {
         wait,
-        greedy,
+        kind,
         n_mask,
         n_logit,
         done,
         m,
         t_submit,
+        profiled: true,
     });
 }
 
-/// Take the step's mapped readback into the batch's logits (greedy: a one-hot row per id),
-/// submitting the next group of logit rows while there are more. In a whole step
-/// ([`StepPhase::Whole`], native) it waits for each mapping with `device.poll`; in the
-/// [`StepPhase::Readback`] part of a split step (the browser) it never blocks: a mapping not
-/// complete yet stays in flight for [`GpuForward::readback_wait`].
+/// Take the step's mapped readback into the batch's logits (greedy: a one-hot row per id;
+/// top-k: the candidates, NaN elsewhere), submitting the next group of logit rows while there
+/// are more. In a whole step ([`StepPhase::Whole`], native) it waits for each mapping with
+/// `device.poll` (on its own submit only: a step recorded ahead may be queued behind it); in
+/// the [`StepPhase::Readback`] part of a split step (the browser) it never blocks: a mapping
+/// not complete yet stays in flight for [`GpuForward::readback_wait`].
 pub fn gpu_readback(
     mut gpu: ResMut<GpuForward>,
     mut batch: ResMut<StepBatch>,
@@ -1164,16 +1750,28 @@ pub fn gpu_readback(
             g.readback = Some(rb);
             return;
         }
-        let (buf, bytes) = if rb.greedy {
-            (&g.argmax_read, 4 * rb.m as u64)
-        } else {
-            (&g.logits_read, (4 * rb.m * n_vocab) as u64)
+        let (buf, bytes) = match rb.kind {
+            ReadKind::Argmax { parity } => (&g.argmax_read[parity], 4 * rb.m as u64),
+            ReadKind::Topk => (&g.topk_read, (8 * rb.m * TOPK_K) as u64),
+            ReadKind::Logits => (&g.logits_read, (4 * rb.m * n_vocab) as u64),
         };
         let result = rb
             .wait
             .wait_blocking()
             .and_then(|()| take_mapped(buf, bytes));
-        if rb.greedy
+        // The step's timestamps (native profiling; a split step never blocks on them).
+        if rb.profiled
+            && let Some(pr) = g.prof.as_mut()
+        {
+            if blocking {
+                if let Err(e) = pr.collect(&g.ctx, g.n_rows == 1) {
+                    eprintln!("chord: profile readback: {e}");
+                }
+            } else {
+                pr.clear();
+            }
+        }
+        if matches!(rb.kind, ReadKind::Argmax { .. })
             && let Some(p) = g.profile.as_mut()
         {
             p.3 += rb.t_submit.elapsed().as_secs_f64();
@@ -1187,20 +1785,31 @@ pub fn gpu_readback(
             }
         }
         let rows = rb.done * n_vocab..(rb.done + rb.m) * n_vocab;
-        match (result, b.logits.get_mut(rows)) {
-            (Ok(raw), Some(out)) if rb.greedy => {
-                // Greedy sampling of a one-hot row picks exactly this id.
-                let ids: &[u32] = bytemuck::cast_slice(&raw);
-                for (row, &id) in out.chunks_exact_mut(n_vocab).zip(ids) {
-                    if let Some(v) = row.get_mut(id as usize) {
-                        *v = 1.0;
+        let fits = b.logits.get(rows.clone()).is_some();
+        match (result, rb.kind) {
+            // Greedy sampling of a one-hot row picks exactly this id.
+            (Ok(raw), ReadKind::Argmax { .. }) if fits => set_greedy_ids(g, b, &raw, rb.done),
+            (Ok(raw), ReadKind::Topk) if fits => {
+                let words: &[u32] = bytemuck::cast_slice(&raw);
+                let out = &mut b.logits[rows];
+                for (row, cands) in out
+                    .chunks_exact_mut(n_vocab)
+                    .zip(words.chunks_exact(2 * TOPK_K))
+                {
+                    row.fill(f32::NAN);
+                    for pair in cands.chunks_exact(2) {
+                        if let Some(v) = row.get_mut(pair[1] as usize) {
+                            *v = f32::from_bits(pair[0]);
+                        }
                     }
                 }
             }
-            (Ok(raw), Some(out)) => out.copy_from_slice(bytemuck::cast_slice(&raw)),
+            (Ok(raw), ReadKind::Logits) if fits => {
+                b.logits[rows].copy_from_slice(bytemuck::cast_slice(&raw));
+            }
             // The rows keep zero logits; say why once per failed step.
             (Err(e), _) => eprintln!("chord: {e}"),
-            (Ok(_), None) => eprintln!("chord: GPU readback: the step's logits changed size"),
+            (Ok(_), _) => eprintln!("chord: GPU readback: the step's logits changed size"),
         }
         let done = rb.done + rb.m;
         if done < rb.n_logit {
@@ -1208,7 +1817,7 @@ pub fn gpu_readback(
                 .ctx
                 .device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
-            submit_logits(g, b, enc, None, rb.greedy, rb.n_mask, rb.n_logit, done);
+            submit_logits(g, b, enc, None, rb.kind, rb.n_mask, rb.n_logit, done);
         }
     }
 }

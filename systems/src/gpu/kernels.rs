@@ -83,6 +83,11 @@ pub struct AttnParams {
     pub softcap: f32,
     pub n_split: u32,
     pub span: u32,
+    /// RoPE and the K/V store fused (one-row chunks; see attention.wgsl).
+    pub fuse: u32,
+    pub n_rot: u32,
+    pub neox: u32,
+    pub table_base: u32,
 }
 
 #[derive(ShaderType, Clone, Copy, Debug, Default)]
@@ -90,17 +95,61 @@ pub struct ArgmaxParams {
     pub n_vocab: u32,
     pub n_rows: u32,
     pub n_mask: u32,
+    /// Slices per row of the first pass (at most [`ARGMAX_GROUPS`]).
+    pub n_groups: u32,
+}
+
+#[derive(ShaderType, Clone, Copy, Debug, Default)]
+pub struct TopkParams {
+    pub n_in: u32,
+    pub n_slices: u32,
+    pub n_rows: u32,
+    pub mode: u32,
+    pub n_mask: u32,
+    pub in_stride: u32,
+    pub _p0: u32,
     pub _p1: u32,
 }
+
+/// Candidates per row the top-k kernel keeps (`K` in topk.wgsl), and entries one of its
+/// workgroups sorts (`SLICE`).
+pub const TOPK_K: usize = 64;
+pub const TOPK_SLICE: usize = 1024;
+
+/// The top-k passes for rows of `n_vocab` logits: (entries per row read, slices) of each pass,
+/// until one slice is left.
+pub fn topk_passes(n_vocab: usize) -> Vec<(u32, u32)> {
+    let mut v = Vec::new();
+    let mut n = n_vocab.max(1);
+    loop {
+        let slices = n.div_ceil(TOPK_SLICE);
+        v.push((n as u32, slices as u32));
+        if slices == 1 {
+            return v;
+        }
+        n = slices * TOPK_K;
+    }
+}
+
+/// Slices of a logits row that the argmax's first pass reduces in parallel.
+pub const ARGMAX_GROUPS: u32 = 64;
 
 /// Most split-K partial rows (rows × splits) attention writes per chunk.
 pub const MAX_PARTIALS: usize = 64;
 
-/// Key splits and keys per split for a chunk of `n_rows` rows ending at `kv_len` positions:
-/// decode spreads a long cache over up to 64 workgroups per head; prefill has rows enough.
-pub fn attention_splits(kv_len: usize, n_rows: usize) -> (u32, u32) {
+/// Key splits and keys per split for a chunk of `n_rows` rows ending at `kv_len` positions,
+/// each split at least `min_span` keys: decode spreads a long cache over up to 64 workgroups
+/// per head; prefill has rows enough.
+/// Up to `2 · min_span` keys stay in one split: a second workgroup per head would cost the
+/// merge dispatch, which is dearer than walking the second tile.
+pub fn attention_splits(kv_len: usize, n_rows: usize, min_span: usize) -> (u32, u32) {
     let max_split = (MAX_PARTIALS / n_rows.max(1)).max(1);
-    let n_split = kv_len.div_ceil(64).clamp(1, max_split);
+    let min_span = min_span.max(1);
+    let n_split = if kv_len <= 2 * min_span {
+        1
+    } else {
+        kv_len.div_ceil(min_span).clamp(1, max_split)
+    };
     let span = kv_len.div_ceil(n_split).max(1);
     (n_split as u32, span as u32)
 }
@@ -142,11 +191,28 @@ pub struct Kernels {
     pub get_rows: HashMap<GgmlType, wgpu::ComputePipeline>,
     pub rope_store: wgpu::ComputePipeline,
     pub attention: wgpu::ComputePipeline,
+    /// The same over an f16 cache (devices with SHADER_F16).
+    pub rope_store_f16: Option<wgpu::ComputePipeline>,
+    pub attention_f16: Option<wgpu::ComputePipeline>,
     pub attn_merge: wgpu::ComputePipeline,
+    /// Argmax, first pass (best of each slice of a row) and second (best of the slices).
     pub argmax: wgpu::ComputePipeline,
+    pub argmax_final: wgpu::ComputePipeline,
+    /// One pass of the top-k candidates (topk.wgsl).
+    pub topk: wgpu::ComputePipeline,
 }
 
-fn pipeline(device: &wgpu::Device, name: &str, src: &str) -> wgpu::ComputePipeline {
+/// Compile `src`'s entry point `main`.
+pub fn pipeline(device: &wgpu::Device, name: &str, src: &str) -> wgpu::ComputePipeline {
+    pipeline_entry(device, name, src, "main")
+}
+
+fn pipeline_entry(
+    device: &wgpu::Device,
+    name: &str,
+    src: &str,
+    entry: &str,
+) -> wgpu::ComputePipeline {
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(name),
         source: wgpu::ShaderSource::Wgsl(src.into()),
@@ -155,14 +221,16 @@ fn pipeline(device: &wgpu::Device, name: &str, src: &str) -> wgpu::ComputePipeli
         label: Some(name),
         layout: None,
         module: &module,
-        entry_point: Some("main"),
+        entry_point: Some(entry),
         compilation_options: Default::default(),
         cache: None,
     })
 }
 
 impl Kernels {
-    pub fn new(device: &wgpu::Device, subgroups: bool) -> Kernels {
+    pub fn new(device: &wgpu::Device, subgroups: bool, f16: bool) -> Kernels {
+        // `CHORD_GPU_ATTN_TREE=1`: attention reduces with shared-memory trees even with subgroups.
+        let attn_sg = std::env::var_os("CHORD_GPU_ATTN_TREE").is_none();
         let mut matmul = HashMap::new();
         let mut matmul_subgroup = HashMap::new();
         let mut matmul_tiled = HashMap::new();
@@ -187,10 +255,28 @@ impl Kernels {
             matmul_subgroup,
             matmul_tiled,
             get_rows,
-            rope_store: pipeline(device, "rope_store", shaders::ROPE_STORE),
-            attention: pipeline(device, "attention", shaders::ATTENTION),
+            rope_store: pipeline(
+                device,
+                "rope_store",
+                &shaders::kv_module(shaders::ROPE_STORE, false),
+            ),
+            attention: pipeline(
+                device,
+                "attention",
+                &shaders::attention_module(false, subgroups && attn_sg),
+            ),
+            rope_store_f16: f16.then(|| {
+                let src = shaders::kv_module(shaders::ROPE_STORE, true);
+                pipeline(device, "rope_store_f16", &src)
+            }),
+            attention_f16: f16.then(|| {
+                let src = shaders::attention_module(true, subgroups && attn_sg);
+                pipeline(device, "attention_f16", &src)
+            }),
             attn_merge: pipeline(device, "attn_merge", shaders::ATTN_MERGE),
-            argmax: pipeline(device, "argmax", shaders::ARGMAX),
+            argmax: pipeline_entry(device, "argmax", shaders::ARGMAX, "partial"),
+            topk: pipeline(device, "topk", shaders::TOPK),
+            argmax_final: pipeline_entry(device, "argmax_final", shaders::ARGMAX, "reduce_slices"),
         }
     }
 }
@@ -215,4 +301,183 @@ pub fn bind(
         layout: &layout,
         entries: &entries,
     })
+}
+
+/// Bind `buffers` at the given binding numbers for `pipeline`'s group 0.
+pub fn bind_at(
+    device: &wgpu::Device,
+    pipeline: &wgpu::ComputePipeline,
+    buffers: &[(u32, wgpu::BindingResource<'_>)],
+) -> wgpu::BindGroup {
+    let layout = pipeline.get_bind_group_layout(0);
+    let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
+        .iter()
+        .map(|(i, r)| wgpu::BindGroupEntry {
+            binding: *i,
+            resource: r.clone(),
+        })
+        .collect();
+    device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &layout,
+        entries: &entries,
+    })
+}
+
+/// The two bind groups of the argmax (`params`: [`ArgmaxParams`]; `part`: 2 words per row and
+/// slice; `out`: one id per row).
+pub struct ArgmaxBinds {
+    pub partial: wgpu::BindGroup,
+    pub last: wgpu::BindGroup,
+}
+
+impl ArgmaxBinds {
+    pub fn new(
+        device: &wgpu::Device,
+        k: &Kernels,
+        params: &wgpu::Buffer,
+        logits: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        mask: &wgpu::Buffer,
+        part: &wgpu::Buffer,
+    ) -> ArgmaxBinds {
+        ArgmaxBinds {
+            partial: bind_at(
+                device,
+                &k.argmax,
+                &[
+                    (0, params.as_entire_binding()),
+                    (1, logits.as_entire_binding()),
+                    (3, mask.as_entire_binding()),
+                    (4, part.as_entire_binding()),
+                ],
+            ),
+            last: bind_at(
+                device,
+                &k.argmax_final,
+                &[
+                    (0, params.as_entire_binding()),
+                    (2, out.as_entire_binding()),
+                    (4, part.as_entire_binding()),
+                ],
+            ),
+        }
+    }
+
+    /// Record both passes for `n_rows` rows split into `n_groups` slices.
+    pub fn record(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        k: &Kernels,
+        n_rows: u32,
+        n_groups: u32,
+    ) {
+        pass.set_pipeline(&k.argmax);
+        pass.set_bind_group(0, &self.partial, &[]);
+        pass.dispatch_workgroups(n_rows, n_groups, 1);
+        pass.set_pipeline(&k.argmax_final);
+        pass.set_bind_group(0, &self.last, &[]);
+        pass.dispatch_workgroups(n_rows, 1, 1);
+    }
+}
+
+/// The top-k passes over `lcap` logits rows of `n_vocab` (topk.wgsl): two candidate buffers
+/// in turn, pass 0 reading the logits, each later pass the candidates of the one before.
+pub struct TopkPasses {
+    /// (bind group, params offset, entries per row read, slices) per pass.
+    passes: Vec<(wgpu::BindGroup, u64, u32, u32)>,
+    params: wgpu::Buffer,
+    out: wgpu::Buffer,
+}
+
+/// Bytes between the parameter slots of consecutive passes (the uniform offset alignment).
+const TOPK_SLOT: u64 = 256;
+
+impl TopkPasses {
+    /// `mask`: the ids never chosen (the argmax's mask buffer).
+    pub fn new(
+        ctx: &super::GpuContext,
+        logits: &wgpu::Buffer,
+        mask: &wgpu::Buffer,
+        lcap: usize,
+        n_vocab: usize,
+    ) -> TopkPasses {
+        let plan = topk_passes(n_vocab);
+        let bytes = (8 * lcap.max(1) * plan[0].1 as usize * TOPK_K) as u64;
+        let cand = [0, 1].map(|i| {
+            ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(if i == 0 { "topk a" } else { "topk b" }),
+                size: bytes,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            })
+        });
+        let params = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("topk params"),
+            size: TOPK_SLOT * plan.len() as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut passes = Vec::new();
+        for (i, &(n_in, slices)) in plan.iter().enumerate() {
+            let (src, dst) = (&cand[(i + 1) % 2], &cand[i % 2]);
+            let offset = i as u64 * TOPK_SLOT;
+            let bg = bind(
+                &ctx.device,
+                &ctx.kernels.topk,
+                &[
+                    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &params,
+                        offset,
+                        size: std::num::NonZeroU64::new(32),
+                    }),
+                    logits.as_entire_binding(),
+                    src.as_entire_binding(),
+                    dst.as_entire_binding(),
+                    mask.as_entire_binding(),
+                ],
+            );
+            passes.push((bg, offset, n_in, slices));
+        }
+        let [a, b] = cand;
+        let out = if plan.len() % 2 == 1 { a } else { b };
+        TopkPasses {
+            passes,
+            params,
+            out,
+        }
+    }
+
+    /// Queue the passes' parameters for `n_rows` rows and `n_mask` masked ids.
+    pub fn write_params(&self, queue: &wgpu::Queue, n_rows: u32, n_mask: u32) {
+        for (i, &(_, offset, n_in, n_slices)) in self.passes.iter().enumerate() {
+            let p = TopkParams {
+                n_in,
+                n_slices,
+                n_rows,
+                mode: (i > 0) as u32,
+                n_mask,
+                in_stride: n_in,
+                ..Default::default()
+            };
+            if let Ok(u) = super::uniform_bytes(&p) {
+                queue.write_buffer(&self.params, offset, &u);
+            }
+        }
+    }
+
+    /// Record every pass for `n_rows` rows.
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, k: &Kernels, n_rows: u32) {
+        pass.set_pipeline(&k.topk);
+        for (bg, _, _, slices) in &self.passes {
+            pass.set_bind_group(0, bg, &[]);
+            pass.dispatch_workgroups(n_rows, *slices, 1);
+        }
+    }
+
+    /// The buffer the last pass writes: per row, `TOPK_K` (value bits, id) pairs, best first
+    /// (id `u32::MAX`: no candidate).
+    pub fn out(&self) -> &wgpu::Buffer {
+        &self.out
+    }
 }

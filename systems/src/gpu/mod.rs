@@ -4,13 +4,16 @@
 //! - [`upload`]: quantized weights uploaded once (blocks padded to whole words, otherwise in
 //!   their file encoding), split by rows where a tensor exceeds the binding limits.
 //! - [`forward`]: the ECS systems. Embed, each layer's systems and the logits record compute
-//!   passes into one command encoder per step; the step is submitted once and reads back either
-//!   one argmax per sequence (greedy) or the logits rows.
+//!   passes into one command encoder per step (submitted in growing chunks of layers); the step
+//!   reads back one argmax per sequence (greedy, pipelined natively), top-k candidates or the
+//!   logits rows.
+//! - [`profile`]: per-kernel timestamps (`CHORD_GPU_PROFILE=1`, native).
 //! - [`readback`]: the step's readback as a `map_async` to await ([`ReadbackWait`]); the
 //!   browser runs a step in parts around it ([`crate::schedule::StepPhase`]) and never blocks.
 
 pub mod forward;
 pub mod kernels;
+pub mod profile;
 pub mod readback;
 pub mod shaders;
 pub mod upload;
@@ -48,6 +51,8 @@ pub struct GpuContext {
     /// Smallest subgroup size, when the device has subgroup operations (the matmul then
     /// reduces with subgroup shuffles; `CHORD_GPU_NO_SUBGROUPS=1` turns that off).
     pub subgroup: Option<u32>,
+    /// The device has SHADER_F16 (an f16 K/V cache is possible; `CHORD_GPU_NO_F16=1`: off).
+    pub f16: bool,
     pub kernels: Kernels,
 }
 
@@ -86,9 +91,15 @@ impl GpuContext {
             && adapter.features().contains(wgpu::Features::SUBGROUP)
             && info.subgroup_min_size >= 8
             && std::env::var_os("CHORD_GPU_NO_SUBGROUPS").is_none();
-        let mut wanted = wgpu::Features::TIMESTAMP_QUERY;
+        // Timestamps inside passes: the per-kernel profiler (`CHORD_GPU_PROFILE=1`).
+        let mut wanted =
+            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
         if use_subgroups {
             wanted |= wgpu::Features::SUBGROUP;
+        }
+        // Not in the browser either: the browser path keeps the f32 cache (`--kv f16` is native).
+        if !cfg!(target_arch = "wasm32") && std::env::var_os("CHORD_GPU_NO_F16").is_none() {
+            wanted |= wgpu::Features::SHADER_F16;
         }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
@@ -102,13 +113,15 @@ impl GpuContext {
             .await
             .map_err(|e| GpuError::Device(e.to_string()))?;
         let subgroup = use_subgroups.then_some(info.subgroup_min_size);
-        let kernels = Kernels::new(&device, subgroup.is_some());
+        let f16 = device.features().contains(wgpu::Features::SHADER_F16);
+        let kernels = Kernels::new(&device, subgroup.is_some(), f16);
         Ok(GpuContext {
             device,
             queue,
             info,
             limits,
             subgroup,
+            f16,
             kernels,
         })
     }

@@ -24,6 +24,10 @@ pub struct ReadbackWait {
     /// Polled natively (in the browser the event loop completes the mapping).
     #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     device: wgpu::Device,
+    /// The submit that writes the buffer: a native wait polls until it is done, not until
+    /// every later submit is (a step recorded ahead may already be queued behind it).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    after: Option<wgpu::SubmissionIndex>,
 }
 
 impl std::fmt::Debug for ReadbackWait {
@@ -38,6 +42,17 @@ impl ReadbackWait {
     /// Request the mapping of `buf[..bytes]` for reading. The copy into `buf` must already be
     /// submitted.
     pub fn request(device: &wgpu::Device, buf: &wgpu::Buffer, bytes: u64) -> ReadbackWait {
+        Self::request_after(device, buf, bytes, None)
+    }
+
+    /// [`ReadbackWait::request`] for what submit `after` writes: waiting natively polls until
+    /// that submit is done, without waiting for later ones (`None`: the whole queue).
+    pub fn request_after(
+        device: &wgpu::Device,
+        buf: &wgpu::Buffer,
+        bytes: u64,
+        after: Option<wgpu::SubmissionIndex>,
+    ) -> ReadbackWait {
         let signal = Arc::new(Mutex::new(Signal::default()));
         let s2 = signal.clone();
         buf.slice(..bytes).map_async(wgpu::MapMode::Read, move |r| {
@@ -51,6 +66,7 @@ impl ReadbackWait {
         ReadbackWait {
             signal,
             device: device.clone(),
+            after,
         }
     }
 
@@ -78,7 +94,10 @@ impl ReadbackWait {
             // Another thread polling the same device may be running our callback: poll until
             // it has.
             self.device
-                .poll(wgpu::PollType::wait_indefinitely())
+                .poll(wgpu::PollType::Wait {
+                    submission_index: self.after.clone(),
+                    timeout: None,
+                })
                 .map_err(|e| GpuError::Readback(e.to_string()))?;
             if let Some(r) = self.result() {
                 return r;

@@ -12,6 +12,41 @@ pub const ROPE_STORE: &str = include_str!("../../../shaders/rope_store.wgsl");
 pub const ATTENTION: &str = include_str!("../../../shaders/attention.wgsl");
 pub const ATTN_MERGE: &str = include_str!("../../../shaders/attn_merge.wgsl");
 pub const ARGMAX: &str = include_str!("../../../shaders/argmax.wgsl");
+pub const TOPK: &str = include_str!("../../../shaders/topk.wgsl");
+
+/// Header of the K/V-cache kernels (attention, rope_store) for an f32 or f16 cache.
+pub fn kv_header(f16: bool) -> &'static str {
+    if f16 {
+        "enable f16;\nalias KvT = f16;\n"
+    } else {
+        "alias KvT = f32;\n"
+    }
+}
+
+/// A K/V-cache kernel (`ATTENTION`, `ROPE_STORE`) for an f32 or f16 cache.
+pub fn kv_module(body: &str, f16: bool) -> String {
+    format!("{}{body}", kv_header(f16))
+}
+
+pub const ATTN_REDUCE_TREE: &str = include_str!("../../../shaders/attn_reduce_tree.wgsl");
+pub const ATTN_REDUCE_SUBGROUP: &str = include_str!("../../../shaders/attn_reduce_subgroup.wgsl");
+
+/// The attention kernel for an f32 or f16 cache, with subgroup or shared-memory reductions.
+pub fn attention_module(f16: bool, subgroups: bool) -> String {
+    let (reduce, params, init) = if subgroups {
+        (
+            ATTN_REDUCE_SUBGROUP,
+            ", @builtin(subgroup_size) sg_size: u32",
+            "SGS = sg_size;",
+        )
+    } else {
+        (ATTN_REDUCE_TREE, "", "")
+    };
+    let body = ATTENTION
+        .replace("/*SG_PARAMS*/", params)
+        .replace("/*SG_INIT*/", init);
+    format!("{}{reduce}\n{body}", kv_header(f16))
+}
 
 /// Weight types the GPU kernels decode.
 pub const TYPES: [GgmlType; 8] = [
@@ -43,10 +78,21 @@ pub fn quant_source(ty: GgmlType) -> Option<&'static str> {
 /// Every complete shader module: (name, source).
 pub fn all_modules() -> Vec<(String, String)> {
     let mut v = vec![
-        ("rope_store".to_string(), ROPE_STORE.to_string()),
-        ("attention".to_string(), ATTENTION.to_string()),
+        ("rope_store".to_string(), kv_module(ROPE_STORE, false)),
+        ("attention".to_string(), attention_module(false, false)),
+        (
+            "attention_subgroup".to_string(),
+            attention_module(false, true),
+        ),
+        (
+            "attention_f16_subgroup".to_string(),
+            attention_module(true, true),
+        ),
+        ("rope_store_f16".to_string(), kv_module(ROPE_STORE, true)),
+        ("attention_f16".to_string(), attention_module(true, false)),
         ("attn_merge".to_string(), ATTN_MERGE.to_string()),
         ("argmax".to_string(), ARGMAX.to_string()),
+        ("topk".to_string(), TOPK.to_string()),
     ];
     for ty in TYPES {
         if let Some(q) = quant_source(ty) {

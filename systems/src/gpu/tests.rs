@@ -29,6 +29,7 @@ fn every_shader_validates_with_naga() {
             // unpack2x16float, core WGSL, is this capability in naga; subgroups for the
             // subgroup matmul (used only where the device has them).
             naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32
+                | naga::valid::Capabilities::SHADER_FLOAT16
                 | naga::valid::Capabilities::SUBGROUP,
         )
         .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
@@ -179,8 +180,19 @@ fn matmul_matches_cpu_for_every_type_and_mode() {
     let Some(c) = ctx() else { return };
     eprintln!("subgroups: {:?}", c.subgroup);
     let mut r = rng();
-    let (rows, cols, n) = (37, 512, 70);
-    for ty in shaders::TYPES {
+    let rows = 37;
+    // 70 activation rows (tiles of 8), and one row (the decode path: four chunks in flight per
+    // lane, then a remainder loop: 60 or 96 chunks of 8).
+    let shapes = |ty: GgmlType| {
+        [
+            (512, 70),
+            (if ty.block_size() == 256 { 768 } else { 480 }, 1),
+        ]
+    };
+    for (ty, (cols, n)) in shaders::TYPES
+        .into_iter()
+        .flat_map(|ty| shapes(ty).map(|s| (ty, s)))
+    {
         let data = random_weights(&mut r, ty, rows, cols);
         let view = WeightView {
             ty,
@@ -197,8 +209,10 @@ fn matmul_matches_cpu_for_every_type_and_mode() {
         if let (Some(sg), Some(k)) = (c.subgroup, c.kernels.matmul_subgroup.get(&ty)) {
             variants.push((k, sg.min(64)));
         }
-        // The tiled kernel (tpr unused; grid: 64-feature tiles × 64-row tiles).
-        variants.push((&c.kernels.matmul_tiled[&ty], 0));
+        // The tiled kernel (tpr unused; grid: 64-feature tiles × 64-row tiles; cols % 32 = 0).
+        if cols % 32 == 0 {
+            variants.push((&c.kernels.matmul_tiled[&ty], 0));
+        }
         for (pipeline, max_tpr) in variants {
             for mode in [IN_PLAIN, IN_RMSNORM, IN_GATED] {
                 let xw = if mode == IN_GATED { 2 * cols } else { cols };
@@ -278,7 +292,7 @@ fn matmul_matches_cpu_for_every_type_and_mode() {
                     &yb,
                 );
                 assert_close(
-                    &format!("matmul {ty} mode {mode} tpr {tpr} variant max_tpr {max_tpr}"),
+                    &format!("matmul {ty} {n}x{cols} mode {mode} tpr {tpr} variant {max_tpr}"),
                     &f32s(&got),
                     &want,
                     2e-4,
@@ -333,6 +347,22 @@ fn matmul_gathers_logit_rows() {
         &yb,
     );
     assert_close("gathered matmul", &f32s(&got), &want, 2e-4);
+    // One logits row (decode) through the subgroup kernel's one-row path.
+    if let (Some(sg), Some(k)) = (c.subgroup, c.kernels.matmul_subgroup.get(&ty)) {
+        let tpr = sg.min(16);
+        let p = MmParams { tpr, ..p };
+        let ub = uniform_init(c, &uniform_bytes(&p).unwrap());
+        let yb = storage_init(c, &vec![0u8; 4 * rows]);
+        let sb = step_buf(c, n, &[], &gather[..1]);
+        let got = run(
+            c,
+            k,
+            &[&ub, &m.parts[0].buf, &xb, &yb, &dummy, &dummy, &sb],
+            (matmul_grid(rows as u32, tpr).0, 1, 1),
+            &yb,
+        );
+        assert_close("gathered one-row matmul", &f32s(&got), &want[..rows], 2e-4);
+    }
 }
 
 #[test]
@@ -383,11 +413,62 @@ fn get_rows_matches_cpu_dequantize_for_every_type() {
 fn rope_store_and_attention_match_cpu() {
     let Some(c) = ctx() else { return };
     let mut r = rng();
-    for (style, n_head, n_head_kv, hd, n_rot) in [
+    // An f32 cache, and an f16 one where the device has SHADER_F16 (values rounded when
+    // stored: the CPU twin then reads the same rounded values).
+    let mut precisions = vec![false];
+    if c.f16 {
+        precisions.push(true);
+    } else {
+        eprintln!("no SHADER_F16 on {}: f32 cache only", c.describe());
+    }
+    let cases = [
         (RopeStyle::Normal, 4, 2, 64, 64),
         (RopeStyle::Neox, 6, 2, 128, 128),
         (RopeStyle::Neox, 2, 1, 32, 16),
-    ] {
+    ];
+    for (f16, (style, n_head, n_head_kv, hd, n_rot)) in
+        precisions.into_iter().flat_map(|f| cases.map(|cs| (f, cs)))
+    {
+        let (rope_k, attn_k) = if f16 {
+            match (&c.kernels.rope_store_f16, &c.kernels.attention_f16) {
+                (Some(a), Some(b)) => (a, b),
+                _ => panic!("SHADER_F16 without the f16 cache kernels"),
+            }
+        } else {
+            (&c.kernels.rope_store, &c.kernels.attention)
+        };
+        let rnd = |v: &[f32]| -> Vec<f32> {
+            if f16 {
+                v.iter().map(|&x| f16::from_f32(x).to_f32()).collect()
+            } else {
+                v.to_vec()
+            }
+        };
+        let up = |v: &[f32]| -> wgpu::Buffer {
+            if f16 {
+                let h: Vec<u16> = v.iter().map(|&x| f16::from_f32(x).to_bits()).collect();
+                storage_init(c, bytemuck::cast_slice(&h))
+            } else {
+                storage_init(c, bytemuck::cast_slice(v))
+            }
+        };
+        let down = |b: &[u8]| -> Vec<f32> {
+            if f16 {
+                let h: &[u16] = bytemuck::cast_slice(b);
+                h.iter().map(|&x| f16::from_bits(x).to_f32()).collect()
+            } else {
+                f32s(b)
+            }
+        };
+        let tol_kv = if f16 { 2e-3 } else { 1e-5 };
+        // The shared-memory-tree attention too (the kernels hold the subgroup one where the
+        // device has subgroups).
+        let tree = pipeline(
+            &c.device,
+            "attention_tree",
+            &shaders::attention_module(f16, false),
+        );
+        let attn_variants = [attn_k, &tree];
         let (qd, kd, vd) = (n_head * hd, n_head_kv * hd, n_head_kv * hd);
         let stride = qd + kd + vd;
         // A chunk of 5 rows at positions 70..75 after 70 cached positions (two key tiles).
@@ -395,7 +476,7 @@ fn rope_store_and_attention_match_cpu() {
         let total_rows = start_row + n_rows;
         let cap = 96;
         let qkv = randn(&mut r, total_rows * stride, 1.0);
-        let mut cache = randn(&mut r, cap * (kd + vd), 1.0);
+        let mut cache = rnd(&randn(&mut r, cap * (kd + vd), 1.0));
         let base = 10000.0;
         let mut table = vec![0.0f32; total_rows * n_rot];
         let mut cpu_q = qkv.clone();
@@ -418,6 +499,7 @@ fn rope_store_and_attention_match_cpu() {
             want_cache[dst + kd..dst + kd + vd]
                 .copy_from_slice(&qkv[row * stride + qd + kd..(row + 1) * stride]);
         }
+        let want_cache = rnd(&want_cache);
         let rp = RopeParams {
             n_head: n_head as u32,
             n_head_kv: n_head_kv as u32,
@@ -437,21 +519,15 @@ fn rope_store_and_attention_match_cpu() {
         };
         let ub = uniform_init(c, &uniform_bytes(&rp).unwrap());
         let qb = storage_init(c, bytemuck::cast_slice(&qkv));
-        let kvb = storage_init(c, bytemuck::cast_slice(&cache));
+        let kvb = up(&cache);
         let tb = storage_init(c, bytemuck::cast_slice(&table));
         let groups = (n_rows as u32, (n_head + n_head_kv) as u32, 1);
-        let got_kv = run(
-            c,
-            &c.kernels.rope_store,
-            &[&ub, &qb, &kvb, &tb],
-            groups,
-            &kvb,
-        );
+        let got_kv = run(c, rope_k, &[&ub, &qb, &kvb, &tb], groups, &kvb);
         assert_close(
-            &format!("kv cache {style:?}"),
-            &f32s(&got_kv),
+            &format!("kv cache {style:?} f16 {f16}"),
+            &down(&got_kv),
             &want_cache,
-            1e-5,
+            tol_kv,
         );
         let got_q = f32s(&super::forward::read_back_for_tests(c, &copy_of(c, &qb)));
         for row in start_row..total_rows {
@@ -462,9 +538,94 @@ fn rope_store_and_attention_match_cpu() {
                 1e-5,
             );
         }
+        // Decode with RoPE and the K/V store fused into attention: the chunk's last row alone,
+        // from the unrotated q/k, over a cache that lacks its position (poisoned there).
+        let last = total_rows - 1;
+        let pos = start_pos + n_rows - 1;
+        let kvs = kd + vd;
+        for (ak, (window, n_split)) in attn_variants
+            .into_iter()
+            .flat_map(|ak| [(0usize, 1u32), (0, 3), (40, 2)].map(|w| (ak, w)))
+        {
+            let mut poisoned = want_cache.clone();
+            poisoned[pos * kvs..(pos + 1) * kvs].fill(f32::NAN);
+            let shape = attention::AttentionShape {
+                n_head,
+                n_head_kv,
+                head_dim_k: hd,
+                head_dim_v: hd,
+                scale: 1.0 / (hd as f32).sqrt(),
+                window: (window > 0).then_some(window),
+                softcap: None,
+            };
+            let ks: Vec<f32> = (0..=pos)
+                .flat_map(|t| want_cache[t * kvs..t * kvs + kd].to_vec())
+                .collect();
+            let vs: Vec<f32> = (0..=pos)
+                .flat_map(|t| want_cache[t * kvs + kd..(t + 1) * kvs].to_vec())
+                .collect();
+            let mut want = vec![0.0; qd];
+            attention::attention(
+                &cpu_q[last * stride..last * stride + qd],
+                &[pos],
+                KvView::F32(&ks),
+                KvView::F32(&vs),
+                shape,
+                &mut want,
+            );
+            let ap = AttnParams {
+                n_head: n_head as u32,
+                n_head_kv: n_head_kv as u32,
+                head_dim_k: hd as u32,
+                head_dim_v: hd as u32,
+                qkv_stride: stride as u32,
+                out_stride: qd as u32,
+                kv_stride: kvs as u32,
+                k_dim: kd as u32,
+                start_row: last as u32,
+                n_rows: 1,
+                start_pos: pos as u32,
+                window: window as u32,
+                scale: shape.scale,
+                softcap: 0.0,
+                n_split,
+                span: ((pos + 1).min(if window > 0 { window } else { pos + 1 }) as u32)
+                    .div_ceil(n_split),
+                fuse: 1,
+                n_rot: n_rot as u32,
+                neox: (style == RopeStyle::Neox) as u32,
+                table_base: 0,
+            };
+            let ub = uniform_init(c, &uniform_bytes(&ap).unwrap());
+            let qb = storage_init(c, bytemuck::cast_slice(&qkv));
+            let kvb = up(&poisoned);
+            let out = storage_init(c, &vec![0u8; 4 * total_rows * qd]);
+            let part = storage_init(c, &vec![0u8; 4 * n_head * n_split as usize * (hd + 2)]);
+            let groups = (1, n_head as u32, n_split);
+            let bufs = [&ub, &qb, &kvb, &out, &part, &tb];
+            let mut got = f32s(&run(c, ak, &bufs, groups, &out));
+            if n_split > 1 {
+                let g2 = (1, n_head as u32, 1);
+                got = f32s(&run(
+                    c,
+                    &c.kernels.attn_merge,
+                    &[&ub, &part, &out],
+                    g2,
+                    &out,
+                ));
+            }
+            let what =
+                format!("fused attention {style:?} f16 {f16} window {window} splits {n_split}");
+            assert_close(&what, &got[last * qd..(last + 1) * qd], &want, 1e-4);
+            let got_kv = down(&super::forward::read_back_for_tests(c, &copy_of(c, &kvb)));
+            assert_close(&format!("{what}: cache"), &got_kv, &want_cache, tol_kv);
+        }
         cache = want_cache;
         // Attention of the chunk over the cache (keys 0..=pos).
-        for (window, n_split) in [(0usize, 1u32), (30, 1), (0, 3), (30, 4)] {
+        for (ak, (window, n_split)) in attn_variants
+            .into_iter()
+            .flat_map(|ak| [(0usize, 1u32), (30, 1), (0, 3), (30, 4)].map(|w| (ak, w)))
+        {
             let shape = attention::AttentionShape {
                 n_head,
                 n_head_kv,
@@ -510,25 +671,26 @@ fn rope_store_and_attention_match_cpu() {
                 softcap: 0.0,
                 n_split,
                 span: ((start_pos + n_rows) as u32).div_ceil(n_split),
+                ..Default::default()
             };
             let ub = uniform_init(c, &uniform_bytes(&ap).unwrap());
             let qb = storage_init(c, bytemuck::cast_slice(&cpu_q));
-            let kvb = storage_init(c, bytemuck::cast_slice(&cache));
+            let kvb = up(&cache);
             let out = storage_init(c, &vec![0u8; 4 * total_rows * qd]);
             let part = storage_init(
                 c,
                 &vec![0u8; 4 * n_rows * n_head * n_split as usize * (hd + 2)],
             );
             let groups = (n_rows as u32, n_head as u32, n_split);
-            let attn_bufs = [&ub, &qb, &kvb, &out, &part];
-            let mut got = f32s(&run(c, &c.kernels.attention, &attn_bufs, groups, &out));
+            let attn_bufs = [&ub, &qb, &kvb, &out, &part, &tb];
+            let mut got = f32s(&run(c, ak, &attn_bufs, groups, &out));
             if n_split > 1 {
                 let merge_bufs = [&ub, &part, &out];
                 let g2 = (n_rows as u32, n_head as u32, 1);
                 got = f32s(&run(c, &c.kernels.attn_merge, &merge_bufs, g2, &out));
             }
             assert_close(
-                &format!("attention {style:?} window {window} splits {n_split}"),
+                &format!("attention {style:?} f16 {f16} window {window} splits {n_split}"),
                 &got[start_row * qd..total_rows * qd],
                 &want,
                 1e-4,
@@ -563,21 +725,24 @@ fn argmax_matches_cpu() {
     let lb = storage_init(c, bytemuck::cast_slice(&logits));
     let out = storage_init(c, &[0u8; 12]);
     let run_masked = |mask: &[u32]| -> Vec<u32> {
+        // 7 slices of 143 ids: ties and masks fall in different slices.
         let p = ArgmaxParams {
             n_vocab: n_vocab as u32,
             n_rows: 3,
             n_mask: mask.len() as u32,
-            ..Default::default()
+            n_groups: 7,
         };
         let ub = uniform_init(c, &uniform_bytes(&p).unwrap());
         let mb = storage_init(c, bytemuck::cast_slice(&[mask, &[0u32]].concat()));
-        let raw = run(
-            c,
-            &c.kernels.argmax,
-            &[&ub, &lb, &out, &mb],
-            (3, 1, 1),
-            &out,
-        );
+        let part = storage_init(c, &[0xffu8; 8 * 3 * 7]);
+        let binds = ArgmaxBinds::new(&c.device, &c.kernels, &ub, &lb, &out, &mb, &part);
+        let mut enc = c.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            binds.record(&mut pass, &c.kernels, 3, 7);
+        }
+        c.queue.submit([enc.finish()]);
+        let raw = super::forward::read_back_for_tests(c, &copy_of(c, &out));
         bytemuck::cast_slice(&raw).to_vec()
     };
     let got = run_masked(&[]);
@@ -608,7 +773,7 @@ fn oversized_tensors_are_split_by_rows() {
     // size would pass it with the real limit — check the row bookkeeping of fused parts.
     let mut r = rng();
     let a = random_weights(&mut r, GgmlType::Q8_0, 8, 64);
-    let b = random_weights(&mut r, GgmlType::Q4_0, 4, 64);
+    let b = random_weights(&mut r, GgmlType::Q4_1, 4, 64);
     let va = WeightView {
         ty: GgmlType::Q8_0,
         rows: 8,
@@ -616,7 +781,7 @@ fn oversized_tensors_are_split_by_rows() {
         data: &a,
     };
     let vb = WeightView {
-        ty: GgmlType::Q4_0,
+        ty: GgmlType::Q4_1,
         rows: 4,
         cols: 64,
         data: &b,
@@ -624,4 +789,215 @@ fn oversized_tensors_are_split_by_rows() {
     let m = GpuMatrix::upload(c, "qkv", &[va, va, vb]).unwrap();
     let parts: Vec<(usize, usize)> = m.parts.iter().map(|p| (p.row_offset, p.rows)).collect();
     assert_eq!(parts, vec![(0, 16), (16, 4)]);
+    // A Q4_0 part widens to Q8_0 and fuses with the others.
+    let q4 = random_weights(&mut r, GgmlType::Q4_0, 4, 64);
+    let vq = WeightView {
+        ty: GgmlType::Q4_0,
+        data: &q4,
+        ..vb
+    };
+    let m = GpuMatrix::upload(c, "qkv", &[va, va, vq]).unwrap();
+    let parts: Vec<(usize, usize)> = m.parts.iter().map(|p| (p.row_offset, p.rows)).collect();
+    assert_eq!(parts, vec![(0, 20)]);
+}
+
+#[test]
+fn profile_tally_charges_each_interval_to_its_label() {
+    let mut t = super::profile::Tally::default();
+    // Ticks of 2 ns: start, a after 10 ticks, b after 5 more, a again after 1 more.
+    t.add(&["start", "a", "b", "a"], &[100, 110, 115, 116], 2.0);
+    t.add(&["start", "a", "b", "a"], &[0, 10, 15, 16], 2.0);
+    assert_eq!(t.steps, 2);
+    assert_eq!(t.kinds["a"], (44.0, 4));
+    assert_eq!(t.kinds["b"], (20.0, 2));
+    assert!(!t.kinds.contains_key("start"));
+    assert_eq!(t.ns_per_step(), 32.0);
+    let table = t.table();
+    let a = table.find("| a |").expect("row a");
+    let b = table.find("| b |").expect("row b");
+    assert!(a < b, "most expensive first:\n{table}");
+}
+
+#[test]
+fn profiler_reads_back_timestamps_written_inside_a_pass() {
+    let Some(c) = ctx() else { return };
+    let Some(mut prof) = super::profile::Profiler::new(c) else {
+        eprintln!("skip: no timestamps inside passes on {}", c.describe());
+        return;
+    };
+    // Real dispatches between the stamps: the argmax's passes over a random row.
+    let n_vocab = 4096u32;
+    let logits = randn(&mut rng(), n_vocab as usize, 1.0);
+    let p = ArgmaxParams {
+        n_vocab,
+        n_rows: 1,
+        n_mask: 0,
+        n_groups: 4,
+    };
+    let ub = uniform_init(c, &uniform_bytes(&p).unwrap());
+    let lb = storage_init(c, bytemuck::cast_slice(&logits));
+    let out = storage_init(c, &[0u8; 16]);
+    let mask = storage_init(c, &[0u8; 16]);
+    let part = storage_init(c, &[0u8; 64]);
+    let binds = ArgmaxBinds::new(&c.device, &c.kernels, &ub, &lb, &out, &mask, &part);
+    for _ in 0..2 {
+        let mut enc = c.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc
+                .begin_compute_pass(&wgpu::ComputePassDescriptor::default())
+                .forget_lifetime();
+            prof.stamp(&mut pass, super::profile::IDLE);
+            binds.record(&mut pass, &c.kernels, 1, 4);
+            prof.stamp(&mut pass, "argmax");
+            binds.record(&mut pass, &c.kernels, 1, 4);
+            prof.stamp(&mut pass, "argmax again");
+        }
+        assert_eq!(prof.pending(), 3);
+        prof.resolve(&mut enc);
+        c.queue.submit([enc.finish()]);
+        prof.collect(c, true).expect("timestamps read back");
+        assert_eq!(prof.pending(), 0);
+    }
+    let t = &prof.decode;
+    assert_eq!(t.steps, 2);
+    assert_eq!(t.kinds.len(), 2, "{:?}", t.kinds);
+    for k in ["argmax", "argmax again"] {
+        let (ns, n) = t.kinds[k];
+        assert_eq!(n, 2);
+        assert!(ns.is_finite() && ns >= 0.0, "{k}: {ns} ns");
+    }
+    assert!(prof.report().contains("| argmax |"));
+    assert_eq!(prof.prefill.steps, 0);
+}
+
+#[test]
+fn submits_split_a_step_into_growing_chunks() {
+    use super::forward::submit_after;
+    let at = |first, growth| -> Vec<usize> {
+        (1..=30)
+            .filter(|&d| submit_after(d, 30, first, growth))
+            .collect()
+    };
+    assert_eq!(at(1, 2), [1, 3, 7, 15]);
+    assert_eq!(at(2, 2), [2, 6, 14]);
+    assert_eq!(at(4, 1), [4, 8, 12, 16, 20, 24, 28]);
+    assert_eq!(at(0, 2), Vec::<usize>::new());
+    // Never after the last layer (that submit is the step's own, with the readback).
+    assert_eq!(at(5, 1).last(), Some(&25));
+}
+
+#[test]
+fn topk_passes_match_the_samplers_order() {
+    let Some(c) = ctx() else { return };
+    let mut r = rng();
+    // 5000 ids: 5 slices, then 320 candidates in one slice (two passes); 130 000: three.
+    for n_vocab in [5000usize, 130_000] {
+        let rows = 3;
+        let mut logits = randn(&mut r, rows * n_vocab, 3.0);
+        // Ties at the top (lower id first), a NaN (never a candidate), masked ids.
+        logits[n_vocab + 4000] = 40.0;
+        logits[n_vocab + 17] = 40.0;
+        logits[n_vocab + 2500] = 40.0;
+        logits[2 * n_vocab + 3] = f32::NAN;
+        logits[2 * n_vocab + 4] = 50.0;
+        let mask = [4u32, 77];
+        logits[2 * n_vocab + 77] = 60.0;
+        let lb = storage_init(c, bytemuck::cast_slice(&logits));
+        let mb = storage_init(c, bytemuck::cast_slice(&[&mask[..], &[0u32]].concat()));
+        let tk = TopkPasses::new(c, &lb, &mb, rows, n_vocab);
+        tk.write_params(&c.queue, rows as u32, mask.len() as u32);
+        let mut enc = c.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            tk.record(&mut pass, &c.kernels, rows as u32);
+        }
+        c.queue.submit([enc.finish()]);
+        let raw = super::forward::read_back_for_tests(c, &copy_of(c, tk.out()));
+        let words: &[u32] = bytemuck::cast_slice(&raw);
+        for (row, l) in logits.chunks_exact(n_vocab).enumerate() {
+            let mut want: Vec<(u32, f32)> = l
+                .iter()
+                .enumerate()
+                .filter(|&(i, v)| !v.is_nan() && !mask.contains(&(i as u32)))
+                .map(|(i, &v)| (i as u32, v))
+                .collect();
+            want.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            want.truncate(TOPK_K);
+            let got: Vec<(u32, f32)> = words[2 * TOPK_K * row..2 * TOPK_K * (row + 1)]
+                .chunks_exact(2)
+                .map(|p| (p[1], f32::from_bits(p[0])))
+                .collect();
+            assert_eq!(got, want, "n_vocab {n_vocab} row {row}");
+        }
+        assert_eq!(words[2 * TOPK_K + 1], 17, "ties: the lowest id first");
+    }
+}
+
+#[test]
+fn q4_0_and_q5_0_widen_to_q8_0_with_the_same_values() {
+    let mut r = rng();
+    for ty in [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0] {
+        let data = random_weights(&mut r, ty, 4, 256);
+        let wide = super::upload::to_q8_0(ty, &data).expect("widens");
+        let mut a = vec![0.0f32; 4 * 256];
+        let mut b = vec![0.0f32; 4 * 256];
+        chord_resources::quant::dequantize(ty, &data, &mut a).unwrap();
+        chord_resources::quant::dequantize(GgmlType::Q8_0, &wide, &mut b).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&a), bits(&b), "{ty}");
+    }
+    assert!(super::upload::to_q8_0(GgmlType::Q4_1, &[0u8; 20]).is_none());
+    assert!(super::upload::to_q8_0(GgmlType::Q5_0, &[0u8; 21]).is_none());
+}
+
+#[test]
+fn mixed_q5_0_and_q8_0_parts_fuse_into_one_dispatch() {
+    let Some(c) = ctx() else { return };
+    let mut r = rng();
+    let cols = 256;
+    let q = random_weights(&mut r, GgmlType::Q5_0, 40, cols);
+    let v = random_weights(&mut r, GgmlType::Q8_0, 24, cols);
+    let views = [
+        WeightView {
+            ty: GgmlType::Q5_0,
+            rows: 40,
+            cols,
+            data: &q,
+        },
+        WeightView {
+            ty: GgmlType::Q8_0,
+            rows: 24,
+            cols,
+            data: &v,
+        },
+    ];
+    let m = GpuMatrix::upload(c, "qkv", &views).expect("upload");
+    assert_eq!(m.parts.len(), 1);
+    assert_eq!((m.parts[0].ty, m.parts[0].rows), (GgmlType::Q8_0, 64));
+    let x = randn(&mut r, cols, 1.0);
+    let mut want = vec![0.0; 64];
+    matmul(views[0], &x, &mut want[..40], ActivationPrecision::F32);
+    matmul(views[1], &x, &mut want[40..], ActivationPrecision::F32);
+    let p = MmParams {
+        rows: 64,
+        cols: cols as u32,
+        row_words: m.parts[0].row_words as u32,
+        x_stride: cols as u32,
+        y_stride: 64,
+        tpr: 16,
+        ..Default::default()
+    };
+    let ub = uniform_init(c, &uniform_bytes(&p).unwrap());
+    let xb = storage_init(c, bytemuck::cast_slice(&x));
+    let yb = storage_init(c, &[0u8; 4 * 64]);
+    let dummy = storage_init(c, &[0u8; 16]);
+    let sb = step_buf(c, 1, &[], &[]);
+    let got = run(
+        c,
+        &c.kernels.matmul[&GgmlType::Q8_0],
+        &[&ub, &m.parts[0].buf, &xb, &yb, &dummy, &dummy, &sb],
+        (matmul_grid(64, 16).0, 1, 1),
+        &yb,
+    );
+    assert_close("fused Q5_0 + Q8_0", &f32s(&got), &want, 2e-4);
 }

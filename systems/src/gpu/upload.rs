@@ -66,6 +66,50 @@ pub fn repack(ty: GgmlType, data: &[u8]) -> Result<Vec<u8>, GpuError> {
     Ok(out)
 }
 
+/// Whether Q8_0 holds every value of `ty` exactly: Q4_0 and Q5_0 are (q − 8)·d and (q − 16)·d
+/// with small integers q, which Q8_0 stores as int8 with the same f16 scale.
+pub fn widens_to_q8_0(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0)
+}
+
+/// Blocks of `ty` (Q4_0, Q5_0 or Q8_0, in ggml's layout) re-encoded as Q8_0 with the same
+/// values: the scale's bits are kept and each quant becomes its signed integer. None for other
+/// types or a partial block.
+pub fn to_q8_0(ty: GgmlType, data: &[u8]) -> Option<Vec<u8>> {
+    let bs = ty.type_size();
+    if !widens_to_q8_0(ty) || !data.len().is_multiple_of(bs) {
+        return None;
+    }
+    if ty == GgmlType::Q8_0 {
+        return Some(data.to_vec());
+    }
+    let mut out = Vec::with_capacity(data.len() / bs * 34);
+    for b in data.chunks_exact(bs) {
+        out.extend_from_slice(&b[..2]);
+        let mut q = [0i8; 32];
+        match ty {
+            GgmlType::Q4_0 => {
+                for j in 0..16 {
+                    q[j] = (b[2 + j] & 0x0f) as i8 - 8;
+                    q[j + 16] = (b[2 + j] >> 4) as i8 - 8;
+                }
+            }
+            _ => {
+                // Q5_0: [d][qh: 4 bytes, bit j = fifth bit of element j][qs: 16 bytes].
+                let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+                for j in 0..16 {
+                    let lo = (b[6 + j] & 0x0f) | (((qh >> j) & 1) << 4) as u8;
+                    let hi = (b[6 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4) as u8;
+                    q[j] = lo as i8 - 16;
+                    q[j + 16] = hi as i8 - 16;
+                }
+            }
+        }
+        out.extend(q.iter().map(|&v| v as u8));
+    }
+    Some(out)
+}
+
 /// One dispatchable piece of a matrix: `rows` output features starting at output column
 /// `row_offset` of the (possibly fused) projection.
 #[derive(Debug)]
@@ -87,12 +131,40 @@ pub struct GpuMatrix {
 impl GpuMatrix {
     /// Upload `views` (outputs side by side, all with the same `cols`). Consecutive views of
     /// the same type are fused into one buffer (one dispatch) while it fits the binding limit;
-    /// a single view larger than the limit is split by rows.
+    /// a single view larger than the limit is split by rows. Views of different types that Q8_0
+    /// holds exactly (Q4_0, Q5_0, Q8_0: a fused QKV with a Q8_0 V, say) are all uploaded as Q8_0,
+    /// same values, so they fuse too (`CHORD_GPU_NO_WIDEN=1`: not).
     pub fn upload(
         ctx: &GpuContext,
         name: &str,
         views: &[WeightView<'_>],
     ) -> Result<Self, GpuError> {
+        let widen = views.iter().any(|v| v.ty != views[0].ty)
+            && views.iter().all(|v| widens_to_q8_0(v.ty))
+            && std::env::var_os("CHORD_GPU_NO_WIDEN").is_none();
+        let widened: Vec<Vec<u8>> = if widen {
+            views
+                .iter()
+                .map(|v| to_q8_0(v.ty, v.data).unwrap_or_default())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let views: Vec<WeightView<'_>> = if widen {
+            views
+                .iter()
+                .zip(&widened)
+                .map(|(v, data)| WeightView {
+                    ty: GgmlType::Q8_0,
+                    rows: v.rows,
+                    cols: v.cols,
+                    data,
+                })
+                .collect()
+        } else {
+            views.to_vec()
+        };
+        let views = &views[..];
         let max = ctx.max_binding() as usize;
         let mut parts = Vec::new();
         let mut pending: Option<(GgmlType, usize, usize, usize, Vec<u8>)> = None; // ty, rows, cols, offset, bytes
