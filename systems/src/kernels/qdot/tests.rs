@@ -406,3 +406,73 @@ fn float_weights_are_not_routed_here() {
     let mut out = vec![0.0; 1];
     matmul_rows(GgmlType::F16, &[0; 64], 1, 32, &[], 0, 0..1, &mut out);
 }
+
+// The prefill GEMM (`gemm.rs`) against the row kernels.
+
+#[test]
+fn gemm_matches_the_row_kernels_for_every_type() {
+    if !TYPES.iter().any(|&t| gemm::supported(t)) {
+        eprintln!("skipped: this CPU has no AVX-512 VNNI (the GEMM is not used here)");
+        return;
+    }
+    let mut rng = Rng(0x6e33);
+    let (m, k, n) = (21, 512, gemm::MIN_ROWS + 3);
+    let x: Vec<f32> = (0..n * k)
+        .map(|i| (((i * 7919) % 211) as f32 - 105.0) * 0.013)
+        .collect();
+    for ty in TYPES {
+        assert!(gemm::supported(ty), "{ty}");
+        let w = random_weights(&mut rng, ty, m, k);
+        let mut act = Vec::new();
+        quantize_activations(ty, &x, k, &mut act);
+        // Rows 3..20: a start inside the matrix and a partial last tile.
+        let rows = 3..20;
+        let len = rows.len();
+        let mut gemm = vec![f32::NAN; n * len];
+        let acts = gemm::GemmActs::new(ty, &act, n, k).unwrap();
+        gemm::matmul_rows(&w, &acts, rows.clone(), &mut gemm);
+        // Reference: the row kernels, one activation row at a time.
+        let f = vec_dot_fn(ty).unwrap();
+        let ar = act_type(ty).type_size() * k / act_type(ty).block_size();
+        for r in 0..n {
+            for (jj, j) in rows.clone().enumerate() {
+                let wr = ty.type_size() * k / ty.block_size();
+                let e = f(k, &w[j * wr..(j + 1) * wr], &act[r * ar..(r + 1) * ar]);
+                let g = gemm[r * len + jj];
+                assert!(
+                    (g - e).abs() <= 1e-4 * (1.0 + e.abs()),
+                    "{ty} act row {r} weight row {j}: gemm {g} vs row kernel {e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_engine_takes_the_gemm_from_min_rows_and_the_row_kernels_below() {
+    // Below MIN_ROWS the output must be bit-identical to the row kernels (speculative
+    // verification relies on it); from MIN_ROWS up the GEMM is used where supported.
+    let mut rng = Rng(0x6e34);
+    let ty = GgmlType::Q4_0;
+    let (m, k) = (16, 256);
+    let w = random_weights(&mut rng, ty, m, k);
+    for n in [gemm::MIN_ROWS - 1, gemm::MIN_ROWS] {
+        let x: Vec<f32> = (0..n * k).map(|i| ((i % 17) as f32 - 8.0) * 0.1).collect();
+        let mut act = Vec::new();
+        quantize_activations(ty, &x, k, &mut act);
+        let mut out = vec![0.0f32; n * m];
+        matmul_rows(ty, &w, m, k, &act, n, 0..m, &mut out);
+        let f = vec_dot_fn(ty).unwrap();
+        let ar = act_type(ty).type_size() * k / act_type(ty).block_size();
+        let wr = ty.type_size() * k / ty.block_size();
+        let same = (0..n).all(|r| {
+            (0..m).all(|j| {
+                let e = f(k, &w[j * wr..(j + 1) * wr], &act[r * ar..(r + 1) * ar]);
+                e.to_bits() == out[r * m + j].to_bits()
+            })
+        });
+        if n < gemm::MIN_ROWS {
+            assert!(same, "n = {n}: row kernels must give their own bits");
+        }
+    }
+}
