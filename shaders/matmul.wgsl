@@ -32,20 +32,9 @@ fn main(
         if p.gather != 0u {
             xr = step[logit_base];
         }
-        let xb = xr * p.x_stride;
         var acc = vec2<f32>(0.0);
         if valid {
-            var c = lane;
-            for (; c + 3u * tpr < nchunks; c += 4u * tpr) {
-                let d0 = chunk_dot(wrow, xb, c);
-                let d1 = chunk_dot(wrow, xb, c + tpr);
-                let d2 = chunk_dot(wrow, xb, c + 2u * tpr);
-                let d3 = chunk_dot(wrow, xb, c + 3u * tpr);
-                acc += (d0 + d1) + (d2 + d3);
-            }
-            for (; c < nchunks; c += tpr) {
-                acc += chunk_dot(wrow, xb, c);
-            }
+            acc = decode_lane_sum(wrow, xr * p.x_stride, lane, tpr, nchunks);
         }
         red[tid] = acc.x;
         red[RT * WG + tid] = acc.y;

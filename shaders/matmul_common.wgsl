@@ -71,6 +71,24 @@ fn chunk_dot(wrow: u32, xb: u32, c: u32) -> vec2<f32> {
     return vec2<f32>(dot(wv[0], a0 * n0) + dot(wv[1], a1 * n1), dot(a0, a0) + dot(a1, a1));
 }
 
+// One lane's share of a decode row (n = 1): chunks lane, lane + tpr, … of weight row wrow
+// against activation row base xb, four chunks' loads in flight per iteration.
+fn decode_lane_sum(wrow: u32, xb: u32, lane: u32, tpr: u32, nchunks: u32) -> vec2<f32> {
+    var acc = vec2<f32>(0.0);
+    var c = lane;
+    for (; c + 3u * tpr < nchunks; c += 4u * tpr) {
+        let d0 = chunk_dot(wrow, xb, c);
+        let d1 = chunk_dot(wrow, xb, c + tpr);
+        let d2 = chunk_dot(wrow, xb, c + 2u * tpr);
+        let d3 = chunk_dot(wrow, xb, c + 3u * tpr);
+        acc += (d0 + d1) + (d2 + d3);
+    }
+    for (; c < nchunks; c += tpr) {
+        acc += chunk_dot(wrow, xb, c);
+    }
+    return acc;
+}
+
 // y[r][j] epilogue: 1/rms for the fused RMSNorm (q = Σx²), bias, residual accumulate.
 fn store_y(r: u32, j: u32, dot_v: f32, q: f32) {
     var v = dot_v;
