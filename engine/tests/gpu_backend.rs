@@ -5,6 +5,30 @@
 use chord_engine::{Backend, Engine, EngineOptions, GenerateParams};
 use chord_resources::paths::models_dir;
 
+/// The tests' engine options: a 64-token context on `backend`.
+fn opts(backend: Backend) -> EngineOptions {
+    EngineOptions {
+        n_ctx: 64,
+        backend,
+        ..Default::default()
+    }
+}
+
+/// `path` loaded on the GPU, or `None` (with a note) when there is no GPU backend — a
+/// failure instead under `CHORD_REQUIRE_GPU=1`.
+fn load_gpu(path: &std::path::Path) -> Option<Engine> {
+    match Engine::load_with(path, opts(Backend::Gpu)) {
+        Ok(e) => Some(e),
+        Err(e) => {
+            if std::env::var("CHORD_REQUIRE_GPU").as_deref() == Ok("1") {
+                panic!("CHORD_REQUIRE_GPU=1 but the GPU backend failed: {e}");
+            }
+            eprintln!("skip: no GPU backend ({e})");
+            None
+        }
+    }
+}
+
 #[test]
 fn gpu_greedy_matches_cpu_on_tiny_models() {
     for rel in [
@@ -16,20 +40,8 @@ fn gpu_greedy_matches_cpu_on_tiny_models() {
             eprintln!("skip: {} not present", path.display());
             continue;
         }
-        let opts = |backend| EngineOptions {
-            n_ctx: 64,
-            backend,
-            ..Default::default()
-        };
-        let mut gpu = match Engine::load_with(&path, opts(Backend::Gpu)) {
-            Ok(e) => e,
-            Err(e) => {
-                if std::env::var("CHORD_REQUIRE_GPU").as_deref() == Ok("1") {
-                    panic!("CHORD_REQUIRE_GPU=1 but the GPU backend failed: {e}");
-                }
-                eprintln!("skip: no GPU backend ({e})");
-                return;
-            }
+        let Some(mut gpu) = load_gpu(&path) else {
+            return;
         };
         let mut cpu = Engine::load_with(&path, opts(Backend::Cpu)).expect("load on CPU");
         let prompt = "The capital of France is";
@@ -53,20 +65,8 @@ fn gpu_batch_matches_cpu() {
         eprintln!("skip: {} not present", path.display());
         return;
     }
-    let opts = |backend| EngineOptions {
-        n_ctx: 64,
-        backend,
-        ..Default::default()
-    };
-    let mut gpu = match Engine::load_with(&path, opts(Backend::Gpu)) {
-        Ok(e) => e,
-        Err(e) => {
-            if std::env::var("CHORD_REQUIRE_GPU").as_deref() == Ok("1") {
-                panic!("CHORD_REQUIRE_GPU=1 but the GPU backend failed: {e}");
-            }
-            eprintln!("skip: no GPU backend ({e})");
-            return;
-        }
+    let Some(mut gpu) = load_gpu(&path) else {
+        return;
     };
     let mut cpu = Engine::load_with(&path, opts(Backend::Cpu)).expect("load on CPU");
     let prompts = ["Once upon a time", "The capital of France is a city"];
@@ -100,20 +100,8 @@ fn split_steps_match_whole_steps() {
         eprintln!("skip: {} not present", path.display());
         return;
     }
-    let opts = |backend| EngineOptions {
-        n_ctx: 64,
-        backend,
-        ..Default::default()
-    };
-    let mut gpu = match Engine::load_with(&path, opts(Backend::Gpu)) {
-        Ok(e) => e,
-        Err(e) => {
-            if std::env::var("CHORD_REQUIRE_GPU").as_deref() == Ok("1") {
-                panic!("CHORD_REQUIRE_GPU=1 but the GPU backend failed: {e}");
-            }
-            eprintln!("skip: no GPU backend ({e})");
-            return;
-        }
+    let Some(mut gpu) = load_gpu(&path) else {
+        return;
     };
     assert!(gpu.gpu_adapter().is_some());
     let prompt = "The capital of France is";
@@ -236,20 +224,8 @@ fn gpu_top_k_sampling_matches_cpu() {
         eprintln!("skip: {} not present", path.display());
         return;
     }
-    let opts = |backend| EngineOptions {
-        n_ctx: 64,
-        backend,
-        ..Default::default()
-    };
-    let mut gpu = match Engine::load_with(&path, opts(Backend::Gpu)) {
-        Ok(e) => e,
-        Err(e) => {
-            if std::env::var("CHORD_REQUIRE_GPU").as_deref() == Ok("1") {
-                panic!("CHORD_REQUIRE_GPU=1 but the GPU backend failed: {e}");
-            }
-            eprintln!("skip: no GPU backend ({e})");
-            return;
-        }
+    let Some(mut gpu) = load_gpu(&path) else {
+        return;
     };
     let mut cpu = Engine::load_with(&path, opts(Backend::Cpu)).expect("load on CPU");
     for (seed, top_k) in [(1u64, 40usize), (2, 64), (3, 5)] {
@@ -284,20 +260,8 @@ fn split_steps_with_top_k_and_after_pipelined_steps_match_cpu() {
         eprintln!("skip: {} not present", path.display());
         return;
     }
-    let opts = |backend| EngineOptions {
-        n_ctx: 64,
-        backend,
-        ..Default::default()
-    };
-    let mut gpu = match Engine::load_with(&path, opts(Backend::Gpu)) {
-        Ok(e) => e,
-        Err(e) => {
-            if std::env::var("CHORD_REQUIRE_GPU").as_deref() == Ok("1") {
-                panic!("CHORD_REQUIRE_GPU=1 but the GPU backend failed: {e}");
-            }
-            eprintln!("skip: no GPU backend ({e})");
-            return;
-        }
+    let Some(mut gpu) = load_gpu(&path) else {
+        return;
     };
     let mut cpu = Engine::load_with(&path, opts(Backend::Cpu)).expect("load on CPU");
     let prompt = "Once upon a time";
