@@ -24,6 +24,13 @@ use chord_systems::kernels::fdot::matmul_rows_f32;
 use chord_systems::kernels::qdot::{matmul_rows, quantize_activations};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
+mod weights;
+use weights::bytes;
+
+fn weights(ty: GgmlType, seed: u64, rows: usize) -> Vec<u8> {
+    weights::random(ty, seed, rows, K)
+}
+
 const M: usize = 576;
 const K: usize = 1536;
 const STREAM_BYTES: usize = 128 << 20;
@@ -41,40 +48,6 @@ const TYPES: [GgmlType; 10] = [
     GgmlType::Q3K,
     GgmlType::Q2K,
 ];
-
-/// Deterministic filler bytes (xorshift).
-fn bytes(seed: u64, n: usize) -> Vec<u8> {
-    let mut s = seed | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s as u8
-        })
-        .collect()
-}
-
-/// Byte offsets of the f16 scale fields, set to a finite value (random bytes can be NaN).
-fn f16_fields(ty: GgmlType) -> &'static [usize] {
-    match ty {
-        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4K | GgmlType::Q5K => &[0, 2],
-        GgmlType::Q2K => &[80, 82],
-        GgmlType::Q3K => &[108],
-        GgmlType::Q6K => &[208],
-        _ => &[0],
-    }
-}
-
-fn weights(ty: GgmlType, seed: u64, rows: usize) -> Vec<u8> {
-    let mut w = bytes(seed, rows * K / ty.block_size() * ty.type_size());
-    for block in w.chunks_exact_mut(ty.type_size()) {
-        for &off in f16_fields(ty) {
-            block[off..off + 2].copy_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
-        }
-    }
-    w
-}
 
 fn activations(ty: GgmlType, n: usize) -> Vec<u8> {
     let x: Vec<f32> = bytes(99, n * K)

@@ -29,6 +29,7 @@ use super::{GpuContext, GpuError, uniform_bytes};
 use crate::backend::GpuActive;
 use crate::batch::{CurrentLayer, SeqChunk, StepBatch};
 use crate::components::{GenState, KvCache, SamplerState, Tokens};
+use crate::kernels::matmul::WeightView;
 use crate::kernels::rope;
 use crate::schedule::{LayerSystems, StepPhase, StepSystems};
 use crate::systems::{EngineSettings, LayerSchedule, PrefixCache, build_batch};
@@ -1885,4 +1886,109 @@ pub fn install(world: &mut World, ctx: GpuContext) -> Result<(), GpuError> {
 #[cfg(test)]
 pub(crate) fn read_back_for_tests(ctx: &GpuContext, buf: &wgpu::Buffer) -> Vec<u8> {
     read_back(ctx, buf, buf.size()).expect("readback")
+}
+
+/// One matrix product as the forward pass records it (same kernel choice, lanes and grid), over
+/// its own buffers: what `benches/gpu_matmul.rs` times. Several copies of the weights are
+/// uploaded and cycled so a timed run reads them from memory rather than the GPU's L2.
+pub struct MatmulProbe {
+    copies: Vec<Vec<Dispatch>>,
+    n_rows: u32,
+    /// Weight bytes one product reads.
+    pub weight_bytes: u64,
+}
+
+impl MatmulProbe {
+    /// `view` (`rows × cols`) against `n_rows` activation rows of random values, input mode
+    /// `in_mode` (`IN_PLAIN`, `IN_RMSNORM`, `IN_GATED`), the weights copied until the copies
+    /// hold at least `min_bytes`.
+    pub fn new(
+        ctx: &GpuContext,
+        view: WeightView<'_>,
+        n_rows: usize,
+        in_mode: u32,
+        min_bytes: usize,
+    ) -> Result<Self, GpuError> {
+        let xw = if in_mode == IN_GATED {
+            2 * view.cols
+        } else {
+            view.cols
+        };
+        // Small deterministic values: the sums stay finite whatever the weights.
+        let x: Vec<f32> = (0..n_rows * xw)
+            .map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.1)
+            .collect();
+        let xb = f32_buffer(ctx, "probe x", &x);
+        let nw = f32_buffer(ctx, "probe norm", &vec![1.0; view.cols]);
+        let y = f32_buffer(ctx, "probe y", &vec![0.0; n_rows * view.rows]);
+        let dummy = f32_buffer(ctx, "probe dummy", &[0.0; 4]);
+        let mut s = vec![0u32; 4 + 3 * n_rows.max(1)];
+        s[0] = n_rows as u32;
+        s[1] = n_rows as u32;
+        s[2] = n_rows.max(1) as u32;
+        let step = ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("probe step"),
+                contents: bytemuck::cast_slice(&s),
+                usage: wgpu::BufferUsages::STORAGE,
+            });
+        let base = MmParams {
+            in_mode,
+            x_stride: xw as u32,
+            y_stride: view.rows as u32,
+            eps: 1e-5,
+            up_offset: view.cols as u32,
+            ..Default::default()
+        };
+        let m = GpuMatrix::upload(ctx, "probe", &[view])?;
+        let weight_bytes: u64 = m.parts.iter().map(|p| p.buf.size()).sum();
+        let n_copies = (min_bytes as u64).div_ceil(weight_bytes.max(1)).max(1);
+        let mut copies = vec![matmul_dispatches(
+            ctx,
+            &m,
+            &xb,
+            &y,
+            (in_mode == IN_RMSNORM).then_some(&nw),
+            None,
+            &step,
+            &dummy,
+            base,
+        )?];
+        for _ in 1..n_copies {
+            let m = GpuMatrix::upload(ctx, "probe", &[view])?;
+            copies.push(matmul_dispatches(
+                ctx,
+                &m,
+                &xb,
+                &y,
+                (in_mode == IN_RMSNORM).then_some(&nw),
+                None,
+                &step,
+                &dummy,
+                base,
+            )?);
+        }
+        Ok(MatmulProbe {
+            copies,
+            n_rows: n_rows as u32,
+            weight_bytes,
+        })
+    }
+
+    /// Record the product `reps` times (cycling the weight copies) in one compute pass, submit
+    /// and wait for the GPU.
+    pub fn run(&self, ctx: &GpuContext, reps: usize) {
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc
+                .begin_compute_pass(&Default::default())
+                .forget_lifetime();
+            for i in 0..reps {
+                record_plain(&mut pass, &self.copies[i % self.copies.len()], self.n_rows);
+            }
+        }
+        ctx.queue.submit([enc.finish()]);
+        let _ = ctx.device.poll(wgpu::PollType::wait_indefinitely());
+    }
 }

@@ -1,0 +1,100 @@
+//! GPU matrix products as the forward pass records them (`gpu::forward::MatmulProbe`: same
+//! kernel choice, lanes and grid), in GB/s of weight bytes (decode) or multiply-adds per second
+//! (prefill), on the shapes of the models the GPU targets are set on.
+//!
+//! `cargo bench -p chord-systems --bench gpu_matmul` (needs a GPU adapter; a software one is
+//! used only with `CHORD_BENCH_SOFTWARE=1`). Each iteration records 64 (decode) or 4 (prefill) products in one
+//! compute pass (dependent, as in a layer: they write the same output) and waits for them;
+//! the weights are copied until the copies exceed the GPU's L2, and cycled.
+//!
+//! - `gpu_decode/<model>/<matrix>`: one activation row (a decode step).
+//! - `gpu_prefill/<model>/<matrix>`: 512 activation rows (a prompt).
+
+use std::time::Duration;
+
+use chord_resources::GgmlType;
+use chord_systems::gpu::GpuContext;
+use chord_systems::gpu::forward::MatmulProbe;
+use chord_systems::gpu::kernels::{IN_GATED, IN_PLAIN, IN_RMSNORM};
+use chord_systems::kernels::matmul::WeightView;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+mod weights;
+
+/// More than the L2 of the GPUs measured (50 MB on an H100).
+const MIN_BYTES: usize = 256 << 20;
+
+/// (model, matrix, type, rows, cols, input mode): the products of one layer.
+const SHAPES: [(&str, &str, GgmlType, usize, usize, u32); 12] = [
+    ("smollm2", "qkv", GgmlType::Q4_1, 960, 576, IN_RMSNORM),
+    ("smollm2", "gate_up", GgmlType::Q4_1, 3072, 576, IN_RMSNORM),
+    ("smollm2", "down", GgmlType::Q4_1, 576, 1536, IN_GATED),
+    ("qwen05", "qkv", GgmlType::Q8_0, 1152, 896, IN_RMSNORM),
+    ("qwen05", "out", GgmlType::Q5_0, 896, 896, IN_PLAIN),
+    ("qwen05", "gate_up", GgmlType::Q5_0, 9728, 896, IN_RMSNORM),
+    ("qwen05", "down", GgmlType::Q6K, 896, 4864, IN_GATED),
+    ("qwen15", "qkv", GgmlType::Q4K, 2048, 1536, IN_RMSNORM),
+    ("qwen15", "out", GgmlType::Q4K, 1536, 1536, IN_PLAIN),
+    ("qwen15", "gate_up", GgmlType::Q4K, 17920, 1536, IN_RMSNORM),
+    ("qwen15", "down", GgmlType::Q6K, 1536, 8960, IN_GATED),
+    ("qwen15", "lm_head", GgmlType::Q6K, 151936, 1536, IN_RMSNORM),
+];
+
+fn context() -> Option<GpuContext> {
+    let software = std::env::var_os("CHORD_BENCH_SOFTWARE").is_some();
+    match GpuContext::new(software) {
+        Ok(c) => {
+            eprintln!("gpu_matmul on {}", c.describe());
+            Some(c)
+        }
+        Err(e) => {
+            eprintln!("gpu_matmul: no GPU ({e}); nothing measured");
+            None
+        }
+    }
+}
+
+/// `reps` products per iteration (the LM head only for decode: a prompt needs one logits row).
+fn bench(c: &mut Criterion, ctx: &GpuContext, group: &str, n_rows: usize, reps: usize) {
+    let mut g = c.benchmark_group(group);
+    g.sample_size(10);
+    g.warm_up_time(Duration::from_millis(500));
+    g.measurement_time(Duration::from_secs(2));
+    for (model, name, ty, rows, cols, mode) in SHAPES {
+        if n_rows > 1 && name == "lm_head" {
+            continue;
+        }
+        let data = weights::random(ty, 7, rows, cols);
+        let view = WeightView {
+            ty,
+            rows,
+            cols,
+            data: &data,
+        };
+        let probe = match MatmulProbe::new(ctx, view, n_rows, mode, MIN_BYTES) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("{model}/{name}: {e}");
+                continue;
+            }
+        };
+        if n_rows == 1 {
+            g.throughput(Throughput::BytesDecimal(probe.weight_bytes * reps as u64));
+        } else {
+            g.throughput(Throughput::Elements((rows * cols * n_rows * reps) as u64));
+        }
+        g.bench_function(format!("{model}/{name}_{ty}"), |b| {
+            b.iter(|| probe.run(ctx, reps))
+        });
+    }
+    g.finish();
+}
+
+fn gpu(c: &mut Criterion) {
+    let Some(ctx) = context() else { return };
+    bench(c, &ctx, "gpu_decode", 1, 64);
+    bench(c, &ctx, "gpu_prefill", 512, 4);
+}
+
+criterion_group!(benches, gpu);
+criterion_main!(benches);
