@@ -45,6 +45,9 @@ struct Dispatch {
     /// The tiled matmul of the same product (pipeline, bind group, feature tiles), used when
     /// a step has at least `TILED_MIN_ROWS` activation rows.
     tiled: Option<(wgpu::ComputePipeline, wgpu::BindGroup, u32)>,
+    /// The decode matvec of the same product (pipeline, bind group, grid), used when a step has
+    /// exactly one activation row.
+    matvec: Option<(wgpu::ComputePipeline, wgpu::BindGroup, (u32, u32))>,
 }
 
 struct LayerPlan {
@@ -388,12 +391,26 @@ fn matmul_dispatches(
                 let bg = super::kernels::bind(&ctx.device, tp, &entries);
                 (tp.clone(), bg, (part.rows as u32).div_ceil(64))
             });
+        // `CHORD_GPU_NO_MATVEC=1`: decode steps keep the row-group kernels.
+        let matvec = matvec_tpr(part.ty, p.rows, p.cols)
+            .zip(ctx.kernels.matvec.get(&part.ty))
+            .filter(|_| std::env::var_os("CHORD_GPU_NO_MATVEC").is_none())
+            .map(|(tpr, mp)| -> Result<_, GpuError> {
+                let rpg = matvec_rpg(p.rows, tpr);
+                let ub = uniform(ctx, &uniform_bytes(&MmParams { tpr, rpg, ..p })?);
+                let mut entries = entries.clone();
+                entries[0] = ub.as_entire_binding();
+                let bg = super::kernels::bind(&ctx.device, mp, &entries);
+                Ok((mp.clone(), bg, matvec_grid(p.rows, tpr, rpg)))
+            })
+            .transpose()?;
         out.push(Dispatch {
             pipeline,
             bind,
             groups: matmul_grid(p.rows, p.tpr),
             per_row: false,
             tiled,
+            matvec,
         });
     }
     Ok(out)
@@ -518,6 +535,7 @@ impl GpuForward {
                 groups: (1, 1),
                 per_row: true,
                 tiled: None,
+                matvec: None,
             });
         }
 
@@ -906,6 +924,12 @@ fn record_plain(pass: &mut wgpu::ComputePass<'static>, ds: &[Dispatch], n_rows: 
             pass.set_pipeline(tp);
             pass.set_bind_group(0, tb, &[]);
             pass.dispatch_workgroups(*gx, n_rows.div_ceil(64), 1);
+            continue;
+        }
+        if let Some((mp, mb, (x, y))) = dsp.matvec.as_ref().filter(|_| n_rows == 1) {
+            pass.set_pipeline(mp);
+            pass.set_bind_group(0, mb, &[]);
+            pass.dispatch_workgroups(*x, *y, 1);
             continue;
         }
         pass.set_pipeline(&dsp.pipeline);

@@ -23,7 +23,8 @@ pub struct MmParams {
     pub up_offset: u32,
     pub act: u32,
     pub tpr: u32,
-    pub _p1: u32,
+    /// Matvec only: rows per row group (1 … 4), each workgroup covering `rpg · 256 / tpr` rows.
+    pub rpg: u32,
     pub _p2: u32,
 }
 
@@ -169,6 +170,71 @@ pub fn matmul_grid(rows: u32, tpr: u32) -> (u32, u32) {
     grid(rows.div_ceil(256 / tpr))
 }
 
+/// The decode matvec's (weights per block, lanes per block) for `ty`: the `BW` and `LPB` of its
+/// matvec_*.wgsl.
+pub fn matvec_block(ty: GgmlType) -> Option<(u32, u32)> {
+    Some(match ty {
+        GgmlType::Q4K => (256, 8),
+        GgmlType::Q6K => (256, 16),
+        GgmlType::Q8_0 => (32, 4),
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 => (32, 2),
+        GgmlType::F16 | GgmlType::F32 => (32, 4),
+        _ => return None,
+    })
+}
+
+/// Lanes per output feature for the decode matvec of a `rows × cols` matrix of `ty` (None: the
+/// matvec does not take it, `cols` not being whole blocks). A power of two and a multiple of the
+/// lanes per block: the largest up to 32 (a workgroup then holds at least 8 rows to share the
+/// staged activations) whose row groups leave at most 1/8 of their lane-iterations idle (a row
+/// of 6 Q4_K blocks: 16 lanes, 3 iterations of 2 blocks, not 32 lanes idle half the second
+/// time); then doubled, up to 256, while that leaves fewer than 128 workgroups and there are
+/// blocks for the new lanes: a small matrix is latency-bound, and more workgroups put more of
+/// its loads in flight at once.
+pub fn matvec_tpr(ty: GgmlType, rows: u32, cols: u32) -> Option<u32> {
+    let (bw, lpb) = matvec_block(ty)?;
+    if cols == 0 || !cols.is_multiple_of(bw) {
+        return None;
+    }
+    let nb = cols / bw;
+    let mut best = lpb;
+    let mut tpr = lpb;
+    while tpr <= 32 {
+        let bpi = tpr / lpb;
+        let slots = nb.div_ceil(bpi) * bpi;
+        if 8 * (slots - nb) <= slots {
+            best = tpr;
+        }
+        tpr *= 2;
+    }
+    while best < 256 && rows.div_ceil(256 / best) < 128 && best / lpb < nb {
+        best *= 2;
+    }
+    Some(best)
+}
+
+/// Rows per row group for the matvec with `tpr` lanes per row: as many (up to 4) as keep at
+/// least 512 workgroups, so the activations staged once per workgroup serve more weight rows
+/// (`CHORD_GPU_MV_RPG` overrides, for measurements).
+pub fn matvec_rpg(rows: u32, tpr: u32) -> u32 {
+    if let Some(r) = std::env::var("CHORD_GPU_MV_RPG")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        return r.clamp(1, 4);
+    }
+    let mut rpg = 1;
+    while rpg < 4 && rows.div_ceil(2 * rpg * 256 / tpr) >= 512 {
+        rpg *= 2;
+    }
+    rpg
+}
+
+/// The workgroup grid of a matvec over `rows` features, `tpr` lanes and `rpg` rows per row group.
+pub fn matvec_grid(rows: u32, tpr: u32, rpg: u32) -> (u32, u32) {
+    grid(rows.div_ceil(rpg * 256 / tpr))
+}
+
 /// Activation rows from which the tiled matmul is used (its tiles are 64 × 64).
 pub const TILED_MIN_ROWS: u32 = 16;
 
@@ -188,6 +254,8 @@ pub struct Kernels {
     pub matmul_tiled: HashMap<GgmlType, wgpu::ComputePipeline>,
     /// The subgroup-reduction matmuls (empty without subgroups).
     pub matmul_subgroup: HashMap<GgmlType, wgpu::ComputePipeline>,
+    /// The decode matvecs (one activation row; subgroup sums where the device has them).
+    pub matvec: HashMap<GgmlType, wgpu::ComputePipeline>,
     pub get_rows: HashMap<GgmlType, wgpu::ComputePipeline>,
     pub rope_store: wgpu::ComputePipeline,
     pub attention: wgpu::ComputePipeline,
@@ -235,7 +303,11 @@ impl Kernels {
         let mut matmul_subgroup = HashMap::new();
         let mut matmul_tiled = HashMap::new();
         let mut get_rows = HashMap::new();
+        let mut matvec = HashMap::new();
         for ty in shaders::TYPES {
+            if let Some(src) = shaders::matvec_module(ty, subgroups) {
+                matvec.insert(ty, pipeline(device, &format!("matvec_{ty}"), &src));
+            }
             if let Some(q) = shaders::quant_source(ty) {
                 let src = shaders::matmul_module(q, shaders::MATMUL);
                 matmul.insert(ty, pipeline(device, &format!("matmul_{ty}"), &src));
@@ -253,6 +325,7 @@ impl Kernels {
         Kernels {
             matmul,
             matmul_subgroup,
+            matvec,
             matmul_tiled,
             get_rows,
             rope_store: pipeline(

@@ -3,7 +3,12 @@
 
 use chord_resources::GgmlType;
 
+pub const MATMUL_PARAMS: &str = include_str!("../../../shaders/matmul_params.wgsl");
 pub const MATMUL_COMMON: &str = include_str!("../../../shaders/matmul_common.wgsl");
+pub const MATVEC: &str = include_str!("../../../shaders/matvec.wgsl");
+pub const MATVEC_REDUCE_TREE: &str = include_str!("../../../shaders/matvec_reduce_tree.wgsl");
+pub const MATVEC_REDUCE_SUBGROUP: &str =
+    include_str!("../../../shaders/matvec_reduce_subgroup.wgsl");
 pub const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 pub const MATMUL_SUBGROUP: &str = include_str!("../../../shaders/matmul_subgroup.wgsl");
 pub const MATMUL_TILED: &str = include_str!("../../../shaders/matmul_tiled.wgsl");
@@ -75,6 +80,39 @@ pub fn quant_source(ty: GgmlType) -> Option<&'static str> {
     })
 }
 
+/// The decode matvec's block reader for `ty` (matvec_*.wgsl), if it has one.
+pub fn matvec_source(ty: GgmlType) -> Option<&'static str> {
+    Some(match ty {
+        GgmlType::F32 => include_str!("../../../shaders/matvec_f32.wgsl"),
+        GgmlType::F16 => include_str!("../../../shaders/matvec_f16.wgsl"),
+        GgmlType::Q4_0 => include_str!("../../../shaders/matvec_q4_0.wgsl"),
+        GgmlType::Q4_1 => include_str!("../../../shaders/matvec_q4_1.wgsl"),
+        GgmlType::Q5_0 => include_str!("../../../shaders/matvec_q5_0.wgsl"),
+        GgmlType::Q8_0 => include_str!("../../../shaders/matvec_q8_0.wgsl"),
+        GgmlType::Q4K => include_str!("../../../shaders/matvec_q4_k.wgsl"),
+        GgmlType::Q6K => include_str!("../../../shaders/matvec_q6_k.wgsl"),
+        _ => return None,
+    })
+}
+
+/// The decode matvec (matvec.wgsl) for `ty`, with subgroup or shared-memory sums.
+pub fn matvec_module(ty: GgmlType, subgroups: bool) -> Option<String> {
+    let q = matvec_source(ty)?;
+    let (reduce, params, init) = if subgroups {
+        (
+            MATVEC_REDUCE_SUBGROUP,
+            ", @builtin(subgroup_size) sg_size: u32",
+            "SGS = sg_size;",
+        )
+    } else {
+        (MATVEC_REDUCE_TREE, "", "")
+    };
+    let body = MATVEC
+        .replace("/*SG_PARAMS*/", params)
+        .replace("/*SG_INIT*/", init);
+    Some(format!("{q}\n{MATMUL_PARAMS}\n{reduce}\n{body}"))
+}
+
 /// Every complete shader module: (name, source).
 pub fn all_modules() -> Vec<(String, String)> {
     let mut v = vec![
@@ -101,6 +139,11 @@ pub fn all_modules() -> Vec<(String, String)> {
             v.push((format!("matmul_subgroup_{ty}"), subgroup_matmul(q)));
             v.push((format!("matmul_tiled_{ty}"), matmul_module(q, MATMUL_TILED)));
         }
+        for sg in [false, true] {
+            if let Some(src) = matvec_module(ty, sg) {
+                v.push((format!("matvec_{ty}_sg{}", sg as u8), src));
+            }
+        }
     }
     v
 }
@@ -111,8 +154,8 @@ pub fn subgroup_matmul(q: &str) -> String {
     matmul_module(q, MATMUL_SUBGROUP)
 }
 
-/// A matmul kernel module: the weight decoder `q`, the shared parameters and input modes, and
-/// the kernel `body` (`MATMUL`, `MATMUL_SUBGROUP` or `MATMUL_TILED`).
+/// A matmul kernel module: the weight decoder `q`, the shared parameters, input modes and chunk
+/// dot product, and the kernel `body` (`MATMUL`, `MATMUL_SUBGROUP` or `MATMUL_TILED`).
 pub fn matmul_module(q: &str, body: &str) -> String {
-    format!("{q}\n{MATMUL_COMMON}\n{body}")
+    format!("{q}\n{MATMUL_PARAMS}\n{MATMUL_COMMON}\n{body}")
 }

@@ -175,6 +175,53 @@ fn step_buf(c: &GpuContext, n: usize, tokens: &[u32], logit_rows: &[u32]) -> wgp
     storage_init(c, bytemuck::cast_slice(&s))
 }
 
+/// The CPU twin of a fused GPU product: `view` against the `n` rows of `x` (each `cols` wide, or
+/// `2·cols` in the gated mode: gate then up) after the input mode (`act` 1: GELU-tanh, else
+/// SiLU), plus `bias`, plus `y0` where the product accumulates.
+fn cpu_twin(
+    view: WeightView<'_>,
+    mode: u32,
+    act: u32,
+    x: &[f32],
+    nw: &[f32],
+    bias: &[f32],
+    y0: Option<&[f32]>,
+) -> Vec<f32> {
+    let (rows, cols) = (view.rows, view.cols);
+    let xw = if mode == IN_GATED { 2 * cols } else { cols };
+    let n = x.len() / xw;
+    let act_fn = if act == 1 {
+        activation::gelu_tanh
+    } else {
+        activation::silu
+    };
+    let xin: Vec<f32> = match mode {
+        IN_RMSNORM => {
+            let mut o = vec![0.0; n * cols];
+            norm::rms_norm(x, nw, 1e-5, &mut o);
+            o
+        }
+        IN_GATED => x
+            .chunks_exact(xw)
+            .flat_map(|row| {
+                let mut g = row[..cols].to_vec();
+                activation::gated(&mut g, &row[cols..], act_fn);
+                g
+            })
+            .collect(),
+        _ => x.to_vec(),
+    };
+    let mut want = vec![0.0; n * rows];
+    matmul(view, &xin, &mut want, ActivationPrecision::F32);
+    for (i, v) in want.iter_mut().enumerate() {
+        *v += bias[i % rows];
+        if let Some(y0) = y0 {
+            *v += y0[i];
+        }
+    }
+    want
+}
+
 #[test]
 fn matmul_matches_cpu_for_every_type_and_mode() {
     let Some(c) = ctx() else { return };
@@ -218,41 +265,20 @@ fn matmul_matches_cpu_for_every_type_and_mode() {
                 let xw = if mode == IN_GATED { 2 * cols } else { cols };
                 // The gated mode alternates SiLU and GELU(tanh) by weight type.
                 let act = (ty as u32) % 2;
-                let act_fn = if act == 1 {
-                    activation::gelu_tanh
-                } else {
-                    activation::silu
-                };
                 let x = randn(&mut r, n * xw, 1.0);
                 let nw = randn(&mut r, cols, 1.5);
                 let bias = randn(&mut r, rows, 0.5);
                 let y0 = randn(&mut r, n * rows, 1.0);
-                // CPU twin.
-                let xin: Vec<f32> = match mode {
-                    IN_RMSNORM => {
-                        let mut o = vec![0.0; n * cols];
-                        norm::rms_norm(&x, &nw, 1e-5, &mut o);
-                        o
-                    }
-                    IN_GATED => x
-                        .chunks_exact(xw)
-                        .flat_map(|row| {
-                            let mut g = row[..cols].to_vec();
-                            activation::gated(&mut g, &row[cols..], act_fn);
-                            g
-                        })
-                        .collect(),
-                    _ => x.clone(),
-                };
-                let mut want = vec![0.0; n * rows];
-                matmul(view, &xin, &mut want, ActivationPrecision::F32);
                 let accumulate = mode == IN_GATED;
-                for (i, v) in want.iter_mut().enumerate() {
-                    *v += bias[i % rows];
-                    if accumulate {
-                        *v += y0[i];
-                    }
-                }
+                let want = cpu_twin(
+                    view,
+                    mode,
+                    act,
+                    &x,
+                    &nw,
+                    &bias,
+                    accumulate.then_some(&y0[..]),
+                );
                 let p = MmParams {
                     rows: rows as u32,
                     cols: cols as u32,
@@ -297,6 +323,113 @@ fn matmul_matches_cpu_for_every_type_and_mode() {
                     &want,
                     2e-4,
                 );
+            }
+        }
+    }
+}
+
+#[test]
+fn matvec_block_sizes_match_the_shaders() {
+    for ty in shaders::TYPES {
+        let src = shaders::matvec_source(ty).expect("every GPU type has a matvec");
+        let (bw, lpb) = matvec_block(ty).expect("and its block size");
+        assert!(src.contains(&format!("const BW: u32 = {bw}u;")), "{ty} BW");
+        assert!(
+            src.contains(&format!("const LPB: u32 = {lpb}u;")),
+            "{ty} LPB"
+        );
+    }
+    // 6 Q4_K blocks: 16 lanes (3 iterations of 2 blocks), not 32 (2 iterations, half idle).
+    assert_eq!(matvec_tpr(GgmlType::Q4K, 17920, 1536), Some(16));
+    assert_eq!(matvec_tpr(GgmlType::Q6K, 1536, 8960), Some(32));
+    assert_eq!(matvec_tpr(GgmlType::Q4K, 17920, 100), None);
+    // 960 rows of 18 Q4_1 blocks: 8 lanes would leave 30 workgroups; 64 lanes give 240.
+    assert_eq!(matvec_tpr(GgmlType::Q4_1, 960, 576), Some(64));
+}
+
+#[test]
+fn matvec_matches_cpu_for_every_type_mode_and_lane_count() {
+    let Some(c) = ctx() else { return };
+    let mut r = rng();
+    let rows = 37;
+    for ty in shaders::TYPES {
+        let (bw, lpb) = matvec_block(ty).expect("every GPU type has a matvec");
+        let bw = bw as usize;
+        // One staged chunk, and a row longer than a chunk (4096 values) ending in a part.
+        for cols in [3 * bw, (4096 / bw + 3) * bw] {
+            let data = random_weights(&mut r, ty, rows, cols);
+            let view = WeightView {
+                ty,
+                rows,
+                cols,
+                data: &data,
+            };
+            let m = GpuMatrix::upload(c, "w", &[view]).expect("upload");
+            let part = &m.parts[0];
+            let pipeline = &c.kernels.matvec[&ty];
+            for mode in [IN_PLAIN, IN_RMSNORM, IN_GATED] {
+                let xw = if mode == IN_GATED { 2 * cols } else { cols };
+                let act = (ty as u32) % 2;
+                // Three activation rows; the normed mode reads row 2 through the logit-row
+                // gather (as the LM head does), the others row 0.
+                let x = randn(&mut r, 3 * xw, 1.0);
+                let gather = mode == IN_RMSNORM;
+                let xr = if gather { 2 } else { 0 };
+                let nw = randn(&mut r, cols, 1.5);
+                let bias = randn(&mut r, rows, 0.5);
+                let y0 = randn(&mut r, rows, 1.0);
+                let accumulate = mode == IN_GATED;
+                let want = cpu_twin(
+                    view,
+                    mode,
+                    act,
+                    &x[xr * xw..(xr + 1) * xw],
+                    &nw,
+                    &bias,
+                    accumulate.then_some(&y0[..]),
+                );
+                // Every lane count, and rows per row group cycling through 1 … 4.
+                let mut tpr = lpb;
+                while tpr <= 256 {
+                    let rpg = 1 + (tpr.trailing_zeros() + mode) % 4;
+                    let p = MmParams {
+                        rows: rows as u32,
+                        cols: cols as u32,
+                        row_words: part.row_words as u32,
+                        in_mode: mode,
+                        out_mode: OUT_BIAS | if accumulate { OUT_ACCUMULATE } else { 0 },
+                        x_stride: xw as u32,
+                        y_stride: rows as u32,
+                        eps: 1e-5,
+                        up_offset: cols as u32,
+                        act,
+                        gather: gather as u32,
+                        tpr,
+                        rpg,
+                        ..Default::default()
+                    };
+                    let ub = uniform_init(c, &uniform_bytes(&p).unwrap());
+                    let xb = storage_init(c, bytemuck::cast_slice(&x));
+                    let yb = storage_init(c, bytemuck::cast_slice(&y0));
+                    let nb = storage_init(c, bytemuck::cast_slice(&nw));
+                    let bb = storage_init(c, bytemuck::cast_slice(&bias));
+                    let sb = step_buf(c, 3, &[], &[xr as u32]);
+                    let (gx, gy) = matvec_grid(rows as u32, tpr, rpg);
+                    let got = run(
+                        c,
+                        pipeline,
+                        &[&ub, &part.buf, &xb, &yb, &nb, &bb, &sb],
+                        (gx, gy, 1),
+                        &yb,
+                    );
+                    assert_close(
+                        &format!("matvec {ty} {cols} mode {mode} tpr {tpr} rpg {rpg}"),
+                        &f32s(&got),
+                        &want,
+                        2e-4,
+                    );
+                    tpr *= 2;
+                }
             }
         }
     }

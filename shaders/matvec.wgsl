@@ -1,0 +1,109 @@
+// Decode matvec, one activation row: y[j] = Σ_k W[j][k] · in(x)[k].
+//
+// The activation row is staged in shared memory once per workgroup, KC values at a time, with
+// the input mode applied there (norm weights; SiLU/GELU · up computed once per value, not once
+// per weight row), so the inner loop reads each weight once, with the widest loads its block
+// layout allows, and each lane decodes the scales of its part of a block once.
+//
+// Prepended with one matvec_<type>.wgsl (binding 1 `w`; BW weights per block, LPB lanes per
+// block and `block_dot`, the dot product of one lane's part of a block with the staged
+// values), matmul_params.wgsl, and one matvec_reduce_*.wgsl (`row_group_sum`,
+// `workgroup_sum`). `tpr` lanes (a power of two, a multiple of LPB) per output feature; a row
+// group of them takes `rpg` (1 … 4) features, WG / tpr apart, so a workgroup covers
+// rpg · WG / tpr features (grid: `matvec_grid`).
+
+const WG: u32 = 256u;
+const KC: u32 = 4096u;
+
+// Staged in(x) for columns k0 … k0 + KC of the current chunk.
+var<workgroup> xs: array<vec4<f32>, 1024>;
+
+// Staged values 4i … 4i + 3 of the current chunk.
+fn xv(i: u32) -> vec4<f32> {
+    return xs[i];
+}
+
+@compute @workgroup_size(256)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) tid: u32/*SG_PARAMS*/
+) {
+    /*SG_INIT*/
+    let tpr = p.tpr;
+    let rpg = p.rpg;
+    let lane = tid % tpr;
+    let gap = WG / tpr;
+    // Row r (0 … rpg − 1) of this row group: j0 + r · gap.
+    let j0 = (wg.x + wg.y * nwg.x) * gap * rpg + tid / tpr;
+    var xb = 0u;
+    if p.gather != 0u {
+        xb = step[4u + 2u * step[2]] * p.x_stride;
+    }
+    // Blocks per iteration of a row group; this lane's part of each.
+    let bpi = tpr / LPB;
+    let part = lane % LPB;
+    var acc = vec4<f32>(0.0);
+    var ss = 0.0;
+    for (var k0 = 0u; k0 < p.cols; k0 += KC) {
+        let kc = min(KC, p.cols - k0);
+        workgroupBarrier();
+        for (var e = tid; e < kc / 4u; e += WG) {
+            let v = load_x(xb + k0 + 4u * e);
+            ss += dot(v, v);
+            if p.in_mode == 1u {
+                xs[e] = v * nw[k0 / 4u + e];
+            } else {
+                xs[e] = v;
+            }
+        }
+        workgroupBarrier();
+        // KC and cols are whole blocks, so every chunk is.
+        let b0 = k0 / BW;
+        let nb = kc / BW;
+        if rpg == 1u {
+            if j0 < p.rows {
+                let wrow = j0 * p.row_words;
+                var b = lane / LPB;
+                // Two blocks' loads in flight per iteration.
+                for (; b + bpi < nb; b += 2u * bpi) {
+                    let d0 = block_dot(wrow, b0 + b, part, b * (BW / 4u));
+                    let d1 = block_dot(wrow, b0 + b + bpi, part, (b + bpi) * (BW / 4u));
+                    acc.x += d0 + d1;
+                }
+                if b < nb {
+                    acc.x += block_dot(wrow, b0 + b, part, b * (BW / 4u));
+                }
+            }
+        } else {
+            // One block of each of the rows in flight per iteration.
+            for (var b = lane / LPB; b < nb; b += bpi) {
+                let xo = b * (BW / 4u);
+                if j0 < p.rows {
+                    acc.x += block_dot(j0 * p.row_words, b0 + b, part, xo);
+                }
+                if j0 + gap < p.rows {
+                    acc.y += block_dot((j0 + gap) * p.row_words, b0 + b, part, xo);
+                }
+                if rpg > 2u && j0 + 2u * gap < p.rows {
+                    acc.z += block_dot((j0 + 2u * gap) * p.row_words, b0 + b, part, xo);
+                }
+                if rpg > 3u && j0 + 3u * gap < p.rows {
+                    acc.w += block_dot((j0 + 3u * gap) * p.row_words, b0 + b, part, xo);
+                }
+            }
+        }
+    }
+    var q = 0.0;
+    if p.in_mode == 1u {
+        q = workgroup_sum(tid, ss);
+    }
+    for (var r = 0u; r < rpg; r++) {
+        let a = select(select(select(acc.w, acc.z, r == 2u), acc.y, r == 1u), acc.x, r == 0u);
+        let v = row_group_sum(tid, a, tpr);
+        let j = j0 + r * gap;
+        if j < p.rows && lane == 0u {
+            store_y(0u, j, v, q);
+        }
+    }
+}
