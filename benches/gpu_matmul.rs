@@ -25,7 +25,7 @@ mod weights;
 const MIN_BYTES: usize = 256 << 20;
 
 /// (model, matrix, type, rows, cols, input mode): the products of one layer.
-const SHAPES: [(&str, &str, GgmlType, usize, usize, u32); 12] = [
+const SHAPES: [(&str, &str, GgmlType, usize, usize, u32); 17] = [
     ("smollm2", "qkv", GgmlType::Q4_1, 960, 576, IN_RMSNORM),
     ("smollm2", "gate_up", GgmlType::Q4_1, 3072, 576, IN_RMSNORM),
     ("smollm2", "down", GgmlType::Q4_1, 576, 1536, IN_GATED),
@@ -38,6 +38,12 @@ const SHAPES: [(&str, &str, GgmlType, usize, usize, u32); 12] = [
     ("qwen15", "gate_up", GgmlType::Q4K, 17920, 1536, IN_RMSNORM),
     ("qwen15", "down", GgmlType::Q6K, 1536, 8960, IN_GATED),
     ("qwen15", "lm_head", GgmlType::Q6K, 151936, 1536, IN_RMSNORM),
+    // One large square-ish shape per type: what each decoder streams at, shape effects aside.
+    ("stream", "8192x4096", GgmlType::F32, 8192, 4096, IN_PLAIN),
+    ("stream", "8192x4096", GgmlType::F16, 8192, 4096, IN_PLAIN),
+    ("stream", "8192x4096", GgmlType::Q8_0, 8192, 4096, IN_PLAIN),
+    ("stream", "8192x4096", GgmlType::Q4K, 8192, 4096, IN_PLAIN),
+    ("stream", "8192x4096", GgmlType::Q6K, 8192, 4096, IN_PLAIN),
 ];
 
 fn context() -> Option<GpuContext> {
@@ -61,7 +67,7 @@ fn bench(c: &mut Criterion, ctx: &GpuContext, group: &str, n_rows: usize, reps: 
     g.warm_up_time(Duration::from_millis(500));
     g.measurement_time(Duration::from_secs(2));
     for (model, name, ty, rows, cols, mode) in SHAPES {
-        if n_rows > 1 && name == "lm_head" {
+        if n_rows > 1 && (name == "lm_head" || model == "stream") {
             continue;
         }
         let data = weights::random(ty, 7, rows, cols);

@@ -18,9 +18,44 @@ const KC: u32 = 4096u;
 // Staged in(x) for columns k0 … k0 + KC of the current chunk.
 var<workgroup> xs: array<vec4<f32>, 1024>;
 
+// Where vec4 i of the chunk is stored: its low 3 bits XORed with bits 3 … 5 and 6 … 8, so the
+// lanes of a phase that read vec4s 8, 16, 32 or 64 apart (a lane per block) hit different
+// banks.
+fn xsw(i: u32) -> u32 {
+    return i ^ (((i >> 3u) ^ (i >> 6u)) & 7u);
+}
+
 // Staged values 4i … 4i + 3 of the current chunk.
 fn xv(i: u32) -> vec4<f32> {
-    return xs[i];
+    return xs[xsw(i)];
+}
+
+// One staged vec4 before it is stored: in(x), and the norm weights in the normed mode.
+struct Staged {
+    v: vec4<f32>,
+    n: vec4<f32>,
+}
+
+// Loads for vec4 i of the chunk at column k0 of the activation row at element xb (zero past
+// the chunk's n4 vec4s).
+fn stage_load(xb: u32, k0: u32, i: u32, n4: u32) -> Staged {
+    var s = Staged(vec4<f32>(0.0), vec4<f32>(1.0));
+    if i < n4 {
+        s.v = load_x(xb + k0 + 4u * i);
+        if p.in_mode == 1u {
+            s.n = nw[k0 / 4u + i];
+        }
+    }
+    return s;
+}
+
+// Store vec4 i (the norm weights applied); its Σ v² for the norm.
+fn stage_store(i: u32, n4: u32, s: Staged) -> f32 {
+    if i >= n4 {
+        return 0.0;
+    }
+    xs[xsw(i)] = s.v * s.n;
+    return dot(s.v, s.v);
 }
 
 @compute @workgroup_size(256)
@@ -48,14 +83,16 @@ fn main(
     for (var k0 = 0u; k0 < p.cols; k0 += KC) {
         let kc = min(KC, p.cols - k0);
         workgroupBarrier();
-        for (var e = tid; e < kc / 4u; e += WG) {
-            let v = load_x(xb + k0 + 4u * e);
-            ss += dot(v, v);
-            if p.in_mode == 1u {
-                xs[e] = v * nw[k0 / 4u + e];
-            } else {
-                xs[e] = v;
-            }
+        // Four values' loads in flight per thread (the gated mode's gate and up come from L2, and
+        // a loop that waits for each in turn made staging the longest part of long rows).
+        let n4 = kc / 4u;
+        for (var e = tid; e < n4; e += 4u * WG) {
+            let v0 = stage_load(xb, k0, e, n4);
+            let v1 = stage_load(xb, k0, e + WG, n4);
+            let v2 = stage_load(xb, k0, e + 2u * WG, n4);
+            let v3 = stage_load(xb, k0, e + 3u * WG, n4);
+            ss += stage_store(e, n4, v0) + stage_store(e + WG, n4, v1) + stage_store(e + 2u * WG, n4, v2)
+                + stage_store(e + 3u * WG, n4, v3);
         }
         workgroupBarrier();
         // KC and cols are whole blocks, so every chunk is.

@@ -1,22 +1,35 @@
-// Q4_0 for matvec.wgsl (5 words per block: [d: f16, pad], 16 bytes of qs). Each of a block's 2
-// lanes takes two words of qs: weights 8p … 8p + 7 (low nibbles) and 16 + 8p … (high nibbles);
-// value (q − 8)·d.
+// Q4_0 for matvec.wgsl (5 words per block: [d: f16, pad], 16 bytes of qs). One lane per
+// block, its 20 bytes in flight at once: weights 4k … 4k + 3 are the low nibbles of qs word k,
+// 16 + 4k … the high ones; value (q − 8)·d.
 @group(0) @binding(1) var<storage, read> w: array<u32>;
 
 const BW: u32 = 32u;
-const LPB: u32 = 2u;
+const LPB: u32 = 1u;
+
+// Σ q·x of word k (bytes 4k … 4k + 3 of qs) of a 4-bit block: low nibbles against values
+// 4k … (vec4 xo + k), high nibbles against 16 + 4k … (vec4 xo + 4 + k); `hi5` adds the fifth
+// bits (bit 4 of each byte) of the low and high nibbles' values.
+fn nib_word(q: u32, hi5: vec2<u32>, xo: u32, k: u32) -> f32 {
+    let m = 0x0F0F0F0Fu;
+    return dot(vec4<f32>(unpack4xU8((q & m) | hi5.x)), xv(xo + k))
+        + dot(vec4<f32>(unpack4xU8(((q >> 4u) & m) | hi5.y)), xv(xo + 4u + k));
+}
+
+// Σ x over the block's 32 staged values at vec4 xo.
+fn block_xsum(xo: u32) -> f32 {
+    return dot(xv(xo) + xv(xo + 1u) + xv(xo + 2u) + xv(xo + 3u) + xv(xo + 4u) + xv(xo + 5u)
+        + xv(xo + 6u) + xv(xo + 7u), vec4<f32>(1.0));
+}
 
 fn block_dot(wrow: u32, blk: u32, part: u32, xo: u32) -> f32 {
     let b = wrow + blk * 5u;
     let d = unpack2x16float(w[b]).x;
-    let q0 = w[b + 1u + 2u * part];
-    let q1 = w[b + 2u + 2u * part];
-    let xa = xv(xo + 2u * part);
-    let xb = xv(xo + 2u * part + 1u);
-    let xc = xv(xo + 4u + 2u * part);
-    let xd = xv(xo + 5u + 2u * part);
-    let m = 0x0F0F0F0Fu;
-    let s = dot(vec4<f32>(unpack4xU8(q0 & m)), xa) + dot(vec4<f32>(unpack4xU8(q1 & m)), xb)
-        + dot(vec4<f32>(unpack4xU8((q0 >> 4u) & m)), xc) + dot(vec4<f32>(unpack4xU8((q1 >> 4u) & m)), xd);
-    return d * (s - 8.0 * dot(xa + xb + xc + xd, vec4<f32>(1.0)));
+    let q0 = w[b + 1u];
+    let q1 = w[b + 2u];
+    let q2 = w[b + 3u];
+    let q3 = w[b + 4u];
+    let z = vec2<u32>(0u);
+    let s = nib_word(q0, z, xo, 0u) + nib_word(q1, z, xo, 1u) + nib_word(q2, z, xo, 2u)
+        + nib_word(q3, z, xo, 3u);
+    return d * (s - 8.0 * block_xsum(xo));
 }

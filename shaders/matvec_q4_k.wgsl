@@ -1,11 +1,13 @@
 // Q4_K for matvec.wgsl: the 36-word blocks read as 9 vec4 (header: [d, dmin] and the 12 scale
-// bytes; then qs, 8 × 16 bytes). Each of a block's 8 lanes takes one 16-byte load of qs: part p
-// covers 16 weights of group 2⌊p/2⌋ (low nibbles) and the same 16 of group 2⌊p/2⌋ + 1 (high
-// nibbles); value d·sc·q − dmin·m, summed as d·sc·Σqx − dmin·m·Σx.
+// bytes; then qs, 8 × 16 bytes). Each of a block's 2 lanes takes the header and four 16-byte
+// loads of qs (64 bytes in flight per block: a memory-bound kernel's bandwidth follows the bytes
+// each thread has in flight): part p covers pairs 2p and 2p + 1, pair j being group 2j (low
+// nibbles of its 32 bytes) and group 2j + 1 (high nibbles); value d·sc·q − dmin·m, summed as
+// d·sc·Σqx − dmin·m·Σx.
 @group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
 
 const BW: u32 = 256u;
-const LPB: u32 = 8u;
+const LPB: u32 = 2u;
 
 // The (scale, min) pairs of groups 2·pair and 2·pair + 1 (ggml's get_scale_min_k4), as 16-bit
 // pairs of bytes (scales, mins), byte-parallel and without indexing the header dynamically (that
@@ -28,29 +30,33 @@ fn q4k_word(qw: u32, a: vec4<f32>, b: vec4<f32>) -> vec2<f32> {
     return vec2<f32>(dot(lo, a), dot(hi, b));
 }
 
-fn block_dot(wrow: u32, blk: u32, part: u32, xo: u32) -> f32 {
-    let bb = wrow / 4u + blk * 9u;
-    let h = w[bb];
-    let pair = part / 2u;
-    let half = part % 2u;
-    let q = w[bb + 1u + 2u * pair + half];
-    let dm = unpack2x16float(h.x);
-    let sm = q4k_scale_min(h, pair);
-    let xl = xo + 16u * pair + 4u * half;
-    let a0 = xv(xl);
-    let a1 = xv(xl + 1u);
-    let a2 = xv(xl + 2u);
-    let a3 = xv(xl + 3u);
-    let b0 = xv(xl + 8u);
-    let b1 = xv(xl + 9u);
-    let b2 = xv(xl + 10u);
-    let b3 = xv(xl + 11u);
-    let qx = q4k_word(q.x, a0, b0) + q4k_word(q.y, a1, b1) + q4k_word(q.z, a2, b2)
-        + q4k_word(q.w, a3, b3);
+// One pair j of the block at vec4 bb with header h: its 32 bytes q0, q1 against the staged
+// values at vec4 xl (group 2j) and xl + 8 (group 2j + 1).
+fn q4k_pair(h: vec4<u32>, j: u32, q0: vec4<u32>, q1: vec4<u32>, xl: u32) -> f32 {
+    let qx = q4k_word(q0.x, xv(xl), xv(xl + 8u)) + q4k_word(q0.y, xv(xl + 1u), xv(xl + 9u))
+        + q4k_word(q0.z, xv(xl + 2u), xv(xl + 10u)) + q4k_word(q0.w, xv(xl + 3u), xv(xl + 11u))
+        + q4k_word(q1.x, xv(xl + 4u), xv(xl + 12u)) + q4k_word(q1.y, xv(xl + 5u), xv(xl + 13u))
+        + q4k_word(q1.z, xv(xl + 6u), xv(xl + 14u)) + q4k_word(q1.w, xv(xl + 7u), xv(xl + 15u));
     let one = vec4<f32>(1.0);
-    let sl = dot(a0 + a1 + a2 + a3, one);
-    let sh = dot(b0 + b1 + b2 + b3, one);
+    let sl = dot(xv(xl) + xv(xl + 1u) + xv(xl + 2u) + xv(xl + 3u)
+        + xv(xl + 4u) + xv(xl + 5u) + xv(xl + 6u) + xv(xl + 7u), one);
+    let sh = dot(xv(xl + 8u) + xv(xl + 9u) + xv(xl + 10u) + xv(xl + 11u)
+        + xv(xl + 12u) + xv(xl + 13u) + xv(xl + 14u) + xv(xl + 15u), one);
+    let sm = q4k_scale_min(h, j);
+    let dm = unpack2x16float(h.x);
     let sc = vec2<f32>(f32(sm.x & 0xFFu), f32(sm.x >> 8u));
     let mn = vec2<f32>(f32(sm.y & 0xFFu), f32(sm.y >> 8u));
     return dm.x * dot(sc, qx) - dm.y * dot(mn, vec2<f32>(sl, sh));
+}
+
+fn block_dot(wrow: u32, blk: u32, part: u32, xo: u32) -> f32 {
+    let bb = wrow / 4u + blk * 9u;
+    let j = 2u * part;
+    // Every load first: 80 bytes in flight.
+    let h = w[bb];
+    let a0 = w[bb + 1u + 2u * j];
+    let a1 = w[bb + 2u + 2u * j];
+    let b0 = w[bb + 3u + 2u * j];
+    let b1 = w[bb + 4u + 2u * j];
+    return q4k_pair(h, j, a0, a1, xo + 16u * j) + q4k_pair(h, j + 1u, b0, b1, xo + 16u * j + 16u);
 }

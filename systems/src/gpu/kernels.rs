@@ -174,40 +174,48 @@ pub fn matmul_grid(rows: u32, tpr: u32) -> (u32, u32) {
 /// matvec_*.wgsl.
 pub fn matvec_block(ty: GgmlType) -> Option<(u32, u32)> {
     Some(match ty {
-        GgmlType::Q4K => (256, 8),
-        GgmlType::Q6K => (256, 16),
-        GgmlType::Q8_0 => (32, 4),
-        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 => (32, 2),
-        GgmlType::F16 | GgmlType::F32 => (32, 4),
+        GgmlType::Q4K => (256, 2),
+        GgmlType::Q6K => (256, 4),
+        GgmlType::F32 => (32, 2),
+        GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::F16 => {
+            (32, 1)
+        }
         _ => return None,
     })
 }
 
 /// Lanes per output feature for the decode matvec of a `rows × cols` matrix of `ty` (None: the
 /// matvec does not take it, `cols` not being whole blocks). A power of two and a multiple of the
-/// lanes per block: the largest up to 32 (a workgroup then holds at least 8 rows to share the
-/// staged activations) whose row groups leave at most 1/8 of their lane-iterations idle (a row
-/// of 6 Q4_K blocks: 16 lanes, 3 iterations of 2 blocks, not 32 lanes idle half the second
-/// time); then doubled, up to 256, while that leaves fewer than 128 workgroups and there are
-/// blocks for the new lanes: a small matrix is latency-bound, and more workgroups put more of
-/// its loads in flight at once.
+/// lanes per block, at most 32 (a workgroup then holds at least 8 rows to share the staged
+/// activations): the largest that gives each lane at least 3 blocks and leaves at most 1/8 of
+/// the lane-iterations idle (a row of 6 Q4_K blocks, 2 lanes each: 4 lanes, 3 iterations);
+/// then doubled while that leaves fewer than 96 workgroups and there are blocks for the new
+/// lanes (small matrices are latency-bound: more workgroups, more loads in flight at once).
+/// Chosen from decode throughput on an H200 (`benches/gpu_matmul.rs`, RESULTS.md).
 pub fn matvec_tpr(ty: GgmlType, rows: u32, cols: u32) -> Option<u32> {
     let (bw, lpb) = matvec_block(ty)?;
     if cols == 0 || !cols.is_multiple_of(bw) {
         return None;
     }
     let nb = cols / bw;
+    // `CHORD_GPU_MV_TPR` (measurements): that many lanes, at least a block's.
+    if let Some(t) = std::env::var("CHORD_GPU_MV_TPR")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        return Some(t.clamp(lpb, 256).next_power_of_two());
+    }
     let mut best = lpb;
     let mut tpr = lpb;
     while tpr <= 32 {
         let bpi = tpr / lpb;
         let slots = nb.div_ceil(bpi) * bpi;
-        if 8 * (slots - nb) <= slots {
+        if 3 * bpi <= nb && 8 * (slots - nb) <= slots {
             best = tpr;
         }
         tpr *= 2;
     }
-    while best < 256 && rows.div_ceil(256 / best) < 128 && best / lpb < nb {
+    while best < 32 && rows.div_ceil(256 / best) < 96 && best / lpb < nb {
         best *= 2;
     }
     Some(best)

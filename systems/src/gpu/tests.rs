@@ -339,12 +339,15 @@ fn matvec_block_sizes_match_the_shaders() {
             "{ty} LPB"
         );
     }
-    // 6 Q4_K blocks: 16 lanes (3 iterations of 2 blocks), not 32 (2 iterations, half idle).
-    assert_eq!(matvec_tpr(GgmlType::Q4K, 17920, 1536), Some(16));
+    // 6 Q4_K blocks of 2 lanes: 4 lanes, 3 iterations of 2 blocks; 280 workgroups.
+    assert_eq!(matvec_tpr(GgmlType::Q4K, 17920, 1536), Some(4));
+    // 35 Q6_K blocks of 4 lanes: 32 lanes (5 iterations of 8 blocks).
     assert_eq!(matvec_tpr(GgmlType::Q6K, 1536, 8960), Some(32));
     assert_eq!(matvec_tpr(GgmlType::Q4K, 17920, 100), None);
-    // 960 rows of 18 Q4_1 blocks: 8 lanes would leave 30 workgroups; 64 lanes give 240.
-    assert_eq!(matvec_tpr(GgmlType::Q4_1, 960, 576), Some(64));
+    // 960 rows of 18 Q4_1 blocks: 4 lanes would leave 15 workgroups; 32 lanes give 120.
+    assert_eq!(matvec_tpr(GgmlType::Q4_1, 960, 576), Some(32));
+    // 3072 rows of them: 8 lanes, 96 workgroups.
+    assert_eq!(matvec_tpr(GgmlType::Q4_1, 3072, 576), Some(8));
 }
 
 #[test]
