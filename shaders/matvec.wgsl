@@ -18,6 +18,19 @@ const KC: u32 = 4096u;
 // Staged in(x) for columns k0 … k0 + KC of the current chunk.
 var<workgroup> xs: array<vec4<f32>, 1024>;
 
+// The four bytes of q as floats without integer-to-float conversions (quarter-rate on some
+// GPUs, and the decode matvecs convert every weight): each byte is placed in the mantissa of
+// 2^23 and 2^23 taken off again, exactly.
+fn bytes_f32(q: u32) -> vec4<f32> {
+    let m = vec4<u32>(q, q >> 8u, q >> 16u, q >> 24u) & vec4<u32>(0xFFu);
+    return bitcast<vec4<f32>>(m | vec4<u32>(0x4B000000u)) - vec4<f32>(8388608.0);
+}
+
+// The same for signed bytes: bias them by 128 (flip the sign bits), convert, take 128 off.
+fn sbytes_f32(q: u32) -> vec4<f32> {
+    return bytes_f32(q ^ 0x80808080u) - vec4<f32>(128.0);
+}
+
 // Where vec4 i of the chunk is stored: its low 3 bits XORed with bits 3 … 5 and 6 … 8, so the
 // lanes of a phase that read vec4s 8, 16, 32 or 64 apart (a lane per block) hit different
 // banks.

@@ -11,8 +11,8 @@ const LPB: u32 = 1u;
 // bits (bit 4 of each byte) of the low and high nibbles' values.
 fn nib_word(q: u32, hi5: vec2<u32>, xo: u32, k: u32) -> f32 {
     let m = 0x0F0F0F0Fu;
-    return dot(vec4<f32>(unpack4xU8((q & m) | hi5.x)), xv(xo + k))
-        + dot(vec4<f32>(unpack4xU8(((q >> 4u) & m) | hi5.y)), xv(xo + 4u + k));
+    return dot(bytes_f32((q & m) | hi5.x), xv(xo + k))
+        + dot(bytes_f32(((q >> 4u) & m) | hi5.y), xv(xo + 4u + k));
 }
 
 // Σ x over the block's 32 staged values at vec4 xo.

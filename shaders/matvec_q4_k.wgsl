@@ -25,8 +25,8 @@ fn q4k_scale_min(h: vec4<u32>, pair: u32) -> vec2<u32> {
 
 // Σ q·x over the 4 weights of each nibble of word qw (against a: low, b: high).
 fn q4k_word(qw: u32, a: vec4<f32>, b: vec4<f32>) -> vec2<f32> {
-    let lo = vec4<f32>(unpack4xU8(qw & 0x0F0F0F0Fu));
-    let hi = vec4<f32>(unpack4xU8((qw >> 4u) & 0x0F0F0F0Fu));
+    let lo = bytes_f32(qw & 0x0F0F0F0Fu);
+    let hi = bytes_f32((qw >> 4u) & 0x0F0F0F0Fu);
     return vec2<f32>(dot(lo, a), dot(hi, b));
 }
 

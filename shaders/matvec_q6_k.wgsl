@@ -17,8 +17,8 @@ fn q6k_word(qa: u32, qb: u32, qh: u32, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f3
     let q4 = ((qb >> 4u) & 0x0F0F0F0Fu) | ((qh >> 2u) & 0x30303030u);
     let one = vec4<f32>(1.0);
     return array<vec4<f32>, 2>(
-        vec4<f32>(dot(vec4<f32>(unpack4xU8(q1)), x1), dot(vec4<f32>(unpack4xU8(q2)), x2),
-                  dot(vec4<f32>(unpack4xU8(q3)), x3), dot(vec4<f32>(unpack4xU8(q4)), x4)),
+        vec4<f32>(dot(bytes_f32(q1), x1), dot(bytes_f32(q2), x2),
+                  dot(bytes_f32(q3), x3), dot(bytes_f32(q4), x4)),
         vec4<f32>(dot(x1, one), dot(x2, one), dot(x3, one), dot(x4, one)),
     );
 }

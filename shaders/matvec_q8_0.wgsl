@@ -6,7 +6,7 @@ const BW: u32 = 32u;
 const LPB: u32 = 1u;
 
 fn q8_word(q: u32, x: vec4<f32>) -> f32 {
-    return dot(vec4<f32>(unpack4xI8(q)), x);
+    return dot(sbytes_f32(q), x);
 }
 
 fn block_dot(wrow: u32, blk: u32, part: u32, xo: u32) -> f32 {
