@@ -42,9 +42,10 @@ struct Dispatch {
     groups: (u32, u32),
     /// The grid's x is the step's row count (`groups.0` ignored).
     per_row: bool,
-    /// The tiled matmul of the same product (pipeline, bind group, feature tiles), used when
-    /// a step has at least `TILED_MIN_ROWS` activation rows.
-    tiled: Option<(wgpu::ComputePipeline, wgpu::BindGroup, u32)>,
+    /// The tiled matmuls of the same product (pipeline and bind group per tile size of
+    /// `shaders::TILES`, output features), used when a step has at least `TILED_MIN_ROWS`
+    /// activation rows; `tiled_grid` picks the tile size.
+    tiled: Option<([(wgpu::ComputePipeline, wgpu::BindGroup); 2], u32)>,
 }
 
 struct LayerPlan {
@@ -384,9 +385,12 @@ fn matmul_dispatches(
             .matmul_tiled
             .get(&part.ty)
             .filter(|_| part.cols.is_multiple_of(32))
-            .map(|tp| {
-                let bg = super::kernels::bind(&ctx.device, tp, &entries);
-                (tp.clone(), bg, (part.rows as u32).div_ceil(64))
+            .map(|tps| {
+                let v = tps.clone().map(|tp| {
+                    let bg = super::kernels::bind(&ctx.device, &tp, &entries);
+                    (tp, bg)
+                });
+                (v, part.rows as u32)
             });
         out.push(Dispatch {
             pipeline,
@@ -902,10 +906,11 @@ fn record(
 
 fn record_plain(pass: &mut wgpu::ComputePass<'static>, ds: &[Dispatch], n_rows: u32) {
     for dsp in ds {
-        if let Some((tp, tb, gx)) = dsp.tiled.as_ref().filter(|_| n_rows >= TILED_MIN_ROWS) {
-            pass.set_pipeline(tp);
-            pass.set_bind_group(0, tb, &[]);
-            pass.dispatch_workgroups(*gx, n_rows.div_ceil(64), 1);
+        if let Some((tv, rows)) = dsp.tiled.as_ref().filter(|_| n_rows >= TILED_MIN_ROWS) {
+            let (i, (gx, gy)) = tiled_grid(*rows, n_rows);
+            pass.set_pipeline(&tv[i].0);
+            pass.set_bind_group(0, &tv[i].1, &[]);
+            pass.dispatch_workgroups(gx, gy, 1);
             continue;
         }
         pass.set_pipeline(&dsp.pipeline);

@@ -169,8 +169,34 @@ pub fn matmul_grid(rows: u32, tpr: u32) -> (u32, u32) {
     grid(rows.div_ceil(256 / tpr))
 }
 
-/// Activation rows from which the tiled matmul is used (its tiles are 64 × 64).
+/// Activation rows from which the tiled matmul is used.
 pub const TILED_MIN_ROWS: u32 = 16;
+
+/// Workgroups of 128 × 128 tiles from which a product takes them rather than 64 × 64 ones
+/// (fewer, larger tiles keep fewer SMs busy). `CHORD_GPU_TILE=64|128` forces one size.
+pub const TILED_LARGE_MIN_GROUPS: u32 = 256;
+
+/// The tiled matmul of `rows` output features × `n_rows` activation rows: (index into
+/// `shaders::TILES` / `Kernels::matmul_tiled`, workgroup grid).
+pub fn tiled_grid(rows: u32, n_rows: u32) -> (usize, (u32, u32)) {
+    static FORCED: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    let forced = *FORCED.get_or_init(|| {
+        std::env::var("CHORD_GPU_TILE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    let large = rows.div_ceil(128) * n_rows.div_ceil(128);
+    let i = match forced {
+        Some(t) => shaders::TILES.iter().position(|&x| x == t).unwrap_or(0),
+        None => usize::from(large >= TILED_LARGE_MIN_GROUPS),
+    };
+    (i, tile_grid(shaders::TILES[i], rows, n_rows))
+}
+
+/// The grid of the tiled matmul with `tile × tile` outputs per workgroup.
+pub fn tile_grid(tile: u32, rows: u32, n_rows: u32) -> (u32, u32) {
+    (rows.div_ceil(tile), n_rows.div_ceil(tile))
+}
 
 /// Workgroups along x at most (the rest goes to y).
 pub const MAX_GROUPS_X: u32 = 32768;
@@ -184,8 +210,8 @@ pub fn grid(n: u32) -> (u32, u32) {
 /// All pipelines, compiled once per device.
 pub struct Kernels {
     pub matmul: HashMap<GgmlType, wgpu::ComputePipeline>,
-    /// The tiled matmuls (many activation rows).
-    pub matmul_tiled: HashMap<GgmlType, wgpu::ComputePipeline>,
+    /// The tiled matmuls (many activation rows), one per tile size of `shaders::TILES`.
+    pub matmul_tiled: HashMap<GgmlType, [wgpu::ComputePipeline; 2]>,
     /// The subgroup-reduction matmuls (empty without subgroups).
     pub matmul_subgroup: HashMap<GgmlType, wgpu::ComputePipeline>,
     pub get_rows: HashMap<GgmlType, wgpu::ComputePipeline>,
@@ -213,6 +239,17 @@ fn pipeline_entry(
     src: &str,
     entry: &str,
 ) -> wgpu::ComputePipeline {
+    pipeline_opts(device, name, src, entry, true)
+}
+
+/// Compile `src`'s `entry`; `zero_shared`: zero the workgroup memory first (WebGPU's default).
+fn pipeline_opts(
+    device: &wgpu::Device,
+    name: &str,
+    src: &str,
+    entry: &str,
+    zero_shared: bool,
+) -> wgpu::ComputePipeline {
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(name),
         source: wgpu::ShaderSource::Wgsl(src.into()),
@@ -222,7 +259,10 @@ fn pipeline_entry(
         layout: None,
         module: &module,
         entry_point: Some(entry),
-        compilation_options: Default::default(),
+        compilation_options: wgpu::PipelineCompilationOptions {
+            zero_initialize_workgroup_memory: zero_shared,
+            ..Default::default()
+        },
         cache: None,
     })
 }
@@ -239,8 +279,18 @@ impl Kernels {
             if let Some(q) = shaders::quant_source(ty) {
                 let src = shaders::matmul_module(q, shaders::MATMUL);
                 matmul.insert(ty, pipeline(device, &format!("matmul_{ty}"), &src));
-                let src = shaders::matmul_module(q, shaders::MATMUL_TILED);
-                matmul_tiled.insert(ty, pipeline(device, &format!("matmul_tiled_{ty}"), &src));
+                let tiled = shaders::TILES.map(|t| {
+                    let src = shaders::tiled_module(q, t);
+                    // Every shared-memory word is written before it is read.
+                    pipeline_opts(
+                        device,
+                        &format!("matmul_tiled{t}_{ty}"),
+                        &src,
+                        "main",
+                        false,
+                    )
+                });
+                matmul_tiled.insert(ty, tiled);
                 if subgroups {
                     let src = shaders::subgroup_matmul(q);
                     let name = format!("matmul_subgroup_{ty}");

@@ -205,15 +205,18 @@ fn matmul_matches_cpu_for_every_type_and_mode() {
         let part = &m.parts[0];
         // The shared-memory kernel, and the subgroup one where the device has subgroups (its
         // lane count stays within the smallest subgroup, at least 8).
-        let mut variants = vec![(&c.kernels.matmul[&ty], 64u32)];
+        // (pipeline, most lanes per feature or None for a tiled kernel, its tile size).
+        let mut variants = vec![(&c.kernels.matmul[&ty], Some(64u32), 0)];
         if let (Some(sg), Some(k)) = (c.subgroup, c.kernels.matmul_subgroup.get(&ty)) {
-            variants.push((k, sg.min(64)));
+            variants.push((k, Some(sg.min(64)), 0));
         }
-        // The tiled kernel (tpr unused; grid: 64-feature tiles × 64-row tiles; cols % 32 = 0).
+        // The tiled kernels, every tile size (tpr unused; cols % 32 = 0).
         if cols % 32 == 0 {
-            variants.push((&c.kernels.matmul_tiled[&ty], 0));
+            for (k, tile) in c.kernels.matmul_tiled[&ty].iter().zip(shaders::TILES) {
+                variants.push((k, None, tile));
+            }
         }
-        for (pipeline, max_tpr) in variants {
+        for (pipeline, max_tpr, tile) in variants {
             for mode in [IN_PLAIN, IN_RMSNORM, IN_GATED] {
                 let xw = if mode == IN_GATED { 2 * cols } else { cols };
                 // The gated mode alternates SiLU and GELU(tanh) by weight type.
@@ -267,10 +270,9 @@ fn matmul_matches_cpu_for_every_type_and_mode() {
                     ..Default::default()
                 };
                 // Every lane count the host may pick gives the same result.
-                // (max_tpr 0 marks the tiled kernel, which has no lanes per feature.)
                 let tpr = match max_tpr {
-                    0 => 16,
-                    m => [16u32, 32, 64][(mode as usize + ty as usize) % 3].min(m),
+                    None => 16,
+                    Some(m) => [16u32, 32, 64][(mode as usize + ty as usize) % 3].min(m),
                 };
                 let p = MmParams { tpr, ..p };
                 let ub = uniform_init(c, &uniform_bytes(&p).unwrap());
@@ -279,10 +281,9 @@ fn matmul_matches_cpu_for_every_type_and_mode() {
                 let nb = storage_init(c, bytemuck::cast_slice(&nw));
                 let bb = storage_init(c, bytemuck::cast_slice(&bias));
                 let sb = step_buf(c, n, &[], &[]);
-                let (gx, gy) = if max_tpr == 0 {
-                    ((rows as u32).div_ceil(64), (n as u32).div_ceil(64))
-                } else {
-                    matmul_grid(rows as u32, tpr)
+                let (gx, gy) = match max_tpr {
+                    None => tile_grid(tile, rows as u32, n as u32),
+                    Some(_) => matmul_grid(rows as u32, tpr),
                 };
                 let got = run(
                     c,
@@ -292,7 +293,9 @@ fn matmul_matches_cpu_for_every_type_and_mode() {
                     &yb,
                 );
                 assert_close(
-                    &format!("matmul {ty} {n}x{cols} mode {mode} tpr {tpr} variant {max_tpr}"),
+                    &format!(
+                        "matmul {ty} {n}x{cols} mode {mode} tpr {tpr} lanes {max_tpr:?} tile {tile}"
+                    ),
                     &f32s(&got),
                     &want,
                     2e-4,
