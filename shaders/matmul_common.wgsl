@@ -22,7 +22,8 @@ struct MmParams {
     up_offset: u32,
     act: u32,
     tpr: u32,
-    _p1: u32,
+    // Split-K parts of the tiled matmul (1: none; see matmul_tiled.wgsl).
+    splits: u32,
     _p2: u32,
 }
 

@@ -6,7 +6,13 @@
 // activation vec4 into registers for the next step while the current one, in shared memory
 // (two buffers, stored transposed: [k][feature], [k][row]), is multiplied: one barrier a step.
 // Same parameters, bindings and modes as matmul.wgsl (prepended with one quant_*.wgsl and
-// matmul_common.wgsl); grid (⌈rows/BT⌉, ⌈n/BT⌉) (`tiled_grid` in kernels.rs); cols % BK = 0.
+// matmul_common.wgsl); grid (⌈rows/BT⌉, ⌈n/BT⌉, splits) (`tiled_grid` in kernels.rs);
+// cols % BK = 0.
+//
+// Split-K (p.splits = S > 1, for products with too few tiles to fill the GPU): workgroup z
+// takes steps [z·steps/S, (z+1)·steps/S) and writes its raw sums to part[(z·n + r)·rows + j]
+// and its rows' Σx² to part[S·n·rows + z·n + r]; the `reduce` entry point then adds the S
+// parts in order (deterministic) and applies the epilogue. part[] holds S·n·(rows + 1).
 
 const NT: u32 = (BT / 8u) * (BT / 8u);
 const BK: u32 = BT / 8u;
@@ -16,6 +22,8 @@ const BT8: u32 = BT / 8u;
 var<workgroup> ws: array<vec4<f32>, 2u * BK * BT4>;  // [buf][k][feature/4]
 var<workgroup> xs: array<vec4<f32>, 2u * BK * BT4>;  // [buf][k][row/4]
 var<workgroup> ssq: array<f32, NT>;
+
+@group(0) @binding(7) var<storage, read_write> part: array<f32>;
 
 // This thread's share of one K step, read from global memory.
 struct Stage {
@@ -83,9 +91,19 @@ fn put(buf: u32, tid: u32, s: Stage) {
     xs[xi1 + 3u * BT4][l] = s.x1.w;
 }
 
-// Output row r (local row rl) for features j, j+1, j+2, j+3 (vector v): 1/rms, bias, residual.
-fn out4(r: u32, rl: u32, n: u32, j: u32, v: vec4<f32>) {
+// Output row r (local row rl) for features j, j+1, j+2, j+3 (vector v): 1/rms, bias, residual;
+// with split-K, the raw sums of split z into part[].
+fn out4(r: u32, rl: u32, n: u32, j: u32, v: vec4<f32>, z: u32) {
     if r >= n {
+        return;
+    }
+    if p.splits > 1u {
+        let pb = (z * n + r) * p.rows;
+        for (var i = 0u; i < 4u; i++) {
+            if j + i < p.rows {
+                part[pb + j + i] = v[i];
+            }
+        }
         return;
     }
     var scale = 1.0;
@@ -138,8 +156,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     var c16 = vec4<f32>(0.0);
     var c17 = vec4<f32>(0.0);
     var sq = 0.0;
-    let steps = p.cols / BK;
-    var s = fetch(tid, j0, r0, n, 0u);
+    let all_steps = p.cols / BK;
+    let nsplit = max(p.splits, 1u);
+    let z = wg.z;
+    let first = z * all_steps / nsplit;
+    let steps = (z + 1u) * all_steps / nsplit - first;
+    var s = fetch(tid, j0, r0, n, first * BK);
     sq += dot(s.x0, s.x0) + dot(s.x1, s.x1);
     put(0u, tid, s);
     workgroupBarrier();
@@ -147,7 +169,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         let cur = st % 2u;
         let more = st + 1u < steps;
         if more {
-            s = fetch(tid, j0, r0, n, (st + 1u) * BK);
+            s = fetch(tid, j0, r0, n, (first + st + 1u) * BK);
             sq += dot(s.x0, s.x0) + dot(s.x1, s.x1);
         }
         let kb = cur * BK * BT4;
@@ -181,24 +203,54 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     }
     ssq[tid] = sq;
     workgroupBarrier();
+    // Split-K: the split's Σx² of each row, once per row tile (feature tile 0).
+    if nsplit > 1u && wg.x == 0u && tid < BT && r0 + tid < n {
+        var q = 0.0;
+        for (var t = tid; t < NT; t += BT) {
+            q += ssq[t];
+        }
+        part[nsplit * n * p.rows + z * n + r0 + tid] = q;
+    }
     let ja = j0 + tx * 4u;
     let jb = ja + BT / 2u;
     let ra = ty * 4u;
     let rb = ra + BT / 2u;
-    out4(r0 + ra, ra, n, ja, c00);
-    out4(r0 + ra + 1u, ra + 1u, n, ja, c01);
-    out4(r0 + ra + 2u, ra + 2u, n, ja, c02);
-    out4(r0 + ra + 3u, ra + 3u, n, ja, c03);
-    out4(r0 + rb, rb, n, ja, c04);
-    out4(r0 + rb + 1u, rb + 1u, n, ja, c05);
-    out4(r0 + rb + 2u, rb + 2u, n, ja, c06);
-    out4(r0 + rb + 3u, rb + 3u, n, ja, c07);
-    out4(r0 + ra, ra, n, jb, c10);
-    out4(r0 + ra + 1u, ra + 1u, n, jb, c11);
-    out4(r0 + ra + 2u, ra + 2u, n, jb, c12);
-    out4(r0 + ra + 3u, ra + 3u, n, jb, c13);
-    out4(r0 + rb, rb, n, jb, c14);
-    out4(r0 + rb + 1u, rb + 1u, n, jb, c15);
-    out4(r0 + rb + 2u, rb + 2u, n, jb, c16);
-    out4(r0 + rb + 3u, rb + 3u, n, jb, c17);
+    out4(r0 + ra, ra, n, ja, c00, z);
+    out4(r0 + ra + 1u, ra + 1u, n, ja, c01, z);
+    out4(r0 + ra + 2u, ra + 2u, n, ja, c02, z);
+    out4(r0 + ra + 3u, ra + 3u, n, ja, c03, z);
+    out4(r0 + rb, rb, n, ja, c04, z);
+    out4(r0 + rb + 1u, rb + 1u, n, ja, c05, z);
+    out4(r0 + rb + 2u, rb + 2u, n, ja, c06, z);
+    out4(r0 + rb + 3u, rb + 3u, n, ja, c07, z);
+    out4(r0 + ra, ra, n, jb, c10, z);
+    out4(r0 + ra + 1u, ra + 1u, n, jb, c11, z);
+    out4(r0 + ra + 2u, ra + 2u, n, jb, c12, z);
+    out4(r0 + ra + 3u, ra + 3u, n, jb, c13, z);
+    out4(r0 + rb, rb, n, jb, c14, z);
+    out4(r0 + rb + 1u, rb + 1u, n, jb, c15, z);
+    out4(r0 + rb + 2u, rb + 2u, n, jb, c16, z);
+    out4(r0 + rb + 3u, rb + 3u, n, jb, c17, z);
+}
+
+// Split-K: y[r][j] from the S parts (in order) and the epilogue; one thread per output, grid
+// `kernels::grid(⌈n·rows/256⌉)`.
+@compute @workgroup_size(256)
+fn reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) ng: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let n = select(step[0], step[1], p.gather != 0u);
+    let idx = (wg.y * ng.x + wg.x) * 256u + lid;
+    if idx >= n * p.rows {
+        return;
+    }
+    let r = idx / p.rows;
+    let j = idx % p.rows;
+    var v = 0.0;
+    var q = 0.0;
+    let qb = p.splits * n * p.rows;
+    for (var z = 0u; z < p.splits; z++) {
+        v += part[(z * n + r) * p.rows + j];
+        q += part[qb + z * n + r];
+    }
+    store_y(r, j, v, q);
 }

@@ -23,7 +23,8 @@ pub struct MmParams {
     pub up_offset: u32,
     pub act: u32,
     pub tpr: u32,
-    pub _p1: u32,
+    /// Split-K parts of the tiled matmul (0 or 1: none).
+    pub splits: u32,
     pub _p2: u32,
 }
 
@@ -172,30 +173,53 @@ pub fn matmul_grid(rows: u32, tpr: u32) -> (u32, u32) {
 /// Activation rows from which the tiled matmul is used.
 pub const TILED_MIN_ROWS: u32 = 16;
 
-/// Workgroups of 128 × 128 tiles from which a product takes them rather than 64 × 64 ones
-/// (fewer, larger tiles keep fewer SMs busy). `CHORD_GPU_TILE=64|128` forces one size.
-pub const TILED_LARGE_MIN_GROUPS: u32 = 256;
+/// Most split-K parts of a tiled product.
+pub const MAX_SPLITS: u32 = 8;
 
-/// The tiled matmul of `rows` output features × `n_rows` activation rows: (index into
-/// `shaders::TILES` / `Kernels::matmul_tiled`, workgroup grid).
-pub fn tiled_grid(rows: u32, n_rows: u32) -> (usize, (u32, u32)) {
-    static FORCED: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
-    let forced = *FORCED.get_or_init(|| {
-        std::env::var("CHORD_GPU_TILE")
-            .ok()
-            .and_then(|v| v.parse().ok())
-    });
-    let large = rows.div_ceil(128) * n_rows.div_ceil(128);
-    let i = match forced {
-        Some(t) => shaders::TILES.iter().position(|&x| x == t).unwrap_or(0),
-        None => usize::from(large >= TILED_LARGE_MIN_GROUPS),
-    };
-    (i, tile_grid(shaders::TILES[i], rows, n_rows))
+/// Workgroups a tiled product aims for (with 64-thread workgroups, about 8 per SM of an H100):
+/// products with fewer tiles split their columns (`tiled_splits`).
+pub const TILED_TARGET_GROUPS: u32 = 1024;
+
+/// Columns each split-K part at least takes.
+pub const MIN_SPLIT_COLS: u32 = 128;
+
+/// Split-K parts for a tiled product of `rows` features × `cols` columns over `n_rows`
+/// activation rows with `tile × tile` tiles: enough for `TILED_TARGET_GROUPS` workgroups, at
+/// most `MAX_SPLITS`, each at least `MIN_SPLIT_COLS` columns (`CHORD_GPU_SPLITS=1`: never).
+pub fn tiled_splits(tile: u32, rows: u32, cols: u32, n_rows: u32) -> u32 {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *OFF.get_or_init(|| std::env::var("CHORD_GPU_SPLITS").is_ok_and(|v| v == "1")) {
+        return 1;
+    }
+    let (gx, gy) = tile_grid(tile, rows, n_rows);
+    let want = TILED_TARGET_GROUPS.div_ceil((gx * gy).max(1));
+    want.min(MAX_SPLITS).min(cols / MIN_SPLIT_COLS).max(1)
 }
 
-/// The grid of the tiled matmul with `tile × tile` outputs per workgroup.
-pub fn tile_grid(tile: u32, rows: u32, n_rows: u32) -> (u32, u32) {
+/// The grid of the tiled matmul with `tile × tile` outputs per workgroup and `splits` split-K
+/// parts (z).
+pub fn tiled_grid(tile: u32, rows: u32, n_rows: u32, splits: u32) -> (u32, u32, u32) {
+    let (x, y) = tile_grid(tile, rows, n_rows);
+    (x, y, splits.max(1))
+}
+
+fn tile_grid(tile: u32, rows: u32, n_rows: u32) -> (u32, u32) {
     (rows.div_ceil(tile), n_rows.div_ceil(tile))
+}
+
+/// The grid of the split-K reduction (`reduce` in matmul_tiled.wgsl): one thread per output.
+pub fn tiled_reduce_grid(rows: u32, n_rows: u32) -> (u32, u32) {
+    grid((rows * n_rows).div_ceil(256))
+}
+
+/// Tile size of the tiled matmul (one of `shaders::TILES`): 64, or `CHORD_GPU_TILE=128`.
+/// (On the H100, 128 × 128 tiles measured 15 % slower to 7 % faster than 64 × 64 on the bench
+/// shapes, before split-K.)
+pub fn tiled_tile() -> u32 {
+    match std::env::var("CHORD_GPU_TILE").as_deref() {
+        Ok("128") => 128,
+        _ => 64,
+    }
 }
 
 /// Workgroups along x at most (the rest goes to y).
@@ -210,8 +234,10 @@ pub fn grid(n: u32) -> (u32, u32) {
 /// All pipelines, compiled once per device.
 pub struct Kernels {
     pub matmul: HashMap<GgmlType, wgpu::ComputePipeline>,
-    /// The tiled matmuls (many activation rows), one per tile size of `shaders::TILES`.
-    pub matmul_tiled: HashMap<GgmlType, [wgpu::ComputePipeline; 2]>,
+    /// The tiled matmuls (many activation rows): product and split-K reduction.
+    pub matmul_tiled: HashMap<GgmlType, (wgpu::ComputePipeline, wgpu::ComputePipeline)>,
+    /// Their tile size (`tiled_tile`).
+    pub tile: u32,
     /// The subgroup-reduction matmuls (empty without subgroups).
     pub matmul_subgroup: HashMap<GgmlType, wgpu::ComputePipeline>,
     pub get_rows: HashMap<GgmlType, wgpu::ComputePipeline>,
@@ -267,6 +293,21 @@ fn pipeline_opts(
     })
 }
 
+/// The tiled matmul of weight type `ty` with `tile × tile` tiles: (product, split-K reduction).
+pub fn tiled_pipelines(
+    device: &wgpu::Device,
+    ty: GgmlType,
+    tile: u32,
+) -> (wgpu::ComputePipeline, wgpu::ComputePipeline) {
+    let q = shaders::quant_source(ty).expect("a GPU weight type");
+    let src = shaders::tiled_module(q, tile);
+    let name = format!("matmul_tiled{tile}_{ty}");
+    // Every shared-memory word is written before it is read.
+    let main = pipeline_opts(device, &name, &src, "main", false);
+    let reduce = pipeline_opts(device, &name, &src, "reduce", false);
+    (main, reduce)
+}
+
 impl Kernels {
     pub fn new(device: &wgpu::Device, subgroups: bool, f16: bool) -> Kernels {
         // `CHORD_GPU_ATTN_TREE=1`: attention reduces with shared-memory trees even with subgroups.
@@ -274,23 +315,13 @@ impl Kernels {
         let mut matmul = HashMap::new();
         let mut matmul_subgroup = HashMap::new();
         let mut matmul_tiled = HashMap::new();
+        let tile = tiled_tile();
         let mut get_rows = HashMap::new();
         for ty in shaders::TYPES {
             if let Some(q) = shaders::quant_source(ty) {
                 let src = shaders::matmul_module(q, shaders::MATMUL);
                 matmul.insert(ty, pipeline(device, &format!("matmul_{ty}"), &src));
-                let tiled = shaders::TILES.map(|t| {
-                    let src = shaders::tiled_module(q, t);
-                    // Every shared-memory word is written before it is read.
-                    pipeline_opts(
-                        device,
-                        &format!("matmul_tiled{t}_{ty}"),
-                        &src,
-                        "main",
-                        false,
-                    )
-                });
-                matmul_tiled.insert(ty, tiled);
+                matmul_tiled.insert(ty, tiled_pipelines(device, ty, tile));
                 if subgroups {
                     let src = shaders::subgroup_matmul(q);
                     let name = format!("matmul_subgroup_{ty}");
@@ -304,6 +335,7 @@ impl Kernels {
             matmul,
             matmul_subgroup,
             matmul_tiled,
+            tile,
             get_rows,
             rope_store: pipeline(
                 device,
@@ -337,20 +369,8 @@ pub fn bind(
     pipeline: &wgpu::ComputePipeline,
     buffers: &[wgpu::BindingResource<'_>],
 ) -> wgpu::BindGroup {
-    let layout = pipeline.get_bind_group_layout(0);
-    let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
-        .iter()
-        .enumerate()
-        .map(|(i, r)| wgpu::BindGroupEntry {
-            binding: i as u32,
-            resource: r.clone(),
-        })
-        .collect();
-    device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: None,
-        layout: &layout,
-        entries: &entries,
-    })
+    let numbered: Vec<_> = (0u32..).zip(buffers.iter().cloned()).collect();
+    bind_at(device, pipeline, &numbered)
 }
 
 /// Bind `buffers` at the given binding numbers for `pipeline`'s group 0.
