@@ -21,7 +21,13 @@ const BT8: u32 = BT / 8u;
 
 var<workgroup> ws: array<vec4<f32>, 2u * BK * BT4>;  // [buf][k][feature/4]
 var<workgroup> xs: array<vec4<f32>, 2u * BK * BT4>;  // [buf][k][row/4]
-var<workgroup> ssq: array<f32, NT>;
+// After the last step, ws holds each thread's Σx² (ssq_of): 32 KiB of shared memory in all
+// with 128 × 128 tiles (Metal's and most browsers' limit), 16 KiB with 64 × 64 (WebGPU's
+// default limit).
+
+fn ssq_of(t: u32) -> f32 {
+    return ws[t / 4u][t % 4u];
+}
 
 @group(0) @binding(7) var<storage, read_write> part: array<f32>;
 
@@ -33,8 +39,9 @@ struct Stage {
     x1: vec4<f32>,
 }
 
-// Weights: thread → feature tid % BT, chunk tid / BT of the step. Activations: row tid % BT,
-// vec4 tid / BT and tid / BT + BK/8 (the same row: NT = BT · BK/8... and BK/4 vec4 a row).
+// One step: BK columns from k0. Weights: thread → feature tid % BT, chunk tid / BT of the
+// step. Activations: row tid % BT, vec4 tid / BT and tid / BT + BK/8 (NT = BT · BK/8 threads
+// and BK/4 vec4 a row).
 fn fetch(tid: u32, j0: u32, r0: u32, n: u32, k0: u32) -> Stage {
     var s: Stage;
     let f = tid % BT;
@@ -66,9 +73,11 @@ fn fetch(tid: u32, j0: u32, r0: u32, n: u32, k0: u32) -> Stage {
     return s;
 }
 
+// A step into shared buffer `buf`.
 fn put(buf: u32, tid: u32, s: Stage) {
     let f = tid % BT;
-    let kw = buf * BK + (tid / BT) * 8u;
+    let kb = buf * BK;
+    let kw = kb + (tid / BT) * 8u;
     let wi = kw * BT4 + f / 4u;
     let l = f % 4u;
     ws[wi][l] = s.w0.x;
@@ -79,7 +88,7 @@ fn put(buf: u32, tid: u32, s: Stage) {
     ws[wi + 5u * BT4][l] = s.w1.y;
     ws[wi + 6u * BT4][l] = s.w1.z;
     ws[wi + 7u * BT4][l] = s.w1.w;
-    let xi0 = (buf * BK + (tid / BT) * 4u) * BT4 + f / 4u;
+    let xi0 = (kb + (tid / BT) * 4u) * BT4 + f / 4u;
     xs[xi0][l] = s.x0.x;
     xs[xi0 + BT4][l] = s.x0.y;
     xs[xi0 + 2u * BT4][l] = s.x0.z;
@@ -110,7 +119,7 @@ fn out4(r: u32, rl: u32, n: u32, j: u32, v: vec4<f32>, z: u32) {
     if p.in_mode == 1u {
         var q = 0.0;
         for (var t = rl; t < NT; t += BT) {
-            q += ssq[t];
+            q += ssq_of(t);
         }
         scale = 1.0 / sqrt(q / f32(p.cols) + p.eps);
     }
@@ -201,13 +210,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         }
         workgroupBarrier();
     }
-    ssq[tid] = sq;
+    ws[tid / 4u][tid % 4u] = sq;
     workgroupBarrier();
     // Split-K: the split's Σx² of each row, once per row tile (feature tile 0).
     if nsplit > 1u && wg.x == 0u && tid < BT && r0 + tid < n {
         var q = 0.0;
         for (var t = tid; t < NT; t += BT) {
-            q += ssq[t];
+            q += ssq_of(t);
         }
         part[nsplit * n * p.rows + z * n + r0 + tid] = q;
     }

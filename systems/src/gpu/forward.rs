@@ -25,7 +25,7 @@ use super::kernels::*;
 use super::profile::{IDLE, Profiler};
 use super::readback::{ReadbackWait, take_mapped};
 use super::upload::{GpuMatrix, f32_buffer, supported_type};
-use super::{GpuContext, GpuError, uniform_bytes};
+use super::{GpuContext, GpuError, shaders, uniform_bytes};
 use crate::backend::GpuActive;
 use crate::batch::{CurrentLayer, SeqChunk, StepBatch};
 use crate::components::{GenState, KvCache, SamplerState, Tokens};
@@ -386,11 +386,11 @@ fn matmul_dispatches(
             p.out_mode |= OUT_BIAS;
         }
         // Split-K for the tiled kernel where the parts fit the scratch buffer.
-        let tile = ctx.kernels.tile;
+        let large = ctx.kernels.tiled_large;
+        let (ti, splits) = tiled_choice(p.rows, p.cols, scratch.cap, large);
+        let tile = shaders::TILES[ti];
         let fit = scratch.floats / (scratch.cap as usize * (part.rows + 1)).max(1);
-        p.splits = tiled_splits(tile, p.rows, p.cols, scratch.cap)
-            .min(fit as u32)
-            .max(1);
+        p.splits = splits.min(fit as u32).max(1);
         let ub = uniform(ctx, &uniform_bytes(&p)?);
         let kernels = if sg.is_some() {
             &ctx.kernels.matmul_subgroup
@@ -428,7 +428,8 @@ fn matmul_dispatches(
             .matmul_tiled
             .get(&part.ty)
             .filter(|_| part.cols.is_multiple_of(32))
-            .map(|(main, reduce)| {
+            .map(|tv| {
+                let (main, reduce) = &tv[ti];
                 let mut numbered: Vec<_> = (0u32..).zip(entries.iter().cloned()).collect();
                 numbered.push((7, scratch.buf.as_entire_binding()));
                 let main_bind = bind_at(&ctx.device, main, &numbered);

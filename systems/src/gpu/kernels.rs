@@ -212,14 +212,29 @@ pub fn tiled_reduce_grid(rows: u32, n_rows: u32) -> (u32, u32) {
     grid((rows * n_rows).div_ceil(256))
 }
 
-/// Tile size of the tiled matmul (one of `shaders::TILES`): 64, or `CHORD_GPU_TILE=128`.
-/// (On the H100, 128 × 128 tiles measured 15 % slower to 7 % faster than 64 × 64 on the bench
-/// shapes, before split-K.)
-pub fn tiled_tile() -> u32 {
-    match std::env::var("CHORD_GPU_TILE").as_deref() {
-        Ok("128") => 128,
-        _ => 64,
-    }
+/// The tiled matmul of a `rows × cols` product over steps of at most `cap` rows: (index into
+/// `shaders::TILES` / `Kernels::matmul_tiled`, split-K parts). Products that need split-K with
+/// 64 × 64 tiles (fewer than `TILED_TARGET_GROUPS` of them) take 128 × 128 ones, unless those
+/// leave more than a tenth of the features idle; `CHORD_GPU_TILE=64|128` forces a size.
+/// (H200, 512 rows, split-K: 128 × 128 tiles were 10–17 % faster on the QKV and down
+/// products of qwen2.5 and SmolLM2's QKV, 3–5 % slower on the gate/up ones, 18 % slower on
+/// SmolLM2's down, 576 features: 4.5 tiles.)
+/// Without `large` (the device cannot run them: `Kernels::tiled_large`) 64 × 64 always.
+pub fn tiled_choice(rows: u32, cols: u32, cap: u32, large: bool) -> (usize, u32) {
+    static FORCED: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    let forced = *FORCED.get_or_init(|| {
+        std::env::var("CHORD_GPU_TILE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    let (gx, gy) = tile_grid(64, rows, cap);
+    let large = large
+        && match forced {
+            Some(t) => t == 128,
+            None => gx * gy < TILED_TARGET_GROUPS && rows.next_multiple_of(128) * 10 <= rows * 11,
+        };
+    let i = usize::from(large);
+    (i, tiled_splits(shaders::TILES[i], rows, cols, cap))
 }
 
 /// Workgroups along x at most (the rest goes to y).
@@ -234,10 +249,12 @@ pub fn grid(n: u32) -> (u32, u32) {
 /// All pipelines, compiled once per device.
 pub struct Kernels {
     pub matmul: HashMap<GgmlType, wgpu::ComputePipeline>,
-    /// The tiled matmuls (many activation rows): product and split-K reduction.
-    pub matmul_tiled: HashMap<GgmlType, (wgpu::ComputePipeline, wgpu::ComputePipeline)>,
-    /// Their tile size (`tiled_tile`).
-    pub tile: u32,
+    /// The tiled matmuls (many activation rows), per tile size of `shaders::TILES`: product
+    /// and split-K reduction.
+    /// and split-K reduction (only the first where not `tiled_large`).
+    pub matmul_tiled: HashMap<GgmlType, Vec<(wgpu::ComputePipeline, wgpu::ComputePipeline)>>,
+    /// The device runs 128 × 128 tiles (256 invocations, 32 KiB of workgroup memory).
+    pub tiled_large: bool,
     /// The subgroup-reduction matmuls (empty without subgroups).
     pub matmul_subgroup: HashMap<GgmlType, wgpu::ComputePipeline>,
     pub get_rows: HashMap<GgmlType, wgpu::ComputePipeline>,
@@ -293,7 +310,8 @@ fn pipeline_opts(
     })
 }
 
-/// The tiled matmul of weight type `ty` with `tile × tile` tiles: (product, split-K reduction).
+/// The tiled matmul of weight type `ty` with `tile × tile` tiles: (product, split-K
+/// reduction).
 pub fn tiled_pipelines(
     device: &wgpu::Device,
     ty: GgmlType,
@@ -315,13 +333,20 @@ impl Kernels {
         let mut matmul = HashMap::new();
         let mut matmul_subgroup = HashMap::new();
         let mut matmul_tiled = HashMap::new();
-        let tile = tiled_tile();
+        let lim = device.limits();
+        let tiled_large = lim.max_compute_workgroup_storage_size >= 32 << 10
+            && lim.max_compute_invocations_per_workgroup >= 256
+            && lim.max_compute_workgroup_size_x >= 256;
         let mut get_rows = HashMap::new();
         for ty in shaders::TYPES {
             if let Some(q) = shaders::quant_source(ty) {
                 let src = shaders::matmul_module(q, shaders::MATMUL);
                 matmul.insert(ty, pipeline(device, &format!("matmul_{ty}"), &src));
-                matmul_tiled.insert(ty, tiled_pipelines(device, ty, tile));
+                let tiled = shaders::TILES[..1 + usize::from(tiled_large)]
+                    .iter()
+                    .map(|&t| tiled_pipelines(device, ty, t))
+                    .collect();
+                matmul_tiled.insert(ty, tiled);
                 if subgroups {
                     let src = shaders::subgroup_matmul(q);
                     let name = format!("matmul_subgroup_{ty}");
@@ -335,7 +360,7 @@ impl Kernels {
             matmul,
             matmul_subgroup,
             matmul_tiled,
-            tile,
+            tiled_large,
             get_rows,
             rope_store: pipeline(
                 device,

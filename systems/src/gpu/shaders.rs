@@ -114,7 +114,7 @@ pub fn subgroup_matmul(q: &str) -> String {
 }
 
 /// Tile sizes of the tiled matmul (output features × activation rows a workgroup computes):
-/// `kernels::tiled_tile` picks the one compiled.
+/// `kernels::tiled_choice` picks one per product.
 pub const TILES: [u32; 2] = [64, 128];
 
 /// The tiled matmul for the decoder `q` with `tile × tile` outputs per workgroup.

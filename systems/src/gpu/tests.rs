@@ -220,7 +220,10 @@ fn step_buf(c: &GpuContext, n: usize, tokens: &[u32], logit_rows: &[u32]) -> wgp
 #[test]
 fn matmul_matches_cpu_for_every_type_and_mode() {
     let Some(c) = ctx() else { return };
-    eprintln!("subgroups: {:?}", c.subgroup);
+    eprintln!(
+        "subgroups: {:?}; 128 × 128 tiles: {}",
+        c.subgroup, c.kernels.tiled_large
+    );
     let mut r = rng();
     let rows = 37;
     // 70 activation rows (tiles of 8), and one row (the decode path: four chunks in flight per
@@ -253,16 +256,12 @@ fn matmul_matches_cpu_for_every_type_and_mode() {
         if let (Some(sg), Some(k)) = (c.subgroup, c.kernels.matmul_subgroup.get(&ty)) {
             variants.push((k, Some(sg.min(64)), 0, 1, None));
         }
-        // The tiled kernels, every tile size, whole and in 3 split-K parts (tpr unused;
-        // cols % 32 = 0).
-        let tiled: Vec<_> = shaders::TILES
-            .into_iter()
-            .map(|t| (t, tiled_pipelines(&c.device, ty, t)))
-            .collect();
+        // The tiled kernels, every tile size the device runs, whole and in 3 split-K parts
+        // (tpr unused; cols % 32 = 0).
         if cols % 32 == 0 {
-            for (tile, (k, reduce)) in &tiled {
-                variants.push((k, None, *tile, 1, None));
-                variants.push((k, None, *tile, 3, Some(reduce)));
+            for ((k, reduce), tile) in c.kernels.matmul_tiled[&ty].iter().zip(shaders::TILES) {
+                variants.push((k, None, tile, 1, None));
+                variants.push((k, None, tile, 3, Some(reduce)));
             }
         }
         for (pipeline, max_tpr, tile, splits, reduce) in variants {
