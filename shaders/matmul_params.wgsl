@@ -24,7 +24,8 @@ struct MmParams {
     act: u32,
     tpr: u32,
     rpg: u32,
-    _p2: u32,
+    // Split-K parts of the tiled matmul (1: none; see matmul_tiled.wgsl).
+    splits: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: MmParams;

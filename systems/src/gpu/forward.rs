@@ -25,7 +25,7 @@ use super::kernels::*;
 use super::profile::{IDLE, Profiler};
 use super::readback::{ReadbackWait, take_mapped};
 use super::upload::{GpuMatrix, f32_buffer, supported_type};
-use super::{GpuContext, GpuError, uniform_bytes};
+use super::{GpuContext, GpuError, shaders, uniform_bytes};
 use crate::backend::GpuActive;
 use crate::batch::{CurrentLayer, SeqChunk, StepBatch};
 use crate::components::{GenState, KvCache, SamplerState, Tokens};
@@ -42,12 +42,49 @@ struct Dispatch {
     groups: (u32, u32),
     /// The grid's x is the step's row count (`groups.0` ignored).
     per_row: bool,
-    /// The tiled matmul of the same product (pipeline, bind group, feature tiles), used when
-    /// a step has at least `TILED_MIN_ROWS` activation rows.
-    tiled: Option<(wgpu::ComputePipeline, wgpu::BindGroup, u32)>,
+    /// The tiled matmul of the same product, used when a step has at least `TILED_MIN_ROWS`
+    /// activation rows.
+    tiled: Option<TiledDispatch>,
     /// The decode matvec of the same product (pipeline, bind group, grid), used when a step has
     /// exactly one activation row.
     matvec: Option<(wgpu::ComputePipeline, wgpu::BindGroup, (u32, u32))>,
+}
+
+/// A product's tiled matmul: the product, and with split-K its reduction.
+struct TiledDispatch {
+    main: (wgpu::ComputePipeline, wgpu::BindGroup),
+    reduce: Option<(wgpu::ComputePipeline, wgpu::BindGroup)>,
+    /// Output features, split-K parts (`tiled_splits`), tile size.
+    rows: u32,
+    splits: u32,
+    tile: u32,
+}
+
+/// The split-K parts buffer the tiled matmuls share (`part` in matmul_tiled.wgsl): `floats`
+/// f32, for steps of at most `cap` activation rows.
+pub(crate) struct SplitScratch {
+    buf: wgpu::Buffer,
+    floats: usize,
+    cap: u32,
+}
+
+impl SplitScratch {
+    /// Room for `MAX_SPLITS` parts of `cap` rows × `max_rows` features (within one binding).
+    fn new(ctx: &GpuContext, cap: usize, max_rows: usize) -> SplitScratch {
+        let floats = (MAX_SPLITS as usize * cap * (max_rows + 1))
+            .min(ctx.max_binding() as usize / 4)
+            .max(4);
+        SplitScratch {
+            buf: storage(
+                ctx,
+                "split-K parts",
+                4 * floats,
+                wgpu::BufferUsages::empty(),
+            ),
+            floats,
+            cap: cap as u32,
+        }
+    }
 }
 
 struct LayerPlan {
@@ -315,6 +352,7 @@ fn matmul_dispatches(
     bias: Option<&wgpu::Buffer>,
     step: &wgpu::Buffer,
     dummy: &wgpu::Buffer,
+    scratch: &SplitScratch,
     base: MmParams,
 ) -> Result<Vec<Dispatch>, GpuError> {
     let mut out = Vec::new();
@@ -350,6 +388,12 @@ fn matmul_dispatches(
         if bias.is_some() {
             p.out_mode |= OUT_BIAS;
         }
+        // Split-K for the tiled kernel where the parts fit the scratch buffer.
+        let large = ctx.kernels.tiled_large;
+        let (ti, splits) = tiled_choice(p.rows, p.cols, scratch.cap, large);
+        let tile = shaders::TILES[ti];
+        let fit = scratch.floats / (scratch.cap as usize * (part.rows + 1)).max(1);
+        p.splits = splits.min(fit as u32).max(1);
         let ub = uniform(ctx, &uniform_bytes(&p)?);
         let kernels = if sg.is_some() {
             &ctx.kernels.matmul_subgroup
@@ -387,9 +431,25 @@ fn matmul_dispatches(
             .matmul_tiled
             .get(&part.ty)
             .filter(|_| part.cols.is_multiple_of(32))
-            .map(|tp| {
-                let bg = super::kernels::bind(&ctx.device, tp, &entries);
-                (tp.clone(), bg, (part.rows as u32).div_ceil(64))
+            .map(|tv| {
+                let (main, reduce) = &tv[ti];
+                let mut numbered: Vec<_> = (0u32..).zip(entries.iter().cloned()).collect();
+                numbered.push((7, scratch.buf.as_entire_binding()));
+                let main_bind = bind_at(&ctx.device, main, &numbered);
+                let reduce = (p.splits > 1).then(|| {
+                    let used = numbered
+                        .into_iter()
+                        .filter(|(i, _)| [0, 3, 5, 6, 7].contains(i));
+                    let b = bind_at(&ctx.device, reduce, &used.collect::<Vec<_>>());
+                    (reduce.clone(), b)
+                });
+                TiledDispatch {
+                    main: (main.clone(), main_bind),
+                    reduce,
+                    rows: p.rows,
+                    splits: p.splits,
+                    tile,
+                }
             });
         // `CHORD_GPU_NO_MATVEC=1`: decode steps keep the row-group kernels.
         let matvec = matvec_tpr(part.ty, p.rows, p.cols)
@@ -498,6 +558,9 @@ impl GpuForward {
         let logits_read = read("logits readback", logits.size());
         let argmax_read = [0, 1].map(|_| read("argmax readback", argmax.size()));
         let dummy = f32_buffer(&ctx, "dummy", &[0.0; 4]);
+        // Split-K parts for the QKV, output and down products (larger ones split where
+        // they fit).
+        let scratch = SplitScratch::new(&ctx, cap, d.qkv().max(d.n_embd));
 
         // Embedding gather (one dispatch per part of the table).
         let emb = GpuMatrix::upload(&ctx, &w.token_embd.name, &[w.token_embd.view(w)])?;
@@ -564,6 +627,7 @@ impl GpuForward {
                 bias.as_ref(),
                 &step_buf,
                 &dummy,
+                &scratch,
                 MmParams {
                     y_stride: d.qkv() as u32,
                     ..normed
@@ -579,6 +643,7 @@ impl GpuForward {
                 None,
                 &step_buf,
                 &dummy,
+                &scratch,
                 MmParams {
                     in_mode: IN_PLAIN,
                     out_mode: OUT_ACCUMULATE,
@@ -599,6 +664,7 @@ impl GpuForward {
                 None,
                 &step_buf,
                 &dummy,
+                &scratch,
                 MmParams {
                     y_stride: 2 * c.n_ff as u32,
                     ..normed
@@ -614,6 +680,7 @@ impl GpuForward {
                 None,
                 &step_buf,
                 &dummy,
+                &scratch,
                 MmParams {
                     in_mode: IN_GATED,
                     out_mode: OUT_ACCUMULATE,
@@ -649,6 +716,7 @@ impl GpuForward {
             None,
             &step_buf,
             &dummy,
+            &scratch,
             MmParams {
                 in_mode: IN_RMSNORM,
                 x_stride: d.n_embd as u32,
@@ -920,10 +988,17 @@ fn record(
 
 fn record_plain(pass: &mut wgpu::ComputePass<'static>, ds: &[Dispatch], n_rows: u32) {
     for dsp in ds {
-        if let Some((tp, tb, gx)) = dsp.tiled.as_ref().filter(|_| n_rows >= TILED_MIN_ROWS) {
-            pass.set_pipeline(tp);
-            pass.set_bind_group(0, tb, &[]);
-            pass.dispatch_workgroups(*gx, n_rows.div_ceil(64), 1);
+        if let Some(t) = dsp.tiled.as_ref().filter(|_| n_rows >= TILED_MIN_ROWS) {
+            let (gx, gy, gz) = tiled_grid(t.tile, t.rows, n_rows, t.splits);
+            pass.set_pipeline(&t.main.0);
+            pass.set_bind_group(0, &t.main.1, &[]);
+            pass.dispatch_workgroups(gx, gy, gz);
+            if let Some((rp, rb)) = &t.reduce {
+                let (rx, ry) = tiled_reduce_grid(t.rows, n_rows);
+                pass.set_pipeline(rp);
+                pass.set_bind_group(0, rb, &[]);
+                pass.dispatch_workgroups(rx, ry, 1);
+            }
             continue;
         }
         if let Some((mp, mb, (x, y))) = dsp.matvec.as_ref().filter(|_| n_rows == 1) {
@@ -1946,6 +2021,7 @@ impl MatmulProbe {
         let nw = f32_buffer(ctx, "probe norm", &vec![1.0; view.cols]);
         let y = f32_buffer(ctx, "probe y", &vec![0.0; n_rows * view.rows]);
         let dummy = f32_buffer(ctx, "probe dummy", &[0.0; 4]);
+        let scratch = SplitScratch::new(ctx, n_rows.max(1), view.rows);
         let mut s = vec![0u32; 4 + 3 * n_rows.max(1)];
         s[0] = n_rows as u32;
         s[1] = n_rows as u32;
@@ -1977,6 +2053,7 @@ impl MatmulProbe {
             None,
             &step,
             &dummy,
+            &scratch,
             base,
         )?];
         for _ in 1..n_copies {
@@ -1990,6 +2067,7 @@ impl MatmulProbe {
                 None,
                 &step,
                 &dummy,
+                &scratch,
                 base,
             )?);
         }

@@ -25,7 +25,8 @@ pub struct MmParams {
     pub tpr: u32,
     /// Matvec only: rows per row group (1 … 4), each workgroup covering `rpg · 256 / tpr` rows.
     pub rpg: u32,
-    pub _p2: u32,
+    /// Split-K parts of the tiled matmul (0 or 1: none).
+    pub splits: u32,
 }
 
 pub const IN_PLAIN: u32 = 0;
@@ -243,8 +244,72 @@ pub fn matvec_grid(rows: u32, tpr: u32, rpg: u32) -> (u32, u32) {
     grid(rows.div_ceil(rpg * 256 / tpr))
 }
 
-/// Activation rows from which the tiled matmul is used (its tiles are 64 × 64).
+/// Activation rows from which the tiled matmul is used.
 pub const TILED_MIN_ROWS: u32 = 16;
+
+/// Most split-K parts of a tiled product.
+pub const MAX_SPLITS: u32 = 8;
+
+/// Workgroups a tiled product aims for (with 64-thread workgroups, about 8 per SM of an H100):
+/// products with fewer tiles split their columns (`tiled_splits`).
+pub const TILED_TARGET_GROUPS: u32 = 1024;
+
+/// Columns each split-K part at least takes.
+pub const MIN_SPLIT_COLS: u32 = 128;
+
+/// Split-K parts for a tiled product of `rows` features × `cols` columns over `n_rows`
+/// activation rows with `tile × tile` tiles: enough for `TILED_TARGET_GROUPS` workgroups, at
+/// most `MAX_SPLITS`, each at least `MIN_SPLIT_COLS` columns (`CHORD_GPU_SPLITS=1`: never).
+pub fn tiled_splits(tile: u32, rows: u32, cols: u32, n_rows: u32) -> u32 {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *OFF.get_or_init(|| std::env::var("CHORD_GPU_SPLITS").is_ok_and(|v| v == "1")) {
+        return 1;
+    }
+    let (gx, gy) = tile_grid(tile, rows, n_rows);
+    let want = TILED_TARGET_GROUPS.div_ceil((gx * gy).max(1));
+    want.min(MAX_SPLITS).min(cols / MIN_SPLIT_COLS).max(1)
+}
+
+/// The grid of the tiled matmul with `tile × tile` outputs per workgroup and `splits` split-K
+/// parts (z).
+pub fn tiled_grid(tile: u32, rows: u32, n_rows: u32, splits: u32) -> (u32, u32, u32) {
+    let (x, y) = tile_grid(tile, rows, n_rows);
+    (x, y, splits.max(1))
+}
+
+fn tile_grid(tile: u32, rows: u32, n_rows: u32) -> (u32, u32) {
+    (rows.div_ceil(tile), n_rows.div_ceil(tile))
+}
+
+/// The grid of the split-K reduction (`reduce` in matmul_tiled.wgsl): one thread per output.
+pub fn tiled_reduce_grid(rows: u32, n_rows: u32) -> (u32, u32) {
+    grid((rows * n_rows).div_ceil(256))
+}
+
+/// The tiled matmul of a `rows × cols` product over steps of at most `cap` rows: (index into
+/// `shaders::TILES` / `Kernels::matmul_tiled`, split-K parts). Products that need split-K with
+/// 64 × 64 tiles (fewer than `TILED_TARGET_GROUPS` of them) take 128 × 128 ones, unless those
+/// leave more than a tenth of the features idle; `CHORD_GPU_TILE=64|128` forces a size.
+/// (H200, 512 rows, split-K: 128 × 128 tiles were 10–17 % faster on the QKV and down
+/// products of qwen2.5 and SmolLM2's QKV, 3–5 % slower on the gate/up ones, 18 % slower on
+/// SmolLM2's down, 576 features: 4.5 tiles.)
+/// Without `large` (the device cannot run them: `Kernels::tiled_large`) 64 × 64 always.
+pub fn tiled_choice(rows: u32, cols: u32, cap: u32, large: bool) -> (usize, u32) {
+    static FORCED: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    let forced = *FORCED.get_or_init(|| {
+        std::env::var("CHORD_GPU_TILE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    let (gx, gy) = tile_grid(64, rows, cap);
+    let large = large
+        && match forced {
+            Some(t) => t == 128,
+            None => gx * gy < TILED_TARGET_GROUPS && rows.next_multiple_of(128) * 10 <= rows * 11,
+        };
+    let i = usize::from(large);
+    (i, tiled_splits(shaders::TILES[i], rows, cols, cap))
+}
 
 /// Workgroups along x at most (the rest goes to y).
 pub const MAX_GROUPS_X: u32 = 32768;
@@ -258,8 +323,12 @@ pub fn grid(n: u32) -> (u32, u32) {
 /// All pipelines, compiled once per device.
 pub struct Kernels {
     pub matmul: HashMap<GgmlType, wgpu::ComputePipeline>,
-    /// The tiled matmuls (many activation rows).
-    pub matmul_tiled: HashMap<GgmlType, wgpu::ComputePipeline>,
+    /// The tiled matmuls (many activation rows), per tile size of `shaders::TILES`: product
+    /// and split-K reduction.
+    /// and split-K reduction (only the first where not `tiled_large`).
+    pub matmul_tiled: HashMap<GgmlType, Vec<(wgpu::ComputePipeline, wgpu::ComputePipeline)>>,
+    /// The device runs 128 × 128 tiles (256 invocations, 32 KiB of workgroup memory).
+    pub tiled_large: bool,
     /// The subgroup-reduction matmuls (empty without subgroups).
     pub matmul_subgroup: HashMap<GgmlType, wgpu::ComputePipeline>,
     /// The decode matvecs (one activation row; subgroup sums where the device has them).
@@ -289,6 +358,17 @@ fn pipeline_entry(
     src: &str,
     entry: &str,
 ) -> wgpu::ComputePipeline {
+    pipeline_opts(device, name, src, entry, true)
+}
+
+/// Compile `src`'s `entry`; `zero_shared`: zero the workgroup memory first (WebGPU's default).
+fn pipeline_opts(
+    device: &wgpu::Device,
+    name: &str,
+    src: &str,
+    entry: &str,
+    zero_shared: bool,
+) -> wgpu::ComputePipeline {
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(name),
         source: wgpu::ShaderSource::Wgsl(src.into()),
@@ -298,9 +378,28 @@ fn pipeline_entry(
         layout: None,
         module: &module,
         entry_point: Some(entry),
-        compilation_options: Default::default(),
+        compilation_options: wgpu::PipelineCompilationOptions {
+            zero_initialize_workgroup_memory: zero_shared,
+            ..Default::default()
+        },
         cache: None,
     })
+}
+
+/// The tiled matmul of weight type `ty` with `tile × tile` tiles: (product, split-K
+/// reduction).
+pub fn tiled_pipelines(
+    device: &wgpu::Device,
+    ty: GgmlType,
+    tile: u32,
+) -> (wgpu::ComputePipeline, wgpu::ComputePipeline) {
+    let q = shaders::quant_source(ty).expect("a GPU weight type");
+    let src = shaders::tiled_module(q, tile);
+    let name = format!("matmul_tiled{tile}_{ty}");
+    // Every shared-memory word is written before it is read.
+    let main = pipeline_opts(device, &name, &src, "main", false);
+    let reduce = pipeline_opts(device, &name, &src, "reduce", false);
+    (main, reduce)
 }
 
 impl Kernels {
@@ -310,6 +409,10 @@ impl Kernels {
         let mut matmul = HashMap::new();
         let mut matmul_subgroup = HashMap::new();
         let mut matmul_tiled = HashMap::new();
+        let lim = device.limits();
+        let tiled_large = lim.max_compute_workgroup_storage_size >= 32 << 10
+            && lim.max_compute_invocations_per_workgroup >= 256
+            && lim.max_compute_workgroup_size_x >= 256;
         let mut get_rows = HashMap::new();
         let mut matvec = HashMap::new();
         for ty in shaders::TYPES {
@@ -319,8 +422,11 @@ impl Kernels {
             if let Some(q) = shaders::quant_source(ty) {
                 let src = shaders::matmul_module(q, shaders::MATMUL);
                 matmul.insert(ty, pipeline(device, &format!("matmul_{ty}"), &src));
-                let src = shaders::matmul_module(q, shaders::MATMUL_TILED);
-                matmul_tiled.insert(ty, pipeline(device, &format!("matmul_tiled_{ty}"), &src));
+                let tiled = shaders::TILES[..1 + usize::from(tiled_large)]
+                    .iter()
+                    .map(|&t| tiled_pipelines(device, ty, t))
+                    .collect();
+                matmul_tiled.insert(ty, tiled);
                 if subgroups {
                     let src = shaders::subgroup_matmul(q);
                     let name = format!("matmul_subgroup_{ty}");
@@ -335,6 +441,7 @@ impl Kernels {
             matmul_subgroup,
             matvec,
             matmul_tiled,
+            tiled_large,
             get_rows,
             rope_store: pipeline(
                 device,
@@ -368,20 +475,8 @@ pub fn bind(
     pipeline: &wgpu::ComputePipeline,
     buffers: &[wgpu::BindingResource<'_>],
 ) -> wgpu::BindGroup {
-    let layout = pipeline.get_bind_group_layout(0);
-    let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
-        .iter()
-        .enumerate()
-        .map(|(i, r)| wgpu::BindGroupEntry {
-            binding: i as u32,
-            resource: r.clone(),
-        })
-        .collect();
-    device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: None,
-        layout: &layout,
-        entries: &entries,
-    })
+    let numbered: Vec<_> = (0u32..).zip(buffers.iter().cloned()).collect();
+    bind_at(device, pipeline, &numbered)
 }
 
 /// Bind `buffers` at the given binding numbers for `pipeline`'s group 0.

@@ -137,7 +137,9 @@ pub fn all_modules() -> Vec<(String, String)> {
             v.push((format!("matmul_{ty}"), matmul_module(q, MATMUL)));
             v.push((format!("get_rows_{ty}"), format!("{q}\n{GET_ROWS}")));
             v.push((format!("matmul_subgroup_{ty}"), subgroup_matmul(q)));
-            v.push((format!("matmul_tiled_{ty}"), matmul_module(q, MATMUL_TILED)));
+            for tile in TILES {
+                v.push((format!("matmul_tiled{tile}_{ty}"), tiled_module(q, tile)));
+            }
         }
         for sg in [false, true] {
             if let Some(src) = matvec_module(ty, sg) {
@@ -152,6 +154,15 @@ pub fn all_modules() -> Vec<(String, String)> {
 /// device's SUBGROUP feature and rejects the standard `enable subgroups;` directive.)
 pub fn subgroup_matmul(q: &str) -> String {
     matmul_module(q, MATMUL_SUBGROUP)
+}
+
+/// Tile sizes of the tiled matmul (output features × activation rows a workgroup computes):
+/// `kernels::tiled_choice` picks one per product.
+pub const TILES: [u32; 2] = [64, 128];
+
+/// The tiled matmul for the decoder `q` with `tile × tile` outputs per workgroup.
+pub fn tiled_module(q: &str, tile: u32) -> String {
+    format!("{q}\n{MATMUL_PARAMS}\n{MATMUL_COMMON}\nconst BT: u32 = {tile}u;\n{MATMUL_TILED}")
 }
 
 /// A matmul kernel module: the weight decoder `q`, the shared parameters, input modes and chunk

@@ -148,6 +148,48 @@ fn run(
     super::forward::read_back_for_tests(c, &read)
 }
 
+/// The tiled matmul (bindings 0..=7) over `grid`, then its split-K reduction (bindings 0, 3,
+/// 5, 6, 7) where given; returns `out`.
+fn run_tiled(
+    c: &GpuContext,
+    pipeline: &wgpu::ComputePipeline,
+    buffers: &[&wgpu::Buffer; 8],
+    grid: (u32, u32, u32),
+    reduce: Option<(&wgpu::ComputePipeline, (u32, u32))>,
+    out: &wgpu::Buffer,
+) -> Vec<u8> {
+    let all: Vec<_> = buffers.iter().map(|b| b.as_entire_binding()).collect();
+    let bg = bind(&c.device, pipeline, &all);
+    let rb = reduce.map(|(rp, _)| {
+        let used: Vec<_> = [0u32, 3, 5, 6, 7]
+            .into_iter()
+            .map(|i| (i, buffers[i as usize].as_entire_binding()))
+            .collect();
+        bind_at(&c.device, rp, &used)
+    });
+    let read = c.device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: out.size(),
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut enc = c.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, &bg, &[]);
+        pass.dispatch_workgroups(grid.0, grid.1, grid.2);
+        if let (Some((rp, (rx, ry))), Some(rb)) = (reduce, rb.as_ref()) {
+            pass.set_pipeline(rp);
+            pass.set_bind_group(0, rb, &[]);
+            pass.dispatch_workgroups(rx, ry, 1);
+        }
+    }
+    enc.copy_buffer_to_buffer(out, 0, &read, 0, out.size());
+    c.queue.submit([enc.finish()]);
+    super::forward::read_back_for_tests(c, &read)
+}
+
 fn f32s(b: &[u8]) -> Vec<f32> {
     bytemuck::cast_slice(b).to_vec()
 }
@@ -225,7 +267,10 @@ fn cpu_twin(
 #[test]
 fn matmul_matches_cpu_for_every_type_and_mode() {
     let Some(c) = ctx() else { return };
-    eprintln!("subgroups: {:?}", c.subgroup);
+    eprintln!(
+        "subgroups: {:?}; 128 × 128 tiles: {}",
+        c.subgroup, c.kernels.tiled_large
+    );
     let mut r = rng();
     let rows = 37;
     // 70 activation rows (tiles of 8), and one row (the decode path: four chunks in flight per
@@ -252,15 +297,21 @@ fn matmul_matches_cpu_for_every_type_and_mode() {
         let part = &m.parts[0];
         // The shared-memory kernel, and the subgroup one where the device has subgroups (its
         // lane count stays within the smallest subgroup, at least 8).
-        let mut variants = vec![(&c.kernels.matmul[&ty], 64u32)];
+        // (pipeline, most lanes per feature; or None for a tiled kernel: its tile size,
+        // split-K parts and reduction).
+        let mut variants = vec![(&c.kernels.matmul[&ty], Some(64u32), 0, 1, None)];
         if let (Some(sg), Some(k)) = (c.subgroup, c.kernels.matmul_subgroup.get(&ty)) {
-            variants.push((k, sg.min(64)));
+            variants.push((k, Some(sg.min(64)), 0, 1, None));
         }
-        // The tiled kernel (tpr unused; grid: 64-feature tiles × 64-row tiles; cols % 32 = 0).
+        // The tiled kernels, every tile size the device runs, whole and in 3 split-K parts
+        // (tpr unused; cols % 32 = 0).
         if cols % 32 == 0 {
-            variants.push((&c.kernels.matmul_tiled[&ty], 0));
+            for ((k, reduce), tile) in c.kernels.matmul_tiled[&ty].iter().zip(shaders::TILES) {
+                variants.push((k, None, tile, 1, None));
+                variants.push((k, None, tile, 3, Some(reduce)));
+            }
         }
-        for (pipeline, max_tpr) in variants {
+        for (pipeline, max_tpr, tile, splits, reduce) in variants {
             for mode in [IN_PLAIN, IN_RMSNORM, IN_GATED] {
                 let xw = if mode == IN_GATED { 2 * cols } else { cols };
                 // The gated mode alternates SiLU and GELU(tanh) by weight type.
@@ -293,32 +344,36 @@ fn matmul_matches_cpu_for_every_type_and_mode() {
                     ..Default::default()
                 };
                 // Every lane count the host may pick gives the same result.
-                // (max_tpr 0 marks the tiled kernel, which has no lanes per feature.)
                 let tpr = match max_tpr {
-                    0 => 16,
-                    m => [16u32, 32, 64][(mode as usize + ty as usize) % 3].min(m),
+                    None => 16,
+                    Some(m) => [16u32, 32, 64][(mode as usize + ty as usize) % 3].min(m),
                 };
-                let p = MmParams { tpr, ..p };
+                let p = MmParams { tpr, splits, ..p };
                 let ub = uniform_init(c, &uniform_bytes(&p).unwrap());
                 let xb = storage_init(c, bytemuck::cast_slice(&x));
                 let yb = storage_init(c, bytemuck::cast_slice(&y0));
                 let nb = storage_init(c, bytemuck::cast_slice(&nw));
                 let bb = storage_init(c, bytemuck::cast_slice(&bias));
                 let sb = step_buf(c, n, &[], &[]);
-                let (gx, gy) = if max_tpr == 0 {
-                    ((rows as u32).div_ceil(64), (n as u32).div_ceil(64))
-                } else {
-                    matmul_grid(rows as u32, tpr)
+                let got = match max_tpr {
+                    None => {
+                        let pb = storage_init(c, &vec![0u8; 4 * splits as usize * n * (rows + 1)]);
+                        let bufs = [&ub, &part.buf, &xb, &yb, &nb, &bb, &sb, &pb];
+                        let grid = tiled_grid(tile, rows as u32, n as u32, splits);
+                        let red = reduce.map(|r| (r, tiled_reduce_grid(rows as u32, n as u32)));
+                        run_tiled(c, pipeline, &bufs, grid, red, &yb)
+                    }
+                    Some(_) => {
+                        let (gx, gy) = matmul_grid(rows as u32, tpr);
+                        let bufs = [&ub, &part.buf, &xb, &yb, &nb, &bb, &sb];
+                        run(c, pipeline, &bufs, (gx, gy, 1), &yb)
+                    }
                 };
-                let got = run(
-                    c,
-                    pipeline,
-                    &[&ub, &part.buf, &xb, &yb, &nb, &bb, &sb],
-                    (gx, gy, 1),
-                    &yb,
-                );
                 assert_close(
-                    &format!("matmul {ty} {n}x{cols} mode {mode} tpr {tpr} variant {max_tpr}"),
+                    &format!(
+                        "matmul {ty} {n}x{cols} mode {mode} tpr {tpr} lanes {max_tpr:?} tile {tile} \
+                         splits {splits}"
+                    ),
                     &f32s(&got),
                     &want,
                     2e-4,
