@@ -17,6 +17,14 @@ const KC: u32 = 4096u;
 
 // Staged in(x) for columns k0 … k0 + KC of the current chunk.
 var<workgroup> xs: array<vec4<f32>, 1024>;
+// Σ of each 16 staged values (the block decoders' min and offset terms need them per row; the
+// values are the same for every row).
+var<workgroup> xsum16: array<f32, 256>;
+
+// Σ of staged values 16i … 16i + 15.
+fn xsum(i: u32) -> f32 {
+    return xsum16[i];
+}
 
 // The four bytes of q as floats without integer-to-float conversions (quarter-rate on some
 // GPUs, and the decode matvecs convert every weight): each byte is placed in the mantissa of
@@ -106,6 +114,11 @@ fn main(
             let v3 = stage_load(xb, k0, e + 3u * WG, n4);
             ss += stage_store(e, n4, v0) + stage_store(e + WG, n4, v1) + stage_store(e + 2u * WG, n4, v2)
                 + stage_store(e + 3u * WG, n4, v3);
+        }
+        workgroupBarrier();
+        if tid < n4 / 4u {
+            let i = 4u * tid;
+            xsum16[tid] = dot(xv(i) + xv(i + 1u) + xv(i + 2u) + xv(i + 3u), vec4<f32>(1.0));
         }
         workgroupBarrier();
         // KC and cols are whole blocks, so every chunk is.

@@ -17,8 +17,7 @@ fn nib_word(q: u32, hi5: vec2<u32>, xo: u32, k: u32) -> f32 {
 
 // Σ x over the block's 32 staged values at vec4 xo.
 fn block_xsum(xo: u32) -> f32 {
-    return dot(xv(xo) + xv(xo + 1u) + xv(xo + 2u) + xv(xo + 3u) + xv(xo + 4u) + xv(xo + 5u)
-        + xv(xo + 6u) + xv(xo + 7u), vec4<f32>(1.0));
+    return xsum(xo / 4u) + xsum(xo / 4u + 1u);
 }
 
 fn block_dot(wrow: u32, blk: u32, part: u32, xo: u32) -> f32 {

@@ -37,11 +37,9 @@ fn q4k_pair(h: vec4<u32>, j: u32, q0: vec4<u32>, q1: vec4<u32>, xl: u32) -> f32 
         + q4k_word(q0.z, xv(xl + 2u), xv(xl + 10u)) + q4k_word(q0.w, xv(xl + 3u), xv(xl + 11u))
         + q4k_word(q1.x, xv(xl + 4u), xv(xl + 12u)) + q4k_word(q1.y, xv(xl + 5u), xv(xl + 13u))
         + q4k_word(q1.z, xv(xl + 6u), xv(xl + 14u)) + q4k_word(q1.w, xv(xl + 7u), xv(xl + 15u));
-    let one = vec4<f32>(1.0);
-    let sl = dot(xv(xl) + xv(xl + 1u) + xv(xl + 2u) + xv(xl + 3u)
-        + xv(xl + 4u) + xv(xl + 5u) + xv(xl + 6u) + xv(xl + 7u), one);
-    let sh = dot(xv(xl + 8u) + xv(xl + 9u) + xv(xl + 10u) + xv(xl + 11u)
-        + xv(xl + 12u) + xv(xl + 13u) + xv(xl + 14u) + xv(xl + 15u), one);
+    let g = xl / 4u;
+    let sl = xsum(g) + xsum(g + 1u);
+    let sh = xsum(g + 2u) + xsum(g + 3u);
     let sm = q4k_scale_min(h, j);
     let dm = unpack2x16float(h.x);
     let sc = vec2<f32>(f32(sm.x & 0xFFu), f32(sm.x >> 8u));

@@ -7,20 +7,16 @@
 const BW: u32 = 256u;
 const LPB: u32 = 4u;
 
-// Σ q·x and Σ x of one word of each run (ql words qa, qb and qh word qh; x1 … x4 the runs'
-// staged values) as (Σq1x, Σq2x, Σq3x, Σq4x) and (Σx1, Σx2, Σx3, Σx4).
+// Σ q·x of one word of each run (ql words qa, qb and qh word qh; x1 … x4 the runs' staged
+// values) as (Σq1x, Σq2x, Σq3x, Σq4x).
 fn q6k_word(qa: u32, qb: u32, qh: u32, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>,
-            x4: vec4<f32>) -> array<vec4<f32>, 2> {
+            x4: vec4<f32>) -> vec4<f32> {
     let q1 = (qa & 0x0F0F0F0Fu) | ((qh << 4u) & 0x30303030u);
     let q2 = (qb & 0x0F0F0F0Fu) | ((qh << 2u) & 0x30303030u);
     let q3 = ((qa >> 4u) & 0x0F0F0F0Fu) | (qh & 0x30303030u);
     let q4 = ((qb >> 4u) & 0x0F0F0F0Fu) | ((qh >> 2u) & 0x30303030u);
-    let one = vec4<f32>(1.0);
-    return array<vec4<f32>, 2>(
-        vec4<f32>(dot(bytes_f32(q1), x1), dot(bytes_f32(q2), x2),
-                  dot(bytes_f32(q3), x3), dot(bytes_f32(q4), x4)),
-        vec4<f32>(dot(x1, one), dot(x2, one), dot(x3, one), dot(x4, one)),
-    );
+    return vec4<f32>(dot(bytes_f32(q1), x1), dot(bytes_f32(q2), x2), dot(bytes_f32(q3), x3),
+                     dot(bytes_f32(q4), x4));
 }
 
 fn block_dot(wrow: u32, blk: u32, part: u32, xo: u32) -> f32 {
@@ -50,8 +46,10 @@ fn block_dot(wrow: u32, blk: u32, part: u32, xo: u32) -> f32 {
     let r1 = q6k_word(a1, c1, h1, xv(xb + 1u), xv(xb + 9u), xv(xb + 17u), xv(xb + 25u));
     let r2 = q6k_word(a2, c2, h2, xv(xb + 2u), xv(xb + 10u), xv(xb + 18u), xv(xb + 26u));
     let r3 = q6k_word(a3, c3, h3, xv(xb + 3u), xv(xb + 11u), xv(xb + 19u), xv(xb + 27u));
-    let qx = r0[0] + r1[0] + r2[0] + r3[0];
-    let sx = r0[1] + r1[1] + r2[1] + r3[1];
+    let qx = r0 + r1 + r2 + r3;
+    // The four runs are 16 values each, starting at a multiple of 16.
+    let g = xb / 4u;
+    let sx = vec4<f32>(xsum(g), xsum(g + 2u), xsum(g + 4u), xsum(g + 6u));
     // Scales 8n + s + {0, 2} (word s01) and 8n + 4 + s + {0, 2} (word s23).
     let si = s * 8u;
     let sc = vec4<f32>(f32(extractBits(s01, si, 8u)), f32(extractBits(s01, si + 16u, 8u)),
