@@ -13,13 +13,15 @@
 // rpg · WG / tpr features (grid: `matvec_grid`).
 
 const WG: u32 = 256u;
-const KC: u32 = 4096u;
+// Columns staged at a time: 12 KiB, so with the sums and the reductions' 1 KiB a workgroup
+// stays within WebGPU's default 16 KiB of workgroup storage.
+const KC: u32 = 3072u;
 
 // Staged in(x) for columns k0 … k0 + KC of the current chunk.
-var<workgroup> xs: array<vec4<f32>, 1024>;
+var<workgroup> xs: array<vec4<f32>, 768>;
 // Σ of each 16 staged values (the block decoders' min and offset terms need them per row; the
 // values are the same for every row).
-var<workgroup> xsum16: array<f32, 256>;
+var<workgroup> xsum16: array<f32, 192>;
 
 // Σ of staged values 16i … 16i + 15.
 fn xsum(i: u32) -> f32 {

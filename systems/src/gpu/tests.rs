@@ -39,6 +39,32 @@ fn every_shader_validates_with_naga() {
     }
 }
 
+/// Workgroup storage of every module the browser may compile (no subgroups, no f16, the 64×64
+/// tiles) stays within WebGPU's default limit, 16 KiB: a device that grants no more must still
+/// create every pipeline.
+#[test]
+fn browser_shaders_fit_the_default_workgroup_storage() {
+    for (name, src) in shaders::all_modules() {
+        if name.contains("subgroup")
+            || name.contains("_sg1")
+            || name.contains("f16")
+            || name.contains("tiled128")
+        {
+            continue;
+        }
+        let module = naga::front::wgsl::parse_str(&src).expect("parses");
+        let mut layouter = naga::proc::Layouter::default();
+        layouter.update(module.to_ctx()).expect("layout");
+        let bytes: u32 = module
+            .global_variables
+            .iter()
+            .filter(|(_, v)| v.space == naga::AddressSpace::WorkGroup)
+            .map(|(_, v)| layouter[v.ty].size)
+            .sum();
+        assert!(bytes <= 16384, "{name}: {bytes} bytes of workgroup storage");
+    }
+}
+
 fn ctx() -> Option<&'static GpuContext> {
     static CTX: OnceLock<Option<GpuContext>> = OnceLock::new();
     CTX.get_or_init(|| match GpuContext::new(true) {
@@ -413,7 +439,7 @@ fn matvec_matches_cpu_for_every_type_mode_and_lane_count() {
     for ty in shaders::TYPES {
         let (bw, lpb) = matvec_block(ty).expect("every GPU type has a matvec");
         let bw = bw as usize;
-        // One staged chunk, and a row longer than a chunk (4096 values) ending in a part.
+        // One staged chunk, and a row longer than a chunk (3072 values) ending in a part.
         for cols in [3 * bw, (4096 / bw + 3) * bw] {
             let data = random_weights(&mut r, ty, rows, cols);
             let view = WeightView {
