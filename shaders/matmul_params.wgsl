@@ -26,6 +26,11 @@ struct MmParams {
     rpg: u32,
     // Split-K parts of the tiled matmul (1: none; see matmul_tiled.wgsl).
     splits: u32,
+    // matvec_pair.wgsl: the first row of the second part, and its words per row.
+    rows_b: u32,
+    row_words_b: u32,
+    _p0: u32,
+    _p1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: MmParams;

@@ -48,6 +48,8 @@ struct Dispatch {
     /// The decode matvec of the same product (pipeline, bind group, grid), used when a step has
     /// exactly one activation row.
     matvec: Option<(wgpu::ComputePipeline, wgpu::BindGroup, (u32, u32))>,
+    /// One-row steps skip this part: the previous part's two-part matvec covers it.
+    matvec_skip: bool,
 }
 
 /// A product's tiled matmul: the product, and with split-K its reduction.
@@ -471,7 +473,55 @@ fn matmul_dispatches(
             per_row: false,
             tiled,
             matvec,
+            matvec_skip: false,
         });
+    }
+    // Two parts of K-quant types (a Q4_K_M fused QKV with a Q6_K v): one matvec dispatch for
+    // both on the first part's dispatch, the second skipped for one-row steps
+    // (`CHORD_GPU_NO_PAIR=1`: two dispatches).
+    if let ([a, b], [da, db]) = (&m.parts[..], &mut out[..]) {
+        let pair = ctx
+            .kernels
+            .matvec_pair
+            .get(&(a.ty, b.ty))
+            .filter(|_| a.cols == b.cols && b.row_offset == a.row_offset + a.rows)
+            .filter(|_| da.matvec.is_some() && std::env::var_os("CHORD_GPU_NO_PAIR").is_none());
+        let rows = (a.rows + b.rows) as u32;
+        let cols = a.cols as u32;
+        let tpr = matvec_tpr(a.ty, rows, cols).zip(matvec_tpr(b.ty, rows, cols));
+        if let (Some(mp), Some((ta, tb))) = (pair, tpr) {
+            let tpr = ta.max(tb);
+            let mut p = base;
+            p.rows = rows;
+            p.cols = cols;
+            p.row_words = a.row_words as u32;
+            p.y_offset = base.y_offset + a.row_offset as u32;
+            p.bias_offset = a.row_offset as u32;
+            p.tpr = tpr;
+            p.rpg = 1;
+            p.rows_b = a.rows as u32;
+            p.row_words_b = b.row_words as u32;
+            if bias.is_some() {
+                p.out_mode |= OUT_BIAS;
+            }
+            let ub = uniform(ctx, &uniform_bytes(&p)?);
+            let bg = bind(
+                &ctx.device,
+                mp,
+                &[
+                    ub.as_entire_binding(),
+                    a.buf.as_entire_binding(),
+                    x.as_entire_binding(),
+                    y.as_entire_binding(),
+                    nw.unwrap_or(dummy).as_entire_binding(),
+                    bias.unwrap_or(dummy).as_entire_binding(),
+                    step.as_entire_binding(),
+                    b.buf.as_entire_binding(),
+                ],
+            );
+            da.matvec = Some((mp.clone(), bg, matvec_grid(rows, tpr, 1)));
+            db.matvec_skip = true;
+        }
     }
     Ok(out)
 }
@@ -599,6 +649,7 @@ impl GpuForward {
                 per_row: true,
                 tiled: None,
                 matvec: None,
+                matvec_skip: false,
             });
         }
 
@@ -999,6 +1050,9 @@ fn record_plain(pass: &mut wgpu::ComputePass<'static>, ds: &[Dispatch], n_rows: 
                 pass.set_bind_group(0, rb, &[]);
                 pass.dispatch_workgroups(rx, ry, 1);
             }
+            continue;
+        }
+        if n_rows == 1 && dsp.matvec_skip {
             continue;
         }
         if let Some((mp, mb, (x, y))) = dsp.matvec.as_ref().filter(|_| n_rows == 1) {

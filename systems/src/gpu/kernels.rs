@@ -27,6 +27,11 @@ pub struct MmParams {
     pub rpg: u32,
     /// Split-K parts of the tiled matmul (0 or 1: none).
     pub splits: u32,
+    /// Two-part matvec (matvec_pair.wgsl): the first row of the second part, its words per row.
+    pub rows_b: u32,
+    pub row_words_b: u32,
+    pub _p0: u32,
+    pub _p1: u32,
 }
 
 pub const IN_PLAIN: u32 = 0;
@@ -333,6 +338,8 @@ pub struct Kernels {
     pub matmul_subgroup: HashMap<GgmlType, wgpu::ComputePipeline>,
     /// The decode matvecs (one activation row; subgroup sums where the device has them).
     pub matvec: HashMap<GgmlType, wgpu::ComputePipeline>,
+    /// The two-part decode matvecs (`shaders::MATVEC_PAIRS`).
+    pub matvec_pair: HashMap<(GgmlType, GgmlType), wgpu::ComputePipeline>,
     pub get_rows: HashMap<GgmlType, wgpu::ComputePipeline>,
     pub rope_store: wgpu::ComputePipeline,
     pub attention: wgpu::ComputePipeline,
@@ -415,6 +422,13 @@ impl Kernels {
             && lim.max_compute_workgroup_size_x >= 256;
         let mut get_rows = HashMap::new();
         let mut matvec = HashMap::new();
+        let mut matvec_pair = HashMap::new();
+        for (a, b) in shaders::MATVEC_PAIRS {
+            if let Some(src) = shaders::matvec_pair_module(a, b, subgroups) {
+                let name = format!("matvec_pair_{a}_{b}");
+                matvec_pair.insert((a, b), pipeline(device, &name, &src));
+            }
+        }
         for ty in shaders::TYPES {
             if let Some(src) = shaders::matvec_module(ty, subgroups) {
                 matvec.insert(ty, pipeline(device, &format!("matvec_{ty}"), &src));
@@ -440,6 +454,7 @@ impl Kernels {
             matmul,
             matmul_subgroup,
             matvec,
+            matvec_pair,
             matmul_tiled,
             tiled_large,
             get_rows,

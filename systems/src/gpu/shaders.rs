@@ -6,6 +6,8 @@ use chord_resources::GgmlType;
 pub const MATMUL_PARAMS: &str = include_str!("../../../shaders/matmul_params.wgsl");
 pub const MATMUL_COMMON: &str = include_str!("../../../shaders/matmul_common.wgsl");
 pub const MATVEC: &str = include_str!("../../../shaders/matvec.wgsl");
+pub const MATVEC_STAGE: &str = include_str!("../../../shaders/matvec_stage.wgsl");
+pub const MATVEC_PAIR: &str = include_str!("../../../shaders/matvec_pair.wgsl");
 pub const MATVEC_REDUCE_TREE: &str = include_str!("../../../shaders/matvec_reduce_tree.wgsl");
 pub const MATVEC_REDUCE_SUBGROUP: &str =
     include_str!("../../../shaders/matvec_reduce_subgroup.wgsl");
@@ -95,10 +97,9 @@ pub fn matvec_source(ty: GgmlType) -> Option<&'static str> {
     })
 }
 
-/// The decode matvec (matvec.wgsl) for `ty`, with subgroup or shared-memory sums.
-pub fn matvec_module(ty: GgmlType, subgroups: bool) -> Option<String> {
-    let q = matvec_source(ty)?;
-    let (reduce, params, init) = if subgroups {
+/// The reduction file and the entry point's subgroup parameter / initialisation.
+fn matvec_reduce(subgroups: bool) -> (&'static str, &'static str, &'static str) {
+    if subgroups {
         (
             MATVEC_REDUCE_SUBGROUP,
             ", @builtin(subgroup_size) sg_size: u32",
@@ -106,11 +107,67 @@ pub fn matvec_module(ty: GgmlType, subgroups: bool) -> Option<String> {
         )
     } else {
         (MATVEC_REDUCE_TREE, "", "")
-    };
+    }
+}
+
+/// The decode matvec (matvec.wgsl) for `ty`, with subgroup or shared-memory sums.
+pub fn matvec_module(ty: GgmlType, subgroups: bool) -> Option<String> {
+    let q = matvec_source(ty)?;
+    let (reduce, params, init) = matvec_reduce(subgroups);
     let body = MATVEC
         .replace("/*SG_PARAMS*/", params)
         .replace("/*SG_INIT*/", init);
-    Some(format!("{q}\n{MATMUL_PARAMS}\n{reduce}\n{body}"))
+    Some(format!(
+        "{q}\n{MATMUL_PARAMS}\n{MATVEC_STAGE}\n{reduce}\n{body}"
+    ))
+}
+
+/// Pairs of weight types the two-part matvec (matvec_pair.wgsl) takes: K-quants (same block
+/// size, decoders with distinct helper names), as Q4_K_M files mix them in a fused QKV.
+pub const MATVEC_PAIRS: [(GgmlType, GgmlType); 2] = [
+    (GgmlType::Q4K, GgmlType::Q6K),
+    (GgmlType::Q6K, GgmlType::Q4K),
+];
+
+/// `src` with every index into the weights `w[` (not a longer name ending in w) as `w_b[`.
+fn rename_weights(src: &str) -> String {
+    let mut out = String::with_capacity(src.len());
+    let mut prev: Option<char> = None;
+    let mut chars = src.chars().peekable();
+    while let Some(ch) = chars.next() {
+        let ident = prev.is_some_and(|p| p.is_alphanumeric() || p == '_');
+        if ch == 'w' && !ident && chars.peek() == Some(&'[') {
+            out.push_str("w_b");
+        } else {
+            out.push(ch);
+        }
+        prev = Some(ch);
+    }
+    out
+}
+
+/// The two-part matvec for parts of types `a` then `b` (one of `MATVEC_PAIRS`): `b`'s decoder
+/// renamed (`w_b` at binding 7, `block_dot_b`, `BW_B`, `LPB_B`).
+pub fn matvec_pair_module(a: GgmlType, b: GgmlType, subgroups: bool) -> Option<String> {
+    if !MATVEC_PAIRS.contains(&(a, b)) {
+        return None;
+    }
+    let qa = matvec_source(a)?;
+    let qb = rename_weights(matvec_source(b)?)
+        .replace(
+            "@group(0) @binding(1) var<storage, read> w:",
+            "@group(0) @binding(7) var<storage, read> w_b:",
+        )
+        .replace("fn block_dot(", "fn block_dot_b(")
+        .replace("const BW: u32", "const BW_B: u32")
+        .replace("const LPB: u32", "const LPB_B: u32");
+    let (reduce, params, init) = matvec_reduce(subgroups);
+    let body = MATVEC_PAIR
+        .replace("/*SG_PARAMS*/", params)
+        .replace("/*SG_INIT*/", init);
+    Some(format!(
+        "{qa}\n{qb}\n{MATMUL_PARAMS}\n{MATVEC_STAGE}\n{reduce}\n{body}"
+    ))
 }
 
 /// Every complete shader module: (name, source).
@@ -144,6 +201,13 @@ pub fn all_modules() -> Vec<(String, String)> {
         for sg in [false, true] {
             if let Some(src) = matvec_module(ty, sg) {
                 v.push((format!("matvec_{ty}_sg{}", sg as u8), src));
+            }
+        }
+    }
+    for (a, b) in MATVEC_PAIRS {
+        for sg in [false, true] {
+            if let Some(src) = matvec_pair_module(a, b, sg) {
+                v.push((format!("matvec_pair_{a}_{b}_sg{}", sg as u8), src));
             }
         }
     }

@@ -520,6 +520,96 @@ fn matvec_matches_cpu_for_every_type_mode_and_lane_count() {
 }
 
 #[test]
+fn matvec_pair_matches_cpu_for_both_orders_and_modes() {
+    let Some(c) = ctx() else { return };
+    let mut r = rng();
+    let cols = 768;
+    for (ta, tb) in shaders::MATVEC_PAIRS {
+        let (ra, rb) = (37, 21);
+        let da = random_weights(&mut r, ta, ra, cols);
+        let db = random_weights(&mut r, tb, rb, cols);
+        let va = WeightView {
+            ty: ta,
+            rows: ra,
+            cols,
+            data: &da,
+        };
+        let vb = WeightView {
+            ty: tb,
+            rows: rb,
+            cols,
+            data: &db,
+        };
+        let m = GpuMatrix::upload(c, "w", &[va, vb]).expect("upload");
+        assert_eq!(m.parts.len(), 2, "{ta} + {tb}: two parts");
+        let pipeline = &c.kernels.matvec_pair[&(ta, tb)];
+        for mode in [IN_PLAIN, IN_RMSNORM, IN_GATED] {
+            let xw = if mode == IN_GATED { 2 * cols } else { cols };
+            let x = randn(&mut r, xw, 1.0);
+            let nw = randn(&mut r, cols, 1.5);
+            let bias = randn(&mut r, ra + rb, 0.5);
+            let y0 = randn(&mut r, ra + rb, 1.0);
+            let accumulate = mode == IN_GATED;
+            let mut want = cpu_twin(va, mode, 0, &x, &nw, &bias[..ra], None);
+            want.extend(cpu_twin(vb, mode, 0, &x, &nw, &bias[ra..], None));
+            if accumulate {
+                for (w, y) in want.iter_mut().zip(&y0) {
+                    *w += y;
+                }
+            }
+            // Lane counts that are multiples of both parts' lanes per block.
+            for tpr in [4u32, 16, 64] {
+                let p = MmParams {
+                    rows: (ra + rb) as u32,
+                    cols: cols as u32,
+                    row_words: m.parts[0].row_words as u32,
+                    in_mode: mode,
+                    out_mode: OUT_BIAS | if accumulate { OUT_ACCUMULATE } else { 0 },
+                    x_stride: xw as u32,
+                    y_stride: (ra + rb) as u32,
+                    eps: 1e-5,
+                    up_offset: cols as u32,
+                    tpr,
+                    rpg: 1,
+                    rows_b: ra as u32,
+                    row_words_b: m.parts[1].row_words as u32,
+                    ..Default::default()
+                };
+                let ub = uniform_init(c, &uniform_bytes(&p).unwrap());
+                let xb = storage_init(c, bytemuck::cast_slice(&x));
+                let yb = storage_init(c, bytemuck::cast_slice(&y0));
+                let nb = storage_init(c, bytemuck::cast_slice(&nw));
+                let bb = storage_init(c, bytemuck::cast_slice(&bias));
+                let sb = step_buf(c, 1, &[], &[0]);
+                let (gx, gy) = matvec_grid((ra + rb) as u32, tpr, 1);
+                let got = run(
+                    c,
+                    pipeline,
+                    &[
+                        &ub,
+                        &m.parts[0].buf,
+                        &xb,
+                        &yb,
+                        &nb,
+                        &bb,
+                        &sb,
+                        &m.parts[1].buf,
+                    ],
+                    (gx, gy, 1),
+                    &yb,
+                );
+                assert_close(
+                    &format!("matvec pair {ta}+{tb} mode {mode} tpr {tpr}"),
+                    &f32s(&got),
+                    &want,
+                    2e-4,
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn matmul_gathers_logit_rows() {
     let Some(c) = ctx() else { return };
     let mut r = rng();
