@@ -198,6 +198,8 @@ pub struct GpuForward {
     /// Each further submit of a step covers this many times the layers of the one before
     /// (`CHORD_GPU_SUBMIT_GROWTH`, default 2: with 1 layer first, submits after 1, 3, 7, 15).
     submit_growth: usize,
+    /// Steps recorded ahead are submitted in chunks too (`CHORD_GPU_AHEAD_CHUNKS=1`).
+    ahead_chunks: bool,
     /// Fewest keys per attention split (`CHORD_GPU_ATTN_SPAN`): fewer splits save the merge.
     attn_span: usize,
     /// The caches hold f16 (`--kv f16` on a device with SHADER_F16), else f32.
@@ -845,6 +847,7 @@ impl GpuForward {
             prof: None,
             submit_every: env_usize("CHORD_GPU_SUBMIT_LAYERS", DEFAULT_SUBMIT_LAYERS),
             submit_growth: env_usize("CHORD_GPU_SUBMIT_GROWTH", DEFAULT_SUBMIT_GROWTH),
+            ahead_chunks: std::env::var("CHORD_GPU_AHEAD_CHUNKS").as_deref() == Ok("1"),
             attn_span: env_usize("CHORD_GPU_ATTN_SPAN", DEFAULT_ATTN_SPAN),
             kv_f16,
             fuse_rope: std::env::var("CHORD_GPU_FUSE_ROPE").as_deref() != Ok("0"),
@@ -1603,7 +1606,10 @@ fn record_ahead(
         record_plain(&mut pass, &lp.out, m as u32);
         record_plain(&mut pass, &lp.gate_up, m as u32);
         record_plain(&mut pass, &lp.down, m as u32);
-        if submit_after(il + 1, d.n_layer, g.submit_every, g.submit_growth) {
+        // A step recorded ahead is submitted whole unless `CHORD_GPU_AHEAD_CHUNKS=1`: the GPU is
+        // still busy with the step before it while the CPU records this one, so chunks only
+        // add gaps between submits (qwen2.5-1.5B on an H200: 425 → 443 tok/s, RESULTS.md).
+        if g.ahead_chunks && submit_after(il + 1, d.n_layer, g.submit_every, g.submit_growth) {
             drop(pass);
             g.ctx.queue.submit([enc.finish()]);
             enc = g
