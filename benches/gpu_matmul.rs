@@ -25,7 +25,7 @@ mod weights;
 const MIN_BYTES: usize = 256 << 20;
 
 /// (model, matrix, type, rows, cols, input mode): the products of one layer.
-const SHAPES: [(&str, &str, GgmlType, usize, usize, u32); 17] = [
+const SHAPES: [(&str, &str, GgmlType, usize, usize, u32); 18] = [
     ("smollm2", "qkv", GgmlType::Q4_1, 960, 576, IN_RMSNORM),
     ("smollm2", "gate_up", GgmlType::Q4_1, 3072, 576, IN_RMSNORM),
     ("smollm2", "down", GgmlType::Q4_1, 576, 1536, IN_GATED),
@@ -37,6 +37,8 @@ const SHAPES: [(&str, &str, GgmlType, usize, usize, u32); 17] = [
     ("qwen15", "out", GgmlType::Q4K, 1536, 1536, IN_PLAIN),
     ("qwen15", "gate_up", GgmlType::Q4K, 17920, 1536, IN_RMSNORM),
     ("qwen15", "down", GgmlType::Q6K, 1536, 8960, IN_GATED),
+    // Q4_K_M keeps Q6_K for some layers' down projections and Q4_K for the others.
+    ("qwen15", "down", GgmlType::Q4K, 1536, 8960, IN_GATED),
     ("qwen15", "lm_head", GgmlType::Q6K, 151936, 1536, IN_RMSNORM),
     // One large square-ish shape per type: what each decoder streams at, shape effects aside.
     ("stream", "8192x4096", GgmlType::F32, 8192, 4096, IN_PLAIN),

@@ -195,8 +195,9 @@ pub fn matvec_block(ty: GgmlType) -> Option<(u32, u32)> {
 /// lanes per block, at most 32 (a workgroup then holds at least 8 rows to share the staged
 /// activations): the largest that gives each lane at least 3 blocks and leaves at most 1/8 of
 /// the lane-iterations idle (a row of 6 Q4_K blocks, 2 lanes each: 4 lanes, 3 iterations);
-/// then doubled while that leaves fewer than 96 workgroups and there are blocks for the new
-/// lanes (small matrices are latency-bound: more workgroups, more loads in flight at once).
+/// then doubled while that leaves fewer than 96 workgroups (256 and up to 64 lanes for rows of
+/// 4096 columns and more) and there are blocks for the new lanes (small matrices are
+/// latency-bound: more workgroups, more loads in flight at once).
 /// Chosen from decode throughput on an H200 (`benches/gpu_matmul.rs`, RESULTS.md).
 pub fn matvec_tpr(ty: GgmlType, rows: u32, cols: u32) -> Option<u32> {
     let (bw, lpb) = matvec_block(ty)?;
@@ -221,7 +222,11 @@ pub fn matvec_tpr(ty: GgmlType, rows: u32, cols: u32) -> Option<u32> {
         }
         tpr *= 2;
     }
-    while best < 32 && rows.div_ceil(256 / best) < 96 && best / lpb < nb {
+    // Rows of 4096 columns and more (down projections: their staging is the longest) gain from
+    // more workgroups: up to 64 lanes and 256 workgroups (qwen2.5-1.5B's 1536 × 8960 down on an
+    // H200: Q4_K 281 → 341 GB/s, Q6_K 415 → 506).
+    let (cap, target) = if cols >= 4096 { (64, 256) } else { (32, 96) };
+    while best < cap && rows.div_ceil(256 / best) < target && best / lpb < nb {
         best *= 2;
     }
     Some(best)

@@ -422,8 +422,9 @@ fn matvec_block_sizes_match_the_shaders() {
     }
     // 6 Q4_K blocks of 2 lanes: 4 lanes, 3 iterations of 2 blocks; 280 workgroups.
     assert_eq!(matvec_tpr(GgmlType::Q4K, 17920, 1536), Some(4));
-    // 35 Q6_K blocks of 4 lanes: 32 lanes (5 iterations of 8 blocks).
-    assert_eq!(matvec_tpr(GgmlType::Q6K, 1536, 8960), Some(32));
+    // 35 blocks a row (a down projection): 64 lanes, 384 workgroups.
+    assert_eq!(matvec_tpr(GgmlType::Q6K, 1536, 8960), Some(64));
+    assert_eq!(matvec_tpr(GgmlType::Q4K, 1536, 8960), Some(64));
     assert_eq!(matvec_tpr(GgmlType::Q4K, 17920, 100), None);
     // 960 rows of 18 Q4_1 blocks: 4 lanes would leave 15 workgroups; 32 lanes give 120.
     assert_eq!(matvec_tpr(GgmlType::Q4_1, 960, 576), Some(32));
