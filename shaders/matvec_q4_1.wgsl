@@ -6,20 +6,6 @@
 const BW: u32 = 32u;
 const LPB: u32 = 1u;
 
-// Σ q·x of word k (bytes 4k … 4k + 3 of qs) of a 4-bit block: low nibbles against values
-// 4k … (vec4 xo + k), high nibbles against 16 + 4k … (vec4 xo + 4 + k); `hi5` adds the fifth
-// bits (bit 4 of each byte) of the low and high nibbles' values.
-fn nib_word(q: u32, hi5: vec2<u32>, xo: u32, k: u32) -> f32 {
-    let m = 0x0F0F0F0Fu;
-    return dot(bytes_f32((q & m) | hi5.x), xv(xo + k))
-        + dot(bytes_f32(((q >> 4u) & m) | hi5.y), xv(xo + 4u + k));
-}
-
-// Σ x over the block's 32 staged values at vec4 xo.
-fn block_xsum(xo: u32) -> f32 {
-    return xsum(xo / 4u) + xsum(xo / 4u + 1u);
-}
-
 fn block_dot(wrow: u32, blk: u32, part: u32, xo: u32) -> f32 {
     let b = wrow + blk * 5u;
     let dm = unpack2x16float(w[b]);

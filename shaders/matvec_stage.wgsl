@@ -1,8 +1,8 @@
 // The decode matvecs' activation staging (matvec.wgsl, matvec_pair.wgsl): the activation row
 // is staged in shared memory once per workgroup, KC values at a time, with the input mode
 // applied there (norm weights; SiLU/GELU · up computed once per value, not once per value per
-// weight row), plus the sums of each 16 staged values; and the byte-to-float conversions the
-// block decoders share.
+// weight row), plus the sums of each 16 staged values; and what the block decoders share: the
+// byte-to-float conversions and the 4-bit legacy word dot product.
 
 const WG: u32 = 256u;
 // Columns staged at a time: 12 KiB, so with the sums and the reductions' 1 KiB a workgroup
@@ -31,6 +31,20 @@ fn bytes_f32(q: u32) -> vec4<f32> {
 // The same for signed bytes: bias them by 128 (flip the sign bits), convert, take 128 off.
 fn sbytes_f32(q: u32) -> vec4<f32> {
     return bytes_f32(q ^ 0x80808080u) - vec4<f32>(128.0);
+}
+
+// Σ q·x of word k (bytes 4k … 4k + 3 of qs) of a 4-bit legacy block (Q4_0, Q4_1, Q5_0): low nibbles against values
+// 4k … (vec4 xo + k), high nibbles against 16 + 4k … (vec4 xo + 4 + k); `hi5` adds the fifth
+// bits (bit 4 of each byte) of the low and high nibbles' values.
+fn nib_word(q: u32, hi5: vec2<u32>, xo: u32, k: u32) -> f32 {
+    let m = 0x0F0F0F0Fu;
+    return dot(bytes_f32((q & m) | hi5.x), xv(xo + k))
+        + dot(bytes_f32(((q >> 4u) & m) | hi5.y), xv(xo + 4u + k));
+}
+
+// Σ x over the block's 32 staged values at vec4 xo.
+fn block_xsum(xo: u32) -> f32 {
+    return xsum(xo / 4u) + xsum(xo / 4u + 1u);
 }
 
 // Where vec4 i of the chunk is stored: its low 3 bits XORed with bits 3 … 5 and 6 … 8, so the

@@ -2101,36 +2101,29 @@ impl MatmulProbe {
             up_offset: view.cols as u32,
             ..Default::default()
         };
-        let m = GpuMatrix::upload(ctx, "probe", &[view])?;
-        let weight_bytes: u64 = m.parts.iter().map(|p| p.buf.size()).sum();
+        let weight_bytes = GpuMatrix::upload(ctx, "probe", &[view])?
+            .parts
+            .iter()
+            .map(|p| p.buf.size())
+            .sum::<u64>();
         let n_copies = (min_bytes as u64).div_ceil(weight_bytes.max(1)).max(1);
-        let mut copies = vec![matmul_dispatches(
-            ctx,
-            &m,
-            &xb,
-            &y,
-            (in_mode == IN_RMSNORM).then_some(&nw),
-            None,
-            &step,
-            &dummy,
-            &scratch,
-            base,
-        )?];
-        for _ in 1..n_copies {
-            let m = GpuMatrix::upload(ctx, "probe", &[view])?;
-            copies.push(matmul_dispatches(
-                ctx,
-                &m,
-                &xb,
-                &y,
-                (in_mode == IN_RMSNORM).then_some(&nw),
-                None,
-                &step,
-                &dummy,
-                &scratch,
-                base,
-            )?);
-        }
+        let copies = (0..n_copies)
+            .map(|_| {
+                let m = GpuMatrix::upload(ctx, "probe", &[view])?;
+                matmul_dispatches(
+                    ctx,
+                    &m,
+                    &xb,
+                    &y,
+                    (in_mode == IN_RMSNORM).then_some(&nw),
+                    None,
+                    &step,
+                    &dummy,
+                    &scratch,
+                    base,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(MatmulProbe {
             copies,
             n_rows: n_rows as u32,

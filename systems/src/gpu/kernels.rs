@@ -176,6 +176,11 @@ pub fn matmul_grid(rows: u32, tpr: u32) -> (u32, u32) {
     grid(rows.div_ceil(256 / tpr))
 }
 
+/// A measurement override from the environment, if set to a number.
+fn env_u32(name: &str) -> Option<u32> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
 /// The decode matvec's (weights per block, lanes per block) for `ty`: the `BW` and `LPB` of its
 /// matvec_*.wgsl.
 pub fn matvec_block(ty: GgmlType) -> Option<(u32, u32)> {
@@ -206,10 +211,7 @@ pub fn matvec_tpr(ty: GgmlType, rows: u32, cols: u32) -> Option<u32> {
     }
     let nb = cols / bw;
     // `CHORD_GPU_MV_TPR` (measurements): that many lanes, at least a block's.
-    if let Some(t) = std::env::var("CHORD_GPU_MV_TPR")
-        .ok()
-        .and_then(|v| v.parse::<u32>().ok())
-    {
+    if let Some(t) = env_u32("CHORD_GPU_MV_TPR") {
         return Some(t.clamp(lpb, 256).next_power_of_two());
     }
     let mut best = lpb;
@@ -236,10 +238,7 @@ pub fn matvec_tpr(ty: GgmlType, rows: u32, cols: u32) -> Option<u32> {
 /// least 512 workgroups, so the activations staged once per workgroup serve more weight rows
 /// (`CHORD_GPU_MV_RPG` overrides, for measurements).
 pub fn matvec_rpg(rows: u32, tpr: u32) -> u32 {
-    if let Some(r) = std::env::var("CHORD_GPU_MV_RPG")
-        .ok()
-        .and_then(|v| v.parse::<u32>().ok())
-    {
+    if let Some(r) = env_u32("CHORD_GPU_MV_RPG") {
         return r.clamp(1, 4);
     }
     let mut rpg = 1;

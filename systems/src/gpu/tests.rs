@@ -140,6 +140,28 @@ fn uniform_init(c: &GpuContext, data: &[u8]) -> wgpu::Buffer {
         })
 }
 
+/// Record into one compute pass with `record`, then read `out` back.
+fn record_and_read(
+    c: &GpuContext,
+    out: &wgpu::Buffer,
+    record: impl FnOnce(&mut wgpu::ComputePass<'_>),
+) -> Vec<u8> {
+    let read = c.device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: out.size(),
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut enc = c.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        record(&mut pass);
+    }
+    enc.copy_buffer_to_buffer(out, 0, &read, 0, out.size());
+    c.queue.submit([enc.finish()]);
+    super::forward::read_back_for_tests(c, &read)
+}
+
 /// Run one dispatch and read `out` back.
 fn run(
     c: &GpuContext,
@@ -156,22 +178,11 @@ fn run(
             .map(|b| b.as_entire_binding())
             .collect::<Vec<_>>(),
     );
-    let read = c.device.create_buffer(&wgpu::BufferDescriptor {
-        label: None,
-        size: out.size(),
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    let mut enc = c.device.create_command_encoder(&Default::default());
-    {
-        let mut pass = enc.begin_compute_pass(&Default::default());
+    record_and_read(c, out, |pass| {
         pass.set_pipeline(pipeline);
         pass.set_bind_group(0, &bg, &[]);
         pass.dispatch_workgroups(groups.0, groups.1, groups.2);
-    }
-    enc.copy_buffer_to_buffer(out, 0, &read, 0, out.size());
-    c.queue.submit([enc.finish()]);
-    super::forward::read_back_for_tests(c, &read)
+    })
 }
 
 /// The tiled matmul (bindings 0..=7) over `grid`, then its split-K reduction (bindings 0, 3,
@@ -193,15 +204,7 @@ fn run_tiled(
             .collect();
         bind_at(&c.device, rp, &used)
     });
-    let read = c.device.create_buffer(&wgpu::BufferDescriptor {
-        label: None,
-        size: out.size(),
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    let mut enc = c.device.create_command_encoder(&Default::default());
-    {
-        let mut pass = enc.begin_compute_pass(&Default::default());
+    record_and_read(c, out, |pass| {
         pass.set_pipeline(pipeline);
         pass.set_bind_group(0, &bg, &[]);
         pass.dispatch_workgroups(grid.0, grid.1, grid.2);
@@ -210,10 +213,7 @@ fn run_tiled(
             pass.set_bind_group(0, rb, &[]);
             pass.dispatch_workgroups(rx, ry, 1);
         }
-    }
-    enc.copy_buffer_to_buffer(out, 0, &read, 0, out.size());
-    c.queue.submit([enc.finish()]);
-    super::forward::read_back_for_tests(c, &read)
+    })
 }
 
 fn f32s(b: &[u8]) -> Vec<f32> {
