@@ -25,7 +25,10 @@ mod weights;
 const MIN_BYTES: usize = 256 << 20;
 
 /// (model, matrix, type, rows, cols, input mode): the products of one layer.
-const SHAPES: [(&str, &str, GgmlType, usize, usize, u32); 18] = [
+const SHAPES: [(&str, &str, GgmlType, usize, usize, u32); 20] = [
+    // Next to nothing to read: the fixed cost of a dependent matvec.
+    ("floor", "32x256", GgmlType::F32, 32, 256, IN_PLAIN),
+    ("floor", "64x256", GgmlType::Q4K, 64, 256, IN_RMSNORM),
     ("smollm2", "qkv", GgmlType::Q4_1, 960, 576, IN_RMSNORM),
     ("smollm2", "gate_up", GgmlType::Q4_1, 3072, 576, IN_RMSNORM),
     ("smollm2", "down", GgmlType::Q4_1, 576, 1536, IN_GATED),
@@ -69,7 +72,7 @@ fn bench(c: &mut Criterion, ctx: &GpuContext, group: &str, n_rows: usize, reps: 
     g.warm_up_time(Duration::from_millis(500));
     g.measurement_time(Duration::from_secs(2));
     for (model, name, ty, rows, cols, mode) in SHAPES {
-        if n_rows > 1 && (name == "lm_head" || model == "stream") {
+        if n_rows > 1 && (name == "lm_head" || model == "stream" || model == "floor") {
             continue;
         }
         let data = weights::random(ty, 7, rows, cols);
@@ -98,8 +101,70 @@ fn bench(c: &mut Criterion, ctx: &GpuContext, group: &str, n_rows: usize, reps: 
     g.finish();
 }
 
+/// The floor under a dependent dispatch: `reps` dispatches of a kernel that adds 1 to each of
+/// `wgs × 256` floats of one buffer (each dispatch waits for the one before it).
+fn floor(c: &mut Criterion, ctx: &GpuContext, reps: usize) {
+    const SRC: &str = "@group(0) @binding(0) var<storage, read_write> y: array<f32>;\n\
+        @compute @workgroup_size(256) fn main(@builtin(global_invocation_id) g: vec3<u32>) {\n\
+        y[g.x] = y[g.x] + 1.0; }";
+    let module = ctx
+        .device
+        .create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("floor"),
+            source: wgpu::ShaderSource::Wgsl(SRC.into()),
+        });
+    let pipeline = ctx
+        .device
+        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some("floor"),
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+    let mut g = c.benchmark_group("gpu_floor");
+    g.sample_size(10);
+    g.warm_up_time(Duration::from_millis(500));
+    g.measurement_time(Duration::from_secs(2));
+    for wgs in [1u32, 96, 1024] {
+        let buf = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("floor y"),
+            size: u64::from(wgs) * 256 * 4,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let bind = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("floor"),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &[wgpu::BindGroupEntry {
+                binding: 0,
+                resource: buf.as_entire_binding(),
+            }],
+        });
+        g.throughput(Throughput::Elements(reps as u64));
+        g.bench_function(format!("dispatch_{wgs}wg"), |b| {
+            b.iter(|| {
+                let mut enc = ctx.device.create_command_encoder(&Default::default());
+                {
+                    let mut pass = enc.begin_compute_pass(&Default::default());
+                    pass.set_pipeline(&pipeline);
+                    pass.set_bind_group(0, &bind, &[]);
+                    for _ in 0..reps {
+                        pass.dispatch_workgroups(wgs, 1, 1);
+                    }
+                }
+                ctx.queue.submit([enc.finish()]);
+                let _ = ctx.device.poll(wgpu::PollType::wait_indefinitely());
+            })
+        });
+    }
+    g.finish();
+}
+
 fn gpu(c: &mut Criterion) {
     let Some(ctx) = context() else { return };
+    floor(c, &ctx, 64);
     bench(c, &ctx, "gpu_decode", 1, 64);
     bench(c, &ctx, "gpu_prefill", 512, 4);
 }
