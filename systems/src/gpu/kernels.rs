@@ -344,6 +344,10 @@ pub struct Kernels {
     pub matvec: HashMap<GgmlType, wgpu::ComputePipeline>,
     /// The two-part decode matvecs (`shaders::MATVEC_PAIRS`).
     pub matvec_pair: HashMap<(GgmlType, GgmlType), wgpu::ComputePipeline>,
+    /// The same against 8-bit activations (`--precision q8`; K-quants, native devices with
+    /// more than 16 KiB of workgroup storage; empty otherwise).
+    pub matvec_q8: HashMap<GgmlType, wgpu::ComputePipeline>,
+    pub matvec_pair_q8: HashMap<(GgmlType, GgmlType), wgpu::ComputePipeline>,
     pub get_rows: HashMap<GgmlType, wgpu::ComputePipeline>,
     pub rope_store: wgpu::ComputePipeline,
     pub attention: wgpu::ComputePipeline,
@@ -384,13 +388,20 @@ fn pipeline_opts(
         label: Some(name),
         source: wgpu::ShaderSource::Wgsl(src.into()),
     };
-    let module = if std::env::var_os("CHORD_GPU_TRUSTED").is_some() {
-        // SAFETY: measurement only (`CHORD_GPU_TRUSTED=1`): the kernels index shared arrays
-        // and buffers within the sizes the host computed them from (the CPU-twin tests check
-        // every kernel's output) and every loop is bounded by its parameters.
-        unsafe { device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
-    } else {
+    let module = if std::env::var_os("CHORD_GPU_CHECKED").is_some() {
         device.create_shader_module(desc)
+    } else {
+        // SAFETY: `create_shader_module_trusted` drops naga's clamp on every shared-array index
+        // and its counter in every loop (on Vulkan, storage buffers stay bounds-checked by the
+        // driver's robust buffer access). That is sound for these kernels: every index into a
+        // shared array is below its size by construction (staging indices below KC/4, the XOR
+        // swizzle only permutes within groups of 8, head dims ≤ 256 are checked by
+        // `forward::check_supported`, reductions below WG), and every loop runs to a bound taken from its
+        // parameters, which the host derives from validated shapes. The CPU-twin kernel tests
+        // and the forward-pass tests run these modules (`CHORD_GPU_CHECKED=1` compiles them
+        // with the checks again). The clamps cost 7 % of qwen2.5-1.5B's decode on an H200
+        // (RESULTS.md). WebGPU in the browser ignores this and always checks.
+        unsafe { device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
     };
     device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
         label: Some(name),
@@ -438,17 +449,32 @@ impl Kernels {
         for (a, b) in shaders::MATVEC_PAIRS {
             if let Some(src) = shaders::matvec_pair_module(a, b, subgroups) {
                 let name = format!("matvec_pair_{a}_{b}");
-                let zero = std::env::var_os("CHORD_GPU_MV_NOZERO").is_none();
-                matvec_pair.insert((a, b), pipeline_opts(device, &name, &src, "main", zero));
+                // Every shared word is written before it is read (staging, sums, reductions).
+                matvec_pair.insert((a, b), pipeline_opts(device, &name, &src, "main", false));
+            }
+        }
+        let mut matvec_q8 = HashMap::new();
+        let mut matvec_pair_q8 = HashMap::new();
+        // The 8-bit staging takes the matvec to 19 KiB of workgroup storage.
+        if lim.max_compute_workgroup_storage_size >= 20 << 10 && !cfg!(target_arch = "wasm32") {
+            for (a, b) in shaders::MATVEC_PAIRS {
+                if let Some(src) = shaders::matvec_pair_q8_module(a, b, subgroups) {
+                    let name = format!("matvec_pair_q8_{a}_{b}");
+                    let p = pipeline_opts(device, &name, &src, "main", false);
+                    matvec_pair_q8.insert((a, b), p);
+                }
+            }
+            for ty in shaders::TYPES {
+                if let Some(src) = shaders::matvec_q8_module(ty, subgroups) {
+                    let name = format!("matvec_q8_{ty}");
+                    matvec_q8.insert(ty, pipeline_opts(device, &name, &src, "main", false));
+                }
             }
         }
         for ty in shaders::TYPES {
             if let Some(src) = shaders::matvec_module(ty, subgroups) {
-                let zero = std::env::var_os("CHORD_GPU_MV_NOZERO").is_none();
-                matvec.insert(
-                    ty,
-                    pipeline_opts(device, &format!("matvec_{ty}"), &src, "main", zero),
-                );
+                let name = format!("matvec_{ty}");
+                matvec.insert(ty, pipeline_opts(device, &name, &src, "main", false));
             }
             if let Some(q) = shaders::quant_source(ty) {
                 let src = shaders::matmul_module(q, shaders::MATMUL);
@@ -472,6 +498,8 @@ impl Kernels {
             matmul_subgroup,
             matvec,
             matvec_pair,
+            matvec_q8,
+            matvec_pair_q8,
             matmul_tiled,
             tiled_large,
             get_rows,
