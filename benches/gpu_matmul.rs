@@ -82,30 +82,21 @@ fn bench(c: &mut Criterion, ctx: &GpuContext, group: &str, n_rows: usize, reps: 
             cols,
             data: &data,
         };
-        // Decode of K-quants also against 8-bit activations (`--precision q8`).
-        let q8s: &[bool] = if n_rows == 1 && ctx.kernels.matvec_q8.contains_key(&ty) {
-            &[false, true]
-        } else {
-            &[false]
-        };
-        for &q8 in q8s {
-            let probe = match MatmulProbe::new(ctx, view, n_rows, mode, MIN_BYTES, q8) {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("{model}/{name}: {e}");
-                    continue;
-                }
-            };
-            if n_rows == 1 {
-                g.throughput(Throughput::BytesDecimal(probe.weight_bytes * reps as u64));
-            } else {
-                g.throughput(Throughput::Elements((rows * cols * n_rows * reps) as u64));
+        let probe = match MatmulProbe::new(ctx, view, n_rows, mode, MIN_BYTES) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("{model}/{name}: {e}");
+                continue;
             }
-            let suffix = if q8 { "_q8" } else { "" };
-            g.bench_function(format!("{model}/{name}_{ty}{suffix}"), |b| {
-                b.iter(|| probe.run(ctx, reps))
-            });
+        };
+        if n_rows == 1 {
+            g.throughput(Throughput::BytesDecimal(probe.weight_bytes * reps as u64));
+        } else {
+            g.throughput(Throughput::Elements((rows * cols * n_rows * reps) as u64));
         }
+        g.bench_function(format!("{model}/{name}_{ty}"), |b| {
+            b.iter(|| probe.run(ctx, reps))
+        });
     }
     g.finish();
 }

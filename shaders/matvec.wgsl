@@ -5,8 +5,8 @@
 // lane decodes the scales of its part of a block once.
 //
 // Prepended with one matvec_<type>.wgsl (binding 1 `w`; BW weights per block, LPB lanes per
-// block; `block_load`, one lane's loads of its part of a block as an `MvBlk`, `block_compute`,
-// their dot product with the staged values, and `block_dot`, the two in one), matmul_params.wgsl, matvec_stage.wgsl and one matvec_reduce_*.wgsl
+// block and `block_dot`, the dot product of one lane's part of a block with the staged
+// values), matmul_params.wgsl, matvec_stage.wgsl and one matvec_reduce_*.wgsl
 // (`row_group_sum`, `workgroup_sum`). `tpr` lanes (a power of two, a multiple of LPB) per output
 // feature; a row group of them takes `rpg` (1 … 4) features, WG / tpr apart, so a workgroup
 // covers rpg · WG / tpr features (grid: `matvec_grid`).
@@ -35,30 +35,22 @@ fn main(
     var ss = 0.0;
     for (var k0 = 0u; k0 < p.cols; k0 += KC) {
         let kc = min(KC, p.cols - k0);
+        ss += stage_chunk(xb, k0, kc, tid);
         // KC and cols are whole blocks, so every chunk is.
         let b0 = k0 / BW;
         let nb = kc / BW;
-        let wrow = j0 * p.row_words;
-        // One row per row group: this lane's first block of the chunk is loaded before the
-        // staging (its latency hides behind the staging's), each next block while the lane
-        // computes the one before.
-        let piped = rpg == 1u && j0 < p.rows;
-        var b = lane / LPB;
-        var cur: MvBlk;
-        if piped && b < nb {
-            cur = block_load(wrow, b0 + b, part);
-        }
-        ss += stage_chunk(xb, k0, kc, tid);
-        /*Q8_STAGE*/
         if rpg == 1u {
-            if piped {
-                for (; b < nb; b += bpi) {
-                    var next = cur;
-                    if b + bpi < nb {
-                        next = block_load(wrow, b0 + b + bpi, part);
-                    }
-                    acc.x += block_compute(cur, part, b * (BW / 4u));
-                    cur = next;
+            if j0 < p.rows {
+                let wrow = j0 * p.row_words;
+                var b = lane / LPB;
+                // Two blocks' loads in flight per iteration.
+                for (; b + bpi < nb; b += 2u * bpi) {
+                    let d0 = block_dot(wrow, b0 + b, part, b * (BW / 4u));
+                    let d1 = block_dot(wrow, b0 + b + bpi, part, (b + bpi) * (BW / 4u));
+                    acc.x += d0 + d1;
+                }
+                if b < nb {
+                    acc.x += block_dot(wrow, b0 + b, part, b * (BW / 4u));
                 }
             }
         } else {

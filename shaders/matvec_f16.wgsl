@@ -12,25 +12,11 @@ fn f16_dot(v: vec4<u32>, xo: u32, k: u32) -> f32 {
     return dot(a, xv(xo + 2u * k)) + dot(c, xv(xo + 2u * k + 1u));
 }
 
-struct F16Blk {
-    v0: vec4<u32>,
-    v1: vec4<u32>,
-    v2: vec4<u32>,
-    v3: vec4<u32>,
-}
-alias MvBlk = F16Blk;
-
-fn block_load(wrow: u32, blk: u32, part: u32) -> MvBlk {
-    let i = wrow / 4u + blk * 4u;
-    return MvBlk(w[i], w[i + 1u], w[i + 2u], w[i + 3u]);
-}
-
-fn block_compute(q: MvBlk, part: u32, xo: u32) -> f32 {
-    return f16_dot(q.v0, xo, 0u) + f16_dot(q.v1, xo, 1u) + f16_dot(q.v2, xo, 2u)
-        + f16_dot(q.v3, xo, 3u);
-}
-
 fn block_dot(wrow: u32, blk: u32, part: u32, xo: u32) -> f32 {
-    return block_compute(block_load(wrow, blk, part), part, xo);
+    let i = wrow / 4u + blk * 4u;
+    let v0 = w[i];
+    let v1 = w[i + 1u];
+    let v2 = w[i + 2u];
+    let v3 = w[i + 3u];
+    return f16_dot(v0, xo, 0u) + f16_dot(v1, xo, 1u) + f16_dot(v2, xo, 2u) + f16_dot(v3, xo, 3u);
 }
-

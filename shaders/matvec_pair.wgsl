@@ -29,7 +29,6 @@ fn main(
     for (var k0 = 0u; k0 < p.cols; k0 += KC) {
         let kc = min(KC, p.cols - k0);
         ss += stage_chunk(xb, k0, kc, tid);
-        /*Q8_STAGE*/
         let b0 = k0 / BW;
         let nb = kc / BW;
         if j < p.rows {

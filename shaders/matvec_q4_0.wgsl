@@ -6,26 +6,15 @@
 const BW: u32 = 32u;
 const LPB: u32 = 1u;
 
-struct LegacyBlk {
-    h: u32,
-    q: vec4<u32>,
-}
-alias MvBlk = LegacyBlk;
-
-fn block_load(wrow: u32, blk: u32, part: u32) -> MvBlk {
+fn block_dot(wrow: u32, blk: u32, part: u32, xo: u32) -> f32 {
     let b = wrow + blk * 5u;
-    return MvBlk(w[b], vec4<u32>(w[b + 1u], w[b + 2u], w[b + 3u], w[b + 4u]));
-}
-
-fn block_compute(b: MvBlk, part: u32, xo: u32) -> f32 {
-    let d = unpack2x16float(b.h).x;
+    let d = unpack2x16float(w[b]).x;
+    let q0 = w[b + 1u];
+    let q1 = w[b + 2u];
+    let q2 = w[b + 3u];
+    let q3 = w[b + 4u];
     let z = vec2<u32>(0u);
-    let s = nib_word(b.q.x, z, xo, 0u) + nib_word(b.q.y, z, xo, 1u) + nib_word(b.q.z, z, xo, 2u)
-        + nib_word(b.q.w, z, xo, 3u);
+    let s = nib_word(q0, z, xo, 0u) + nib_word(q1, z, xo, 1u) + nib_word(q2, z, xo, 2u)
+        + nib_word(q3, z, xo, 3u);
     return d * (s - 8.0 * block_xsum(xo));
 }
-
-fn block_dot(wrow: u32, blk: u32, part: u32, xo: u32) -> f32 {
-    return block_compute(block_load(wrow, blk, part), part, xo);
-}
-

@@ -47,28 +47,14 @@ fn q4k_pair(h: vec4<u32>, j: u32, q0: vec4<u32>, q1: vec4<u32>, xl: u32) -> f32 
     return dm.x * dot(sc, qx) - dm.y * dot(mn, vec2<f32>(sl, sh));
 }
 
-// A lane's loads: the header and its two pairs' 32 bytes each (80 bytes in flight).
-struct Q4kBlk {
-    h: vec4<u32>,
-    a0: vec4<u32>,
-    a1: vec4<u32>,
-    b0: vec4<u32>,
-    b1: vec4<u32>,
-}
-alias MvBlk = Q4kBlk;
-
-fn block_load(wrow: u32, blk: u32, part: u32) -> MvBlk {
-    let bb = wrow / 4u + blk * 9u + 4u * part;
-    return MvBlk(w[bb - 4u * part], w[bb + 1u], w[bb + 2u], w[bb + 3u], w[bb + 4u]);
-}
-
-fn block_compute(q: MvBlk, part: u32, xo: u32) -> f32 {
-    let j = 2u * part;
-    return q4k_pair(q.h, j, q.a0, q.a1, xo + 16u * j)
-        + q4k_pair(q.h, j + 1u, q.b0, q.b1, xo + 16u * j + 16u);
-}
-
 fn block_dot(wrow: u32, blk: u32, part: u32, xo: u32) -> f32 {
-    return block_compute(block_load(wrow, blk, part), part, xo);
+    let bb = wrow / 4u + blk * 9u;
+    let j = 2u * part;
+    // Every load first: 80 bytes in flight.
+    let h = w[bb];
+    let a0 = w[bb + 1u + 2u * j];
+    let a1 = w[bb + 2u + 2u * j];
+    let b0 = w[bb + 3u + 2u * j];
+    let b1 = w[bb + 4u + 2u * j];
+    return q4k_pair(h, j, a0, a1, xo + 16u * j) + q4k_pair(h, j + 1u, b0, b1, xo + 16u * j + 16u);
 }
-

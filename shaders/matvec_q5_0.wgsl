@@ -16,26 +16,15 @@ fn q5_hi5(qh: u32, k: u32) -> vec2<u32> {
     return vec2<u32>(q5_high(extractBits(qh, 4u * k, 4u)), q5_high(extractBits(qh, 16u + 4u * k, 4u)));
 }
 
-struct Q5Blk {
-    d: u32,
-    qh: u32,
-    q: vec4<u32>,
-}
-alias MvBlk = Q5Blk;
-
-fn block_load(wrow: u32, blk: u32, part: u32) -> MvBlk {
+fn block_dot(wrow: u32, blk: u32, part: u32, xo: u32) -> f32 {
     let b = wrow + blk * 6u;
-    return MvBlk(w[b], w[b + 1u], vec4<u32>(w[b + 2u], w[b + 3u], w[b + 4u], w[b + 5u]));
-}
-
-fn block_compute(b: MvBlk, part: u32, xo: u32) -> f32 {
-    let d = unpack2x16float(b.d).x;
-    let s = nib_word(b.q.x, q5_hi5(b.qh, 0u), xo, 0u) + nib_word(b.q.y, q5_hi5(b.qh, 1u), xo, 1u)
-        + nib_word(b.q.z, q5_hi5(b.qh, 2u), xo, 2u) + nib_word(b.q.w, q5_hi5(b.qh, 3u), xo, 3u);
+    let d = unpack2x16float(w[b]).x;
+    let qh = w[b + 1u];
+    let q0 = w[b + 2u];
+    let q1 = w[b + 3u];
+    let q2 = w[b + 4u];
+    let q3 = w[b + 5u];
+    let s = nib_word(q0, q5_hi5(qh, 0u), xo, 0u) + nib_word(q1, q5_hi5(qh, 1u), xo, 1u)
+        + nib_word(q2, q5_hi5(qh, 2u), xo, 2u) + nib_word(q3, q5_hi5(qh, 3u), xo, 3u);
     return d * (s - 16.0 * block_xsum(xo));
 }
-
-fn block_dot(wrow: u32, blk: u32, part: u32, xo: u32) -> f32 {
-    return block_compute(block_load(wrow, blk, part), part, xo);
-}
-

@@ -9,28 +9,19 @@ fn q8_word(q: u32, x: vec4<f32>) -> f32 {
     return dot(sbytes_f32(q), x);
 }
 
-struct Q8Blk {
-    d: u32,
-    a: vec4<u32>,
-    b: vec4<u32>,
-}
-alias MvBlk = Q8Blk;
-
-fn block_load(wrow: u32, blk: u32, part: u32) -> MvBlk {
+fn block_dot(wrow: u32, blk: u32, part: u32, xo: u32) -> f32 {
     let b = wrow + blk * 9u;
-    return MvBlk(w[b], vec4<u32>(w[b + 1u], w[b + 2u], w[b + 3u], w[b + 4u]),
-                 vec4<u32>(w[b + 5u], w[b + 6u], w[b + 7u], w[b + 8u]));
-}
-
-fn block_compute(q: MvBlk, part: u32, xo: u32) -> f32 {
-    let d = unpack2x16float(q.d).x;
-    let s = q8_word(q.a.x, xv(xo)) + q8_word(q.a.y, xv(xo + 1u)) + q8_word(q.a.z, xv(xo + 2u))
-        + q8_word(q.a.w, xv(xo + 3u)) + q8_word(q.b.x, xv(xo + 4u)) + q8_word(q.b.y, xv(xo + 5u))
-        + q8_word(q.b.z, xv(xo + 6u)) + q8_word(q.b.w, xv(xo + 7u));
+    let d = unpack2x16float(w[b]).x;
+    let q0 = w[b + 1u];
+    let q1 = w[b + 2u];
+    let q2 = w[b + 3u];
+    let q3 = w[b + 4u];
+    let q4 = w[b + 5u];
+    let q5 = w[b + 6u];
+    let q6 = w[b + 7u];
+    let q7 = w[b + 8u];
+    let s = q8_word(q0, xv(xo)) + q8_word(q1, xv(xo + 1u)) + q8_word(q2, xv(xo + 2u))
+        + q8_word(q3, xv(xo + 3u)) + q8_word(q4, xv(xo + 4u)) + q8_word(q5, xv(xo + 5u))
+        + q8_word(q6, xv(xo + 6u)) + q8_word(q7, xv(xo + 7u));
     return d * s;
 }
-
-fn block_dot(wrow: u32, blk: u32, part: u32, xo: u32) -> f32 {
-    return block_compute(block_load(wrow, blk, part), part, xo);
-}
-

@@ -358,14 +358,7 @@ fn matmul_dispatches(
     dummy: &wgpu::Buffer,
     scratch: &SplitScratch,
     base: MmParams,
-    q8: bool,
 ) -> Result<Vec<Dispatch>, GpuError> {
-    // `--precision q8`: the decode matvecs that have an 8-bit-activation variant take it.
-    let (matvecs, pairs) = if q8 {
-        (&ctx.kernels.matvec_q8, &ctx.kernels.matvec_pair_q8)
-    } else {
-        (&ctx.kernels.matvec, &ctx.kernels.matvec_pair)
-    };
     let mut out = Vec::new();
     for part in &m.parts {
         let mut p = base;
@@ -464,11 +457,7 @@ fn matmul_dispatches(
             });
         // `CHORD_GPU_NO_MATVEC=1`: decode steps keep the row-group kernels.
         let matvec = matvec_tpr(part.ty, p.rows, p.cols)
-            .zip(
-                matvecs
-                    .get(&part.ty)
-                    .or_else(|| ctx.kernels.matvec.get(&part.ty)),
-            )
+            .zip(ctx.kernels.matvec.get(&part.ty))
             .filter(|_| std::env::var_os("CHORD_GPU_NO_MATVEC").is_none())
             .map(|(tpr, mp)| -> Result<_, GpuError> {
                 let rpg = matvec_rpg(p.rows, tpr);
@@ -493,9 +482,10 @@ fn matmul_dispatches(
     // both on the first part's dispatch, the second skipped for one-row steps
     // (`CHORD_GPU_NO_PAIR=1`: two dispatches).
     if let ([a, b], [da, db]) = (&m.parts[..], &mut out[..]) {
-        let pair = pairs
+        let pair = ctx
+            .kernels
+            .matvec_pair
             .get(&(a.ty, b.ty))
-            .or_else(|| ctx.kernels.matvec_pair.get(&(a.ty, b.ty)))
             .filter(|_| a.cols == b.cols && b.row_offset == a.row_offset + a.rows)
             .filter(|_| da.matvec.is_some() && std::env::var_os("CHORD_GPU_NO_PAIR").is_none());
         let rows = (a.rows + b.rows) as u32;
@@ -564,7 +554,6 @@ impl GpuForward {
             softcap: c.attn_logit_softcap.unwrap_or(0.0),
         };
         let d = dims;
-        let q8 = settings.precision == crate::kernels::matmul::ActivationPrecision::Q8;
         let kv_f16 = settings.kv_precision == crate::components::KvPrecision::F16
             && ctx.kernels.attention_f16.is_some()
             && ctx.kernels.rope_store_f16.is_some();
@@ -696,7 +685,6 @@ impl GpuForward {
                     y_stride: d.qkv() as u32,
                     ..normed
                 },
-                q8,
             )?;
             let out_m = GpuMatrix::upload(&ctx, &l.attn_output.name, &[l.attn_output.view(w)])?;
             let out_d = matmul_dispatches(
@@ -716,7 +704,6 @@ impl GpuForward {
                     y_stride: d.n_embd as u32,
                     ..Default::default()
                 },
-                q8,
             )?;
             let views: Vec<_> = l.gate_up.parts.iter().map(|t| t.view(w)).collect();
             let gu_m = GpuMatrix::upload(&ctx, &format!("blk.{il}.gate_up"), &views)?;
@@ -735,7 +722,6 @@ impl GpuForward {
                     y_stride: 2 * c.n_ff as u32,
                     ..normed
                 },
-                q8,
             )?;
             let down_m = GpuMatrix::upload(&ctx, &l.down.name, &[l.down.view(w)])?;
             let down_d = matmul_dispatches(
@@ -757,7 +743,6 @@ impl GpuForward {
                     act,
                     ..Default::default()
                 },
-                q8,
             )?;
             let lc = &c.layers[il];
             layers.push(LayerPlan {
@@ -793,7 +778,6 @@ impl GpuForward {
                 gather: 1,
                 ..Default::default()
             },
-            q8,
         )?;
         let argmax_params = ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("argmax params"),
@@ -2076,14 +2060,13 @@ pub struct MatmulProbe {
 impl MatmulProbe {
     /// `view` (`rows × cols`) against `n_rows` activation rows of random values, input mode
     /// `in_mode` (`IN_PLAIN`, `IN_RMSNORM`, `IN_GATED`), the weights copied until the copies
-    /// hold at least `min_bytes`; `q8`: 8-bit activations (`--precision q8`).
+    /// hold at least `min_bytes`.
     pub fn new(
         ctx: &GpuContext,
         view: WeightView<'_>,
         n_rows: usize,
         in_mode: u32,
         min_bytes: usize,
-        q8: bool,
     ) -> Result<Self, GpuError> {
         let xw = if in_mode == IN_GATED {
             2 * view.cols
@@ -2138,7 +2121,6 @@ impl MatmulProbe {
                     &dummy,
                     &scratch,
                     base,
-                    q8,
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;

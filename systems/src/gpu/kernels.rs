@@ -344,10 +344,6 @@ pub struct Kernels {
     pub matvec: HashMap<GgmlType, wgpu::ComputePipeline>,
     /// The two-part decode matvecs (`shaders::MATVEC_PAIRS`).
     pub matvec_pair: HashMap<(GgmlType, GgmlType), wgpu::ComputePipeline>,
-    /// The same against 8-bit activations (`--precision q8`; K-quants, native devices with
-    /// more than 16 KiB of workgroup storage; empty otherwise).
-    pub matvec_q8: HashMap<GgmlType, wgpu::ComputePipeline>,
-    pub matvec_pair_q8: HashMap<(GgmlType, GgmlType), wgpu::ComputePipeline>,
     pub get_rows: HashMap<GgmlType, wgpu::ComputePipeline>,
     pub rope_store: wgpu::ComputePipeline,
     pub attention: wgpu::ComputePipeline,
@@ -377,6 +373,7 @@ fn pipeline_entry(
 }
 
 /// Compile `src`'s `entry`; `zero_shared`: zero the workgroup memory first (WebGPU's default).
+/// Native modules are compiled without naga's runtime checks unless `CHORD_GPU_CHECKED=1`.
 fn pipeline_opts(
     device: &wgpu::Device,
     name: &str,
@@ -384,23 +381,36 @@ fn pipeline_opts(
     entry: &str,
     zero_shared: bool,
 ) -> wgpu::ComputePipeline {
+    let checked = std::env::var_os("CHORD_GPU_CHECKED").is_some();
+    pipeline_checked(device, name, src, entry, zero_shared, checked)
+}
+
+/// `pipeline_opts` with naga's runtime checks on or off.
+pub(crate) fn pipeline_checked(
+    device: &wgpu::Device,
+    name: &str,
+    src: &str,
+    entry: &str,
+    zero_shared: bool,
+    checked: bool,
+) -> wgpu::ComputePipeline {
     let desc = wgpu::ShaderModuleDescriptor {
         label: Some(name),
         source: wgpu::ShaderSource::Wgsl(src.into()),
     };
-    let module = if std::env::var_os("CHORD_GPU_CHECKED").is_some() {
+    let module = if checked {
         device.create_shader_module(desc)
     } else {
-        // SAFETY: `create_shader_module_trusted` drops naga's clamp on every shared-array index
-        // and its counter in every loop (on Vulkan, storage buffers stay bounds-checked by the
-        // driver's robust buffer access). That is sound for these kernels: every index into a
-        // shared array is below its size by construction (staging indices below KC/4, the XOR
-        // swizzle only permutes within groups of 8, head dims ≤ 256 are checked by
-        // `forward::check_supported`, reductions below WG), and every loop runs to a bound taken from its
-        // parameters, which the host derives from validated shapes. The CPU-twin kernel tests
-        // and the forward-pass tests run these modules (`CHORD_GPU_CHECKED=1` compiles them
-        // with the checks again). The clamps cost 7 % of qwen2.5-1.5B's decode on an H200
-        // (RESULTS.md). WebGPU in the browser ignores this and always checks.
+        // SAFETY: `create_shader_module_trusted` drops naga's clamp on every shared-array
+        // index and its counter in every loop (storage buffers stay bounds-checked by the
+        // driver's robust buffer access on Vulkan). That is sound for these kernels: every
+        // index into a shared array is below its size by construction (staging indices below
+        // KC / 4, the XOR swizzles only permute within groups of 8, head dims ≤ 256 are
+        // checked by `forward::check_supported`, reductions below WG), and every loop runs to
+        // a bound taken from its parameters, which the host derives from validated shapes.
+        // Every kernel test runs these modules; `trusted_modules_compute_what_checked_ones_do`
+        // compares the two builds bit for bit. The checks cost 7 % of qwen2.5-1.5B's decode
+        // on an H200 (RESULTS.md). WebGPU in the browser ignores this and always checks.
         unsafe { device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
     };
     device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -453,24 +463,6 @@ impl Kernels {
                 matvec_pair.insert((a, b), pipeline_opts(device, &name, &src, "main", false));
             }
         }
-        let mut matvec_q8 = HashMap::new();
-        let mut matvec_pair_q8 = HashMap::new();
-        // The 8-bit staging takes the matvec to 19 KiB of workgroup storage.
-        if lim.max_compute_workgroup_storage_size >= 20 << 10 && !cfg!(target_arch = "wasm32") {
-            for (a, b) in shaders::MATVEC_PAIRS {
-                if let Some(src) = shaders::matvec_pair_q8_module(a, b, subgroups) {
-                    let name = format!("matvec_pair_q8_{a}_{b}");
-                    let p = pipeline_opts(device, &name, &src, "main", false);
-                    matvec_pair_q8.insert((a, b), p);
-                }
-            }
-            for ty in shaders::TYPES {
-                if let Some(src) = shaders::matvec_q8_module(ty, subgroups) {
-                    let name = format!("matvec_q8_{ty}");
-                    matvec_q8.insert(ty, pipeline_opts(device, &name, &src, "main", false));
-                }
-            }
-        }
         for ty in shaders::TYPES {
             if let Some(src) = shaders::matvec_module(ty, subgroups) {
                 let name = format!("matvec_{ty}");
@@ -498,8 +490,6 @@ impl Kernels {
             matmul_subgroup,
             matvec,
             matvec_pair,
-            matvec_q8,
-            matvec_pair_q8,
             matmul_tiled,
             tiled_large,
             get_rows,

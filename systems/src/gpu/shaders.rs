@@ -7,7 +7,6 @@ pub const MATMUL_PARAMS: &str = include_str!("../../../shaders/matmul_params.wgs
 pub const MATMUL_COMMON: &str = include_str!("../../../shaders/matmul_common.wgsl");
 pub const MATVEC: &str = include_str!("../../../shaders/matvec.wgsl");
 pub const MATVEC_STAGE: &str = include_str!("../../../shaders/matvec_stage.wgsl");
-pub const MATVEC_STAGE_Q8: &str = include_str!("../../../shaders/matvec_stage_q8.wgsl");
 pub const MATVEC_PAIR: &str = include_str!("../../../shaders/matvec_pair.wgsl");
 pub const MATVEC_REDUCE_TREE: &str = include_str!("../../../shaders/matvec_reduce_tree.wgsl");
 pub const MATVEC_REDUCE_SUBGROUP: &str =
@@ -98,16 +97,6 @@ pub fn matvec_source(ty: GgmlType) -> Option<&'static str> {
     })
 }
 
-/// The decode matvec's block reader for `ty` against 8-bit activations
-/// (matvec_q8_*.wgsl, `--precision q8`), if it has one.
-pub fn matvec_q8_source(ty: GgmlType) -> Option<&'static str> {
-    Some(match ty {
-        GgmlType::Q4K => include_str!("../../../shaders/matvec_q8_q4_k.wgsl"),
-        GgmlType::Q6K => include_str!("../../../shaders/matvec_q8_q6_k.wgsl"),
-        _ => return None,
-    })
-}
-
 /// The reduction file and the entry point's subgroup parameter / initialisation.
 fn matvec_reduce(subgroups: bool) -> (&'static str, &'static str, &'static str) {
     if subgroups {
@@ -125,29 +114,11 @@ fn matvec_reduce(subgroups: bool) -> (&'static str, &'static str, &'static str) 
 pub fn matvec_module(ty: GgmlType, subgroups: bool) -> Option<String> {
     let q = matvec_source(ty)?;
     let (reduce, params, init) = matvec_reduce(subgroups);
-    let mut body = MATVEC
-        .replace("/*SG_PARAMS*/", params)
-        .replace("/*SG_INIT*/", init);
-    // `CHORD_GPU_MV_NOPIPE=1` (measurements): no block loaded ahead.
-    if std::env::var_os("CHORD_GPU_MV_NOPIPE").is_some() {
-        body = body.replace("if rpg == 1u {", "if false {");
-    }
-    Some(format!(
-        "{q}\n{MATMUL_PARAMS}\n{MATVEC_STAGE}\n{reduce}\n{body}"
-    ))
-}
-
-/// The decode matvec for `ty` against 8-bit activations (matvec_stage_q8.wgsl and a
-/// matvec_q8_*.wgsl reader), if `ty` has one.
-pub fn matvec_q8_module(ty: GgmlType, subgroups: bool) -> Option<String> {
-    let q = matvec_q8_source(ty)?;
-    let (reduce, params, init) = matvec_reduce(subgroups);
     let body = MATVEC
         .replace("/*SG_PARAMS*/", params)
-        .replace("/*SG_INIT*/", init)
-        .replace("/*Q8_STAGE*/", "stage_q8(kc, tid);");
+        .replace("/*SG_INIT*/", init);
     Some(format!(
-        "{q}\n{MATMUL_PARAMS}\n{MATVEC_STAGE}\n{MATVEC_STAGE_Q8}\n{reduce}\n{body}"
+        "{q}\n{MATMUL_PARAMS}\n{MATVEC_STAGE}\n{reduce}\n{body}"
     ))
 }
 
@@ -178,43 +149,24 @@ fn rename_weights(src: &str) -> String {
 /// The two-part matvec for parts of types `a` then `b` (one of `MATVEC_PAIRS`): `b`'s decoder
 /// renamed (`w_b` at binding 7, `block_dot_b`, `BW_B`, `LPB_B`).
 pub fn matvec_pair_module(a: GgmlType, b: GgmlType, subgroups: bool) -> Option<String> {
-    pair_module(a, b, subgroups, false)
-}
-
-/// The two-part matvec against 8-bit activations (both parts' matvec_q8_*.wgsl readers).
-pub fn matvec_pair_q8_module(a: GgmlType, b: GgmlType, subgroups: bool) -> Option<String> {
-    pair_module(a, b, subgroups, true)
-}
-
-fn pair_module(a: GgmlType, b: GgmlType, subgroups: bool, q8: bool) -> Option<String> {
     if !MATVEC_PAIRS.contains(&(a, b)) {
         return None;
     }
-    let source = if q8 { matvec_q8_source } else { matvec_source };
-    let qa = source(a)?;
-    let qb = rename_weights(source(b)?)
+    let qa = matvec_source(a)?;
+    let qb = rename_weights(matvec_source(b)?)
         .replace(
             "@group(0) @binding(1) var<storage, read> w:",
             "@group(0) @binding(7) var<storage, read> w_b:",
         )
         .replace("fn block_dot(", "fn block_dot_b(")
-        .replace("block_load(", "block_load_b(")
-        .replace("block_compute(", "block_compute_b(")
-        .replace("MvBlk", "MvBlk_b")
         .replace("const BW: u32", "const BW_B: u32")
         .replace("const LPB: u32", "const LPB_B: u32");
     let (reduce, params, init) = matvec_reduce(subgroups);
-    let (stage_q8, call_q8) = if q8 {
-        (MATVEC_STAGE_Q8, "stage_q8(kc, tid);")
-    } else {
-        ("", "")
-    };
     let body = MATVEC_PAIR
         .replace("/*SG_PARAMS*/", params)
-        .replace("/*SG_INIT*/", init)
-        .replace("/*Q8_STAGE*/", call_q8);
+        .replace("/*SG_INIT*/", init);
     Some(format!(
-        "{qa}\n{qb}\n{MATMUL_PARAMS}\n{MATVEC_STAGE}\n{stage_q8}\n{reduce}\n{body}"
+        "{qa}\n{qb}\n{MATMUL_PARAMS}\n{MATVEC_STAGE}\n{reduce}\n{body}"
     ))
 }
 
@@ -250,19 +202,12 @@ pub fn all_modules() -> Vec<(String, String)> {
             if let Some(src) = matvec_module(ty, sg) {
                 v.push((format!("matvec_{ty}_sg{}", sg as u8), src));
             }
-            // Native only (more than 16 KiB of workgroup storage).
-            if let Some(src) = matvec_q8_module(ty, sg) {
-                v.push((format!("matvec_q8_native_{ty}_sg{}", sg as u8), src));
-            }
         }
     }
     for (a, b) in MATVEC_PAIRS {
         for sg in [false, true] {
             if let Some(src) = matvec_pair_module(a, b, sg) {
                 v.push((format!("matvec_pair_{a}_{b}_sg{}", sg as u8), src));
-            }
-            if let Some(src) = matvec_pair_q8_module(a, b, sg) {
-                v.push((format!("matvec_pair_q8_native_{a}_{b}_sg{}", sg as u8), src));
             }
         }
     }

@@ -49,7 +49,6 @@ fn browser_shaders_fit_the_default_workgroup_storage() {
             || name.contains("_sg1")
             || name.contains("f16")
             || name.contains("tiled128")
-            || name.contains("native")
         {
             continue;
         }
@@ -256,21 +255,6 @@ fn cpu_twin(
     bias: &[f32],
     y0: Option<&[f32]>,
 ) -> Vec<f32> {
-    cpu_twin_at(ActivationPrecision::F32, view, mode, act, x, nw, bias, y0)
-}
-
-/// `cpu_twin` with the CPU's activations at `precision`.
-#[allow(clippy::too_many_arguments)]
-fn cpu_twin_at(
-    precision: ActivationPrecision,
-    view: WeightView<'_>,
-    mode: u32,
-    act: u32,
-    x: &[f32],
-    nw: &[f32],
-    bias: &[f32],
-    y0: Option<&[f32]>,
-) -> Vec<f32> {
     let (rows, cols) = (view.rows, view.cols);
     let xw = if mode == IN_GATED { 2 * cols } else { cols };
     let n = x.len() / xw;
@@ -296,7 +280,7 @@ fn cpu_twin_at(
         _ => x.to_vec(),
     };
     let mut want = vec![0.0; n * rows];
-    matmul(view, &xin, &mut want, precision);
+    matmul(view, &xin, &mut want, ActivationPrecision::F32);
     for (i, v) in want.iter_mut().enumerate() {
         *v += bias[i % rows];
         if let Some(y0) = y0 {
@@ -448,88 +432,68 @@ fn matvec_block_sizes_match_the_shaders() {
     assert_eq!(matvec_tpr(GgmlType::Q4_1, 3072, 576), Some(8));
 }
 
-/// `--precision q8`: the K-quant matvecs against 8-bit activations agree with the CPU's q8
-/// products (ggml's Q8_K arithmetic; integer sums exact, the rest in f32 in another order) far
-/// more closely than either agrees with exact math.
+/// Native modules are compiled without naga's runtime checks (`pipeline_checked`'s unsafe
+/// block): the same kernel built both ways gives the same bits, for every lane count and mode.
 #[test]
-fn matvec_q8_matches_cpu_q8() {
+fn trusted_modules_compute_what_checked_ones_do() {
     let Some(c) = ctx() else { return };
-    if c.kernels.matvec_q8.is_empty() {
-        eprintln!("no 8-bit matvec on this device (workgroup storage)");
-        return;
-    }
     let mut r = rng();
-    let rows = 37;
-    for (ty, pipeline) in [GgmlType::Q4K, GgmlType::Q6K].map(|t| (t, &c.kernels.matvec_q8[&t])) {
-        let (bw, lpb) = matvec_block(ty).expect("a K-quant matvec");
-        let bw = bw as usize;
-        // One staged chunk, and two (the second of 1280 values).
-        for cols in [3 * bw, 17 * bw] {
-            let data = random_weights(&mut r, ty, rows, cols);
-            let view = WeightView {
-                ty,
-                rows,
-                cols,
-                data: &data,
-            };
-            let m = GpuMatrix::upload(c, "w", &[view]).expect("upload");
-            let part = &m.parts[0];
-            for mode in [IN_PLAIN, IN_RMSNORM, IN_GATED] {
-                let xw = if mode == IN_GATED { 2 * cols } else { cols };
-                let x = randn(&mut r, xw, 1.0);
-                let nw = randn(&mut r, cols, 1.5);
-                let bias = vec![0.0f32; rows];
-                let y0 = vec![0.0f32; rows];
-                let twin = |prec| cpu_twin_at(prec, view, mode, 0, &x, &nw, &bias, None);
-                let want = twin(ActivationPrecision::Q8);
-                let exact = twin(ActivationPrecision::F32);
-                let scale = exact.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-                let q8_error = want
-                    .iter()
-                    .zip(&exact)
-                    .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-                assert!(
-                    q8_error > 2e-4 * scale,
-                    "{ty}: the q8 twin is not 8-bit ({q8_error})"
-                );
-                for tpr in [lpb, 4 * lpb, 64] {
-                    let rpg = 1 + (tpr.trailing_zeros() + mode) % 4;
-                    let p = MmParams {
-                        rows: rows as u32,
-                        cols: cols as u32,
-                        row_words: part.row_words as u32,
-                        in_mode: mode,
-                        x_stride: xw as u32,
-                        y_stride: rows as u32,
-                        eps: 1e-5,
-                        up_offset: cols as u32,
-                        tpr,
-                        rpg,
-                        ..Default::default()
-                    };
-                    let ub = uniform_init(c, &uniform_bytes(&p).unwrap());
-                    let xb = storage_init(c, bytemuck::cast_slice(&x));
-                    let yb = storage_init(c, bytemuck::cast_slice(&y0));
-                    let nb = storage_init(c, bytemuck::cast_slice(&nw));
-                    let bb = storage_init(c, bytemuck::cast_slice(&bias));
-                    let sb = step_buf(c, 1, &[], &[0]);
-                    let (gx, gy) = matvec_grid(rows as u32, tpr, rpg);
-                    let got = run(
-                        c,
-                        pipeline,
-                        &[&ub, &part.buf, &xb, &yb, &nb, &bb, &sb],
-                        (gx, gy, 1),
-                        &yb,
-                    );
-                    assert_close(
-                        &format!("matvec q8 {ty} {cols} mode {mode} tpr {tpr} rpg {rpg}"),
-                        &f32s(&got),
-                        &want,
-                        q8_error / scale / 8.0,
-                    );
-                }
-            }
-        }
+    let (ty, rows, cols) = (GgmlType::Q4K, 37, 5 * 256);
+    let src = shaders::matvec_module(ty, c.subgroup.is_some()).expect("a Q4_K matvec");
+    let build = |checked| pipeline_checked(&c.device, "matvec", &src, "main", false, checked);
+    let (checked, trusted) = (build(true), build(false));
+    let data = random_weights(&mut r, ty, rows, cols);
+    let view = WeightView {
+        ty,
+        rows,
+        cols,
+        data: &data,
+    };
+    let m = GpuMatrix::upload(c, "w", &[view]).expect("upload");
+    let part = &m.parts[0];
+    for (mode, tpr) in [(IN_PLAIN, 2), (IN_RMSNORM, 8), (IN_GATED, 64)] {
+        let xw = if mode == IN_GATED { 2 * cols } else { cols };
+        let x = randn(&mut r, xw, 1.0);
+        let nw = randn(&mut r, cols, 1.5);
+        let bias = randn(&mut r, rows, 0.5);
+        let p = MmParams {
+            rows: rows as u32,
+            cols: cols as u32,
+            row_words: part.row_words as u32,
+            in_mode: mode,
+            out_mode: OUT_BIAS,
+            x_stride: xw as u32,
+            y_stride: rows as u32,
+            eps: 1e-5,
+            up_offset: cols as u32,
+            tpr,
+            rpg: 1,
+            ..Default::default()
+        };
+        let outs: Vec<Vec<u8>> = [&checked, &trusted]
+            .iter()
+            .map(|pipeline| {
+                let ub = uniform_init(c, &uniform_bytes(&p).unwrap());
+                let xb = storage_init(c, bytemuck::cast_slice(&x));
+                let yb = storage_init(c, bytemuck::cast_slice(&vec![0.0f32; rows]));
+                let nb = storage_init(c, bytemuck::cast_slice(&nw));
+                let bb = storage_init(c, bytemuck::cast_slice(&bias));
+                let sb = step_buf(c, 1, &[], &[0]);
+                let (gx, gy) = matvec_grid(rows as u32, tpr, 1);
+                run(
+                    c,
+                    pipeline,
+                    &[&ub, &part.buf, &xb, &yb, &nb, &bb, &sb],
+                    (gx, gy, 1),
+                    &yb,
+                )
+            })
+            .collect();
+        assert!(
+            f32s(&outs[0]).iter().any(|v| *v != 0.0),
+            "mode {mode}: no output"
+        );
+        assert_eq!(outs[0], outs[1], "mode {mode}, {tpr} lanes");
     }
 }
 
