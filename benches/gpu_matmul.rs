@@ -104,29 +104,60 @@ fn bench(c: &mut Criterion, ctx: &GpuContext, group: &str, n_rows: usize, reps: 
 /// The floor under a dependent dispatch: `reps` dispatches of a kernel that adds 1 to each of
 /// `wgs × 256` floats of one buffer (each dispatch waits for the one before it).
 fn floor(c: &mut Criterion, ctx: &GpuContext, reps: usize) {
-    const SRC: &str = "@group(0) @binding(0) var<storage, read_write> y: array<f32>;\n\
+    // The kernel alone, then with 12 KiB of workgroup memory (as the matvec stages), then with
+    // that and three barriers (as the staging has).
+    const PLAIN: &str = "@group(0) @binding(0) var<storage, read_write> y: array<f32>;\n\
         @compute @workgroup_size(256) fn main(@builtin(global_invocation_id) g: vec3<u32>) {\n\
         y[g.x] = y[g.x] + 1.0; }";
-    let module = ctx
-        .device
-        .create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("floor"),
-            source: wgpu::ShaderSource::Wgsl(SRC.into()),
-        });
-    let pipeline = ctx
-        .device
-        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some("floor"),
-            layout: None,
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: Default::default(),
-            cache: None,
-        });
+    const SHARED: &str = "@group(0) @binding(0) var<storage, read_write> y: array<f32>;\n\
+        var<workgroup> s: array<vec4<f32>, 768>;\n\
+        @compute @workgroup_size(256) fn main(@builtin(global_invocation_id) g: vec3<u32>,\n\
+        @builtin(local_invocation_index) l: u32) {\n\
+        s[l] = vec4<f32>(y[g.x]);\n\
+        /*B*/\n\
+        y[g.x] = s[(l + 1u) % 256u].x + 1.0; }";
+    let barrier = SHARED.replace(
+        "/*B*/",
+        "workgroupBarrier(); s[l + 256u] = s[l]; workgroupBarrier(); s[l + 512u] = s[l + 256u]; workgroupBarrier();",
+    );
+    let kernels = [
+        ("", PLAIN.to_string()),
+        ("_shared", SHARED.replace("/*B*/", "workgroupBarrier();")),
+        ("_3barriers", barrier),
+    ];
     let mut g = c.benchmark_group("gpu_floor");
     g.sample_size(10);
     g.warm_up_time(Duration::from_millis(500));
     g.measurement_time(Duration::from_secs(2));
+    for (kind, src) in kernels {
+        let module = ctx
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some("floor"),
+                source: wgpu::ShaderSource::Wgsl(src.into()),
+            });
+        let pipeline = ctx
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some("floor"),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        floor_runs(&mut g, ctx, &pipeline, kind, reps);
+    }
+    g.finish();
+}
+
+fn floor_runs(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    ctx: &GpuContext,
+    pipeline: &wgpu::ComputePipeline,
+    kind: &str,
+    reps: usize,
+) {
     for wgs in [1u32, 96, 1024] {
         let buf = ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("floor y"),
@@ -143,12 +174,12 @@ fn floor(c: &mut Criterion, ctx: &GpuContext, reps: usize) {
             }],
         });
         g.throughput(Throughput::Elements(reps as u64));
-        g.bench_function(format!("dispatch_{wgs}wg"), |b| {
+        g.bench_function(format!("dispatch{kind}_{wgs}wg"), |b| {
             b.iter(|| {
                 let mut enc = ctx.device.create_command_encoder(&Default::default());
                 {
                     let mut pass = enc.begin_compute_pass(&Default::default());
-                    pass.set_pipeline(&pipeline);
+                    pass.set_pipeline(pipeline);
                     pass.set_bind_group(0, &bind, &[]);
                     for _ in 0..reps {
                         pass.dispatch_workgroups(wgs, 1, 1);
@@ -159,7 +190,6 @@ fn floor(c: &mut Criterion, ctx: &GpuContext, reps: usize) {
             })
         });
     }
-    g.finish();
 }
 
 fn gpu(c: &mut Criterion) {
