@@ -148,7 +148,126 @@ fn floor(c: &mut Criterion, ctx: &GpuContext, reps: usize) {
             });
         floor_runs(&mut g, ctx, &pipeline, kind, reps);
     }
+    floor_bindings(&mut g, ctx, reps);
     g.finish();
+}
+
+/// The floor with seven bindings as the matvec has (a uniform and six storage buffers, one
+/// value read from each): one bind group for every dispatch, then a bind group of its own per
+/// dispatch (as each product of the forward pass has), then own groups differing only in the
+/// uniform buffer.
+fn floor_bindings(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    ctx: &GpuContext,
+    reps: usize,
+) {
+    const SRC: &str = "struct P { a: u32, b: u32, c: u32, d: u32 }\n\
+        @group(0) @binding(0) var<uniform> p: P;\n\
+        @group(0) @binding(1) var<storage, read> b1: array<f32>;\n\
+        @group(0) @binding(2) var<storage, read> b2: array<f32>;\n\
+        @group(0) @binding(3) var<storage, read_write> y: array<f32>;\n\
+        @group(0) @binding(4) var<storage, read> b4: array<f32>;\n\
+        @group(0) @binding(5) var<storage, read> b5: array<f32>;\n\
+        @group(0) @binding(6) var<storage, read> b6: array<f32>;\n\
+        @compute @workgroup_size(256) fn main(@builtin(global_invocation_id) g: vec3<u32>) {\n\
+        let i = g.x % p.a;\n\
+        y[g.x] = y[g.x] + b1[i] + b2[i] + b4[i] + b5[i] + b6[i]; }";
+    let module = ctx
+        .device
+        .create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("floor7"),
+            source: wgpu::ShaderSource::Wgsl(SRC.into()),
+        });
+    let pipeline = ctx
+        .device
+        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some("floor7"),
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+    let wgs = 96u32;
+    let storage = |bytes: u64| {
+        ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("floor7"),
+            size: bytes,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        })
+    };
+    let uniform = || {
+        use wgpu::util::DeviceExt;
+        ctx.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("floor7 p"),
+                contents: bytemuck::cast_slice(&[64u32, 0, 0, 0]),
+                usage: wgpu::BufferUsages::UNIFORM,
+            })
+    };
+    let y = storage(u64::from(wgs) * 256 * 4);
+    let shared_inputs: Vec<wgpu::Buffer> = (0..5).map(|_| storage(1 << 16)).collect();
+    let group = |u: &wgpu::Buffer, ins: &[&wgpu::Buffer]| {
+        let mut entries = vec![
+            wgpu::BindGroupEntry {
+                binding: 0,
+                resource: u.as_entire_binding(),
+            },
+            wgpu::BindGroupEntry {
+                binding: 3,
+                resource: y.as_entire_binding(),
+            },
+        ];
+        for (b, buf) in [1u32, 2, 4, 5, 6].into_iter().zip(ins) {
+            entries.push(wgpu::BindGroupEntry {
+                binding: b,
+                resource: buf.as_entire_binding(),
+            });
+        }
+        ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("floor7"),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        })
+    };
+    let shared_refs: Vec<&wgpu::Buffer> = shared_inputs.iter().collect();
+    let u0 = uniform();
+    let one = vec![group(&u0, &shared_refs)];
+    let own_bufs: Vec<(wgpu::Buffer, Vec<wgpu::Buffer>)> = (0..reps)
+        .map(|_| (uniform(), (0..5).map(|_| storage(1 << 16)).collect()))
+        .collect();
+    let own: Vec<wgpu::BindGroup> = own_bufs
+        .iter()
+        .map(|(u, ins)| group(u, &ins.iter().collect::<Vec<_>>()))
+        .collect();
+    let own_uniforms: Vec<wgpu::Buffer> = (0..reps).map(|_| uniform()).collect();
+    let own_u: Vec<wgpu::BindGroup> = own_uniforms
+        .iter()
+        .map(|u| group(u, &shared_refs))
+        .collect();
+    for (kind, groups) in [
+        ("7bind_one", &one),
+        ("7bind_own", &own),
+        ("7bind_own_uniform", &own_u),
+    ] {
+        g.throughput(Throughput::Elements(reps as u64));
+        g.bench_function(format!("dispatch_{kind}_{wgs}wg"), |b| {
+            b.iter(|| {
+                let mut enc = ctx.device.create_command_encoder(&Default::default());
+                {
+                    let mut pass = enc.begin_compute_pass(&Default::default());
+                    pass.set_pipeline(&pipeline);
+                    for i in 0..reps {
+                        pass.set_bind_group(0, &groups[i % groups.len()], &[]);
+                        pass.dispatch_workgroups(wgs, 1, 1);
+                    }
+                }
+                ctx.queue.submit([enc.finish()]);
+                let _ = ctx.device.poll(wgpu::PollType::wait_indefinitely());
+            })
+        });
+    }
 }
 
 fn floor_runs(
