@@ -1,6 +1,6 @@
-// Q6_K, uploaded as 53 words per 256-element block: [ql: 128 bytes] [qh: 64 bytes]
-// [scales: 16 × i8] [d: f16, pad]. Element e = 128n + 32·quarter + l: low 4 bits from
-// ql[64n + l + 32·(quarter & 1)] (high nibble when quarter ≥ 2), top 2 bits from bits
+// Q6_K, uploaded as 56 words per 256-element block: [ql: 128 bytes] [qh: 64 bytes]
+// [scales: 16 × i8] [d: f16, 14 bytes of padding]. Element e = 128n + 32·quarter + l: low 4
+// bits from ql[64n + l + 32·(quarter & 1)] (high nibble when quarter ≥ 2), top 2 bits from bits
 // 2·quarter of qh[32n + l]; value d·scales[8n + l/16 + 2·quarter]·(q − 32).
 fn nib4(q: u32, sh: u32) -> vec4<f32> {
     return vec4<f32>(f32(extractBits(q, sh, 4u)), f32(extractBits(q, 8u + sh, 4u)),
@@ -13,7 +13,7 @@ fn two4(q: u32, sh: u32) -> vec4<f32> {
 }
 
 fn load8(row: u32, c: u32) -> array<vec4<f32>, 2> {
-    let b = row + (c / 32u) * 53u;
+    let b = row + (c / 32u) * 56u;
     let e0 = (c % 32u) * 8u;
     let n = e0 / 128u;
     let r = e0 % 128u;

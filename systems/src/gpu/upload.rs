@@ -1,8 +1,9 @@
 //! Weights in GPU storage buffers, in their quantized encoding.
 //!
-//! Blocks whose size is not a multiple of 4 bytes get 2 padding bytes (after the leading f16
-//! scale for Q4_0/Q5_0/Q8_0, at the end for Q6_K) so every field the shaders read as words is
-//! word-aligned; the quantized bits themselves are copied unchanged.
+//! Blocks whose size is not a multiple of 4 bytes get 2 padding bytes after the leading f16
+//! scale (Q4_0/Q5_0/Q8_0) so every field the shaders read as words is word-aligned; Q6_K's 210
+//! bytes get 14 at the end, so its blocks and fields are 16-byte aligned for the decode
+//! matvec's vec4 loads; the quantized bits themselves are copied unchanged.
 
 use chord_resources::GgmlType;
 use wgpu::util::DeviceExt;
@@ -20,7 +21,7 @@ pub fn padded_block(ty: GgmlType) -> Option<(usize, usize)> {
         GgmlType::Q5_0 => (24, 32),
         GgmlType::Q8_0 => (36, 32),
         GgmlType::Q4K => (144, 256),
-        GgmlType::Q6K => (212, 256),
+        GgmlType::Q6K => (224, 256),
         _ => return None,
     })
 }
@@ -54,7 +55,7 @@ pub fn repack(ty: GgmlType, data: &[u8]) -> Result<Vec<u8>, GpuError> {
         match ty {
             GgmlType::Q6K => {
                 out.extend_from_slice(block);
-                out.extend_from_slice(&[0, 0]);
+                out.extend_from_slice(&[0; 14]);
             }
             _ => {
                 out.extend_from_slice(&block[..2]);
