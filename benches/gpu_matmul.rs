@@ -251,23 +251,47 @@ fn floor_bindings(
         ("7bind_own", &own),
         ("7bind_own_uniform", &own_u),
     ] {
-        g.throughput(Throughput::Elements(reps as u64));
-        g.bench_function(format!("dispatch_{kind}_{wgs}wg"), |b| {
-            b.iter(|| {
-                let mut enc = ctx.device.create_command_encoder(&Default::default());
-                {
-                    let mut pass = enc.begin_compute_pass(&Default::default());
-                    pass.set_pipeline(&pipeline);
-                    for i in 0..reps {
-                        pass.set_bind_group(0, &groups[i % groups.len()], &[]);
-                        pass.dispatch_workgroups(wgs, 1, 1);
-                    }
-                }
-                ctx.queue.submit([enc.finish()]);
-                let _ = ctx.device.poll(wgpu::PollType::wait_indefinitely());
-            })
-        });
+        time_dispatches(
+            g,
+            ctx,
+            &format!("_{kind}_{wgs}wg"),
+            &pipeline,
+            groups,
+            wgs,
+            reps,
+        );
     }
+}
+
+/// `gpu_floor/dispatch{name}`: `reps` dependent dispatches of `wgs` workgroups in one pass,
+/// cycling through `groups` (bound once when there is one), submitted and waited for.
+fn time_dispatches(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    ctx: &GpuContext,
+    name: &str,
+    pipeline: &wgpu::ComputePipeline,
+    groups: &[wgpu::BindGroup],
+    wgs: u32,
+    reps: usize,
+) {
+    g.throughput(Throughput::Elements(reps as u64));
+    g.bench_function(format!("dispatch{name}"), |b| {
+        b.iter(|| {
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                pass.set_pipeline(pipeline);
+                for i in 0..reps {
+                    if i == 0 || groups.len() > 1 {
+                        pass.set_bind_group(0, &groups[i % groups.len()], &[]);
+                    }
+                    pass.dispatch_workgroups(wgs, 1, 1);
+                }
+            }
+            ctx.queue.submit([enc.finish()]);
+            let _ = ctx.device.poll(wgpu::PollType::wait_indefinitely());
+        })
+    });
 }
 
 fn floor_runs(
@@ -292,22 +316,8 @@ fn floor_runs(
                 resource: buf.as_entire_binding(),
             }],
         });
-        g.throughput(Throughput::Elements(reps as u64));
-        g.bench_function(format!("dispatch{kind}_{wgs}wg"), |b| {
-            b.iter(|| {
-                let mut enc = ctx.device.create_command_encoder(&Default::default());
-                {
-                    let mut pass = enc.begin_compute_pass(&Default::default());
-                    pass.set_pipeline(pipeline);
-                    pass.set_bind_group(0, &bind, &[]);
-                    for _ in 0..reps {
-                        pass.dispatch_workgroups(wgs, 1, 1);
-                    }
-                }
-                ctx.queue.submit([enc.finish()]);
-                let _ = ctx.device.poll(wgpu::PollType::wait_indefinitely());
-            })
-        });
+        let name = format!("{kind}_{wgs}wg");
+        time_dispatches(g, ctx, &name, pipeline, &[bind], wgs, reps);
     }
 }
 

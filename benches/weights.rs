@@ -15,17 +15,6 @@ pub fn bytes(seed: u64, n: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Byte offsets of the f16 scale fields, set to a finite value (random bytes can be NaN).
-pub fn f16_fields(ty: GgmlType) -> &'static [usize] {
-    match ty {
-        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4K | GgmlType::Q5K => &[0, 2],
-        GgmlType::Q2K => &[80, 82],
-        GgmlType::Q3K => &[108],
-        GgmlType::Q6K => &[208],
-        _ => &[0],
-    }
-}
-
 /// `rows × cols` weights of `ty`: filler bytes with every block scale set to 0.01.
 /// (F32 and F16: values in [-1, 1).)
 pub fn random(ty: GgmlType, seed: u64, rows: usize, cols: usize) -> Vec<u8> {
@@ -47,7 +36,7 @@ pub fn random(ty: GgmlType, seed: u64, rows: usize, cols: usize) -> Vec<u8> {
     }
     let mut w = bytes(seed, rows * cols / ty.block_size() * ty.type_size());
     for block in w.chunks_exact_mut(ty.type_size()) {
-        for &off in f16_fields(ty) {
+        for &off in ty.f16_scale_fields() {
             block[off..off + 2].copy_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
         }
     }

@@ -19,38 +19,16 @@ use std::process::ExitCode;
 
 use chord_resources::GgmlType;
 use chord_resources::gguf::{GgufFile, TensorInfo};
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::{Rng, SeedableRng};
 
-/// xorshift64*: reproducible noise, no dependency.
-struct Noise(u64);
-
-impl Noise {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in [-1, 1).
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-}
-
-/// Byte offsets of the f16 scale fields inside one block of `ty`.
-fn scale_fields(ty: GgmlType) -> &'static [usize] {
-    match ty {
-        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
-        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4K | GgmlType::Q5K => &[0, 2],
-        GgmlType::Q2K => &[80, 82],
-        GgmlType::Q3K => &[108],
-        GgmlType::Q6K => &[208],
-        _ => &[],
-    }
+/// Uniform in [-1, 1).
+fn unit(rng: &mut ChaCha8Rng) -> f32 {
+    (rng.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
 }
 
 /// The bytes of one tensor.
-fn tensor_bytes(t: &TensorInfo, noise: &mut Noise) -> Vec<u8> {
+fn tensor_bytes(t: &TensorInfo, rng: &mut ChaCha8Rng) -> Vec<u8> {
     let n = t.n_bytes as usize;
     let mut out = vec![0u8; n];
     match t.ty {
@@ -58,29 +36,30 @@ fn tensor_bytes(t: &TensorInfo, noise: &mut Noise) -> Vec<u8> {
             let norm = t.name.contains("norm");
             for v in out.chunks_exact_mut(4) {
                 let x = if norm {
-                    1.0 + 0.1 * noise.unit()
+                    1.0 + 0.1 * unit(rng)
                 } else {
-                    0.02 * noise.unit()
+                    0.02 * unit(rng)
                 };
                 v.copy_from_slice(&x.to_le_bytes());
             }
         }
         GgmlType::F16 => {
             for v in out.chunks_exact_mut(2) {
-                let x = half::f16::from_f32(0.02 * noise.unit());
+                let x = half::f16::from_f32(0.02 * unit(rng));
+                v.copy_from_slice(&x.to_le_bytes());
+            }
+        }
+        GgmlType::BF16 => {
+            for v in out.chunks_exact_mut(2) {
+                let x = half::bf16::from_f32(0.02 * unit(rng));
                 v.copy_from_slice(&x.to_le_bytes());
             }
         }
         ty => {
-            for v in out.chunks_mut(8) {
-                let r = noise.next().to_le_bytes();
-                v.copy_from_slice(&r[..v.len()]);
-            }
-            let bs = ty.type_size();
-            let fields = scale_fields(ty);
-            for block in out.chunks_exact_mut(bs) {
-                for &f in fields {
-                    let d = half::f16::from_f32(0.002 * (1.5 + noise.unit()));
+            rng.fill_bytes(&mut out);
+            for block in out.chunks_exact_mut(ty.type_size()) {
+                for &f in ty.f16_scale_fields() {
+                    let d = half::f16::from_f32(0.002 * (1.5 + unit(rng)));
                     block[f..f + 2].copy_from_slice(&d.to_le_bytes());
                 }
             }
@@ -127,7 +106,7 @@ fn fill(skeleton: &str, out_path: &str, seed: u64) -> Result<(), String> {
     let mut tensors: Vec<TensorInfo> = file.tensors().to_vec();
     drop(file);
     tensors.sort_by_key(|t| t.offset);
-    let mut noise = Noise(seed | 1);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut out = BufWriter::new(File::create(out_path).map_err(|e| e.to_string())?);
     out.write_all(prefix).map_err(|e| e.to_string())?;
     let mut at = data_offset;
@@ -138,7 +117,7 @@ fn fill(skeleton: &str, out_path: &str, seed: u64) -> Result<(), String> {
         }
         out.write_all(&vec![0u8; (start - at) as usize])
             .map_err(|e| e.to_string())?;
-        out.write_all(&tensor_bytes(t, &mut noise))
+        out.write_all(&tensor_bytes(t, &mut rng))
             .map_err(|e| e.to_string())?;
         at = start + t.n_bytes;
     }

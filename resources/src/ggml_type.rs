@@ -108,6 +108,23 @@ impl GgmlType {
         (n / bs).checked_mul(self.type_size() as u64)
     }
 
+    /// Byte offsets of the f16 scale fields (d, and dmin / m / s where present) inside one
+    /// block of a block-quantized format; empty for F32, F16, BF16 and Q8_K (an f32 scale).
+    /// Whoever fills blocks with random bytes sets these to finite values (random f16 bytes
+    /// can be NaN or infinite).
+    pub fn f16_scale_fields(self) -> &'static [usize] {
+        match self {
+            GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+            GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q8_1 | GgmlType::Q4K | GgmlType::Q5K => {
+                &[0, 2]
+            }
+            GgmlType::Q2K => &[80, 82],
+            GgmlType::Q3K => &[108],
+            GgmlType::Q6K => &[208],
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8K => &[],
+        }
+    }
+
     /// ggml's lower-case name (`q4_k`, `f16`, ...).
     pub fn name(self) -> &'static str {
         match self {
@@ -145,6 +162,23 @@ impl fmt::Display for GgmlType {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn f16_scale_fields_lie_inside_their_blocks() {
+        for ty in GgmlType::ALL {
+            let fields = ty.f16_scale_fields();
+            assert_eq!(
+                fields.is_empty(),
+                ty.block_size() == 1 || ty == GgmlType::Q8K,
+                "{ty}"
+            );
+            for &f in fields {
+                assert!(f + 2 <= ty.type_size(), "{ty}: field at {f}");
+            }
+        }
+        // Q6_K keeps its d after ql, qh and the scales: 128 + 64 + 16.
+        assert_eq!(GgmlType::Q6K.f16_scale_fields(), &[208]);
+    }
 
     #[test]
     fn sizes_match_ggml() {

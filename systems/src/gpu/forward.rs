@@ -408,19 +408,6 @@ fn matmul_dispatches(
             .get(&part.ty)
             .ok_or_else(|| GpuError::Unsupported(format!("weight type {}", part.ty)))?
             .clone();
-        let bind = bind(
-            &ctx.device,
-            &pipeline,
-            &[
-                ub.as_entire_binding(),
-                part.buf.as_entire_binding(),
-                x.as_entire_binding(),
-                y.as_entire_binding(),
-                nw.unwrap_or(dummy).as_entire_binding(),
-                bias.unwrap_or(dummy).as_entire_binding(),
-                step.as_entire_binding(),
-            ],
-        );
         let entries = [
             ub.as_entire_binding(),
             part.buf.as_entire_binding(),
@@ -430,6 +417,7 @@ fn matmul_dispatches(
             bias.unwrap_or(dummy).as_entire_binding(),
             step.as_entire_binding(),
         ];
+        let bind = bind(&ctx.device, &pipeline, &entries);
         let tiled = ctx
             .kernels
             .matmul_tiled

@@ -231,6 +231,47 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
     }
 }
 
+/// Bindings 0 and 2 … 6 of a product kernel (matmul_params.wgsl's order): the parameters `p`,
+/// x, y (holding `y0`), the norm weights, the bias and a step buffer of `n` rows with logit
+/// rows `logit_rows`; `with(w)` adds the weights as binding 1.
+struct ProductBufs {
+    ub: wgpu::Buffer,
+    xb: wgpu::Buffer,
+    yb: wgpu::Buffer,
+    nb: wgpu::Buffer,
+    bb: wgpu::Buffer,
+    sb: wgpu::Buffer,
+}
+
+impl ProductBufs {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        c: &GpuContext,
+        p: &MmParams,
+        x: &[f32],
+        y0: &[f32],
+        nw: &[f32],
+        bias: &[f32],
+        n: usize,
+        logit_rows: &[u32],
+    ) -> Self {
+        ProductBufs {
+            ub: uniform_init(c, &uniform_bytes(p).unwrap()),
+            xb: storage_init(c, bytemuck::cast_slice(x)),
+            yb: storage_init(c, bytemuck::cast_slice(y0)),
+            nb: storage_init(c, bytemuck::cast_slice(nw)),
+            bb: storage_init(c, bytemuck::cast_slice(bias)),
+            sb: step_buf(c, n, &[], logit_rows),
+        }
+    }
+
+    fn with<'a>(&'a self, w: &'a wgpu::Buffer) -> [&'a wgpu::Buffer; 7] {
+        [
+            &self.ub, w, &self.xb, &self.yb, &self.nb, &self.bb, &self.sb,
+        ]
+    }
+}
+
 /// Step buffer with `n` rows (tokens / positions / logit rows given).
 fn step_buf(c: &GpuContext, n: usize, tokens: &[u32], logit_rows: &[u32]) -> wgpu::Buffer {
     let cap = n.max(tokens.len()).max(logit_rows.len()).max(1);
@@ -375,24 +416,19 @@ fn matmul_matches_cpu_for_every_type_and_mode() {
                     Some(m) => [16u32, 32, 64][(mode as usize + ty as usize) % 3].min(m),
                 };
                 let p = MmParams { tpr, splits, ..p };
-                let ub = uniform_init(c, &uniform_bytes(&p).unwrap());
-                let xb = storage_init(c, bytemuck::cast_slice(&x));
-                let yb = storage_init(c, bytemuck::cast_slice(&y0));
-                let nb = storage_init(c, bytemuck::cast_slice(&nw));
-                let bb = storage_init(c, bytemuck::cast_slice(&bias));
-                let sb = step_buf(c, n, &[], &[]);
+                let b = ProductBufs::new(c, &p, &x, &y0, &nw, &bias, n, &[]);
                 let got = match max_tpr {
                     None => {
                         let pb = storage_init(c, &vec![0u8; 4 * splits as usize * n * (rows + 1)]);
-                        let bufs = [&ub, &part.buf, &xb, &yb, &nb, &bb, &sb, &pb];
+                        let [ub, w, xb, yb, nb, bb, sb] = b.with(&part.buf);
+                        let bufs = [ub, w, xb, yb, nb, bb, sb, &pb];
                         let grid = tiled_grid(tile, rows as u32, n as u32, splits);
                         let red = reduce.map(|r| (r, tiled_reduce_grid(rows as u32, n as u32)));
-                        run_tiled(c, pipeline, &bufs, grid, red, &yb)
+                        run_tiled(c, pipeline, &bufs, grid, red, &b.yb)
                     }
                     Some(_) => {
                         let (gx, gy) = matmul_grid(rows as u32, tpr);
-                        let bufs = [&ub, &part.buf, &xb, &yb, &nb, &bb, &sb];
-                        run(c, pipeline, &bufs, (gx, gy, 1), &yb)
+                        run(c, pipeline, &b.with(&part.buf), (gx, gy, 1), &b.yb)
                     }
                 };
                 assert_close(
@@ -473,20 +509,9 @@ fn trusted_modules_compute_what_checked_ones_do() {
         let outs: Vec<Vec<u8>> = [&checked, &trusted]
             .iter()
             .map(|pipeline| {
-                let ub = uniform_init(c, &uniform_bytes(&p).unwrap());
-                let xb = storage_init(c, bytemuck::cast_slice(&x));
-                let yb = storage_init(c, bytemuck::cast_slice(&vec![0.0f32; rows]));
-                let nb = storage_init(c, bytemuck::cast_slice(&nw));
-                let bb = storage_init(c, bytemuck::cast_slice(&bias));
-                let sb = step_buf(c, 1, &[], &[0]);
+                let b = ProductBufs::new(c, &p, &x, &vec![0.0; rows], &nw, &bias, 1, &[0]);
                 let (gx, gy) = matvec_grid(rows as u32, tpr, 1);
-                run(
-                    c,
-                    pipeline,
-                    &[&ub, &part.buf, &xb, &yb, &nb, &bb, &sb],
-                    (gx, gy, 1),
-                    &yb,
-                )
+                run(c, pipeline, &b.with(&part.buf), (gx, gy, 1), &b.yb)
             })
             .collect();
         assert!(
@@ -558,20 +583,9 @@ fn matvec_matches_cpu_for_every_type_mode_and_lane_count() {
                         rpg,
                         ..Default::default()
                     };
-                    let ub = uniform_init(c, &uniform_bytes(&p).unwrap());
-                    let xb = storage_init(c, bytemuck::cast_slice(&x));
-                    let yb = storage_init(c, bytemuck::cast_slice(&y0));
-                    let nb = storage_init(c, bytemuck::cast_slice(&nw));
-                    let bb = storage_init(c, bytemuck::cast_slice(&bias));
-                    let sb = step_buf(c, 3, &[], &[xr as u32]);
+                    let b = ProductBufs::new(c, &p, &x, &y0, &nw, &bias, 3, &[xr as u32]);
                     let (gx, gy) = matvec_grid(rows as u32, tpr, rpg);
-                    let got = run(
-                        c,
-                        pipeline,
-                        &[&ub, &part.buf, &xb, &yb, &nb, &bb, &sb],
-                        (gx, gy, 1),
-                        &yb,
-                    );
+                    let got = run(c, pipeline, &b.with(&part.buf), (gx, gy, 1), &b.yb);
                     assert_close(
                         &format!("matvec {ty} {cols} mode {mode} tpr {tpr} rpg {rpg}"),
                         &f32s(&got),
@@ -641,29 +655,11 @@ fn matvec_pair_matches_cpu_for_both_orders_and_modes() {
                     row_words_b: m.parts[1].row_words as u32,
                     ..Default::default()
                 };
-                let ub = uniform_init(c, &uniform_bytes(&p).unwrap());
-                let xb = storage_init(c, bytemuck::cast_slice(&x));
-                let yb = storage_init(c, bytemuck::cast_slice(&y0));
-                let nb = storage_init(c, bytemuck::cast_slice(&nw));
-                let bb = storage_init(c, bytemuck::cast_slice(&bias));
-                let sb = step_buf(c, 1, &[], &[0]);
+                let b = ProductBufs::new(c, &p, &x, &y0, &nw, &bias, 1, &[0]);
                 let (gx, gy) = matvec_grid((ra + rb) as u32, tpr, 1);
-                let got = run(
-                    c,
-                    pipeline,
-                    &[
-                        &ub,
-                        &m.parts[0].buf,
-                        &xb,
-                        &yb,
-                        &nb,
-                        &bb,
-                        &sb,
-                        &m.parts[1].buf,
-                    ],
-                    (gx, gy, 1),
-                    &yb,
-                );
+                let [ub, wa, xb, yb, nb, bb, sb] = b.with(&m.parts[0].buf);
+                let bufs = [ub, wa, xb, yb, nb, bb, sb, &m.parts[1].buf];
+                let got = run(c, pipeline, &bufs, (gx, gy, 1), &b.yb);
                 assert_close(
                     &format!("matvec pair {ta}+{tb} mode {mode} tpr {tpr}"),
                     &f32s(&got),
