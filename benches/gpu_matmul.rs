@@ -9,6 +9,10 @@
 //!
 //! - `gpu_decode/<model>/<matrix>`: one activation row (a decode step).
 //! - `gpu_prefill/<model>/<matrix>`: 512 activation rows (a prompt).
+//! - `gpu_stream/…`: plain reads of 2–64 MB per dispatch, and of Q4_K-shaped blocks as the
+//!   matvec reads them: the bandwidth a product of that size could reach.
+//! - `gpu_floor/…`: the fixed cost of a dependent dispatch (bare, shared memory, barriers,
+//!   bindings, a parameter read from a uniform buffer).
 
 use std::time::Duration;
 
@@ -130,25 +134,11 @@ fn floor(c: &mut Criterion, ctx: &GpuContext, reps: usize) {
     g.warm_up_time(Duration::from_millis(500));
     g.measurement_time(Duration::from_secs(2));
     for (kind, src) in kernels {
-        let module = ctx
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some("floor"),
-                source: wgpu::ShaderSource::Wgsl(src.into()),
-            });
-        let pipeline = ctx
-            .device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some("floor"),
-                layout: None,
-                module: &module,
-                entry_point: Some("main"),
-                compilation_options: Default::default(),
-                cache: None,
-            });
+        let pipeline = plain_pipeline(ctx, "floor", &src);
         floor_runs(&mut g, ctx, &pipeline, kind, reps);
     }
     floor_bindings(&mut g, ctx, reps);
+    floor_params(&mut g, ctx, reps);
     g.finish();
 }
 
@@ -172,22 +162,7 @@ fn floor_bindings(
         @compute @workgroup_size(256) fn main(@builtin(global_invocation_id) g: vec3<u32>) {\n\
         let i = g.x % p.a;\n\
         y[g.x] = y[g.x] + b1[i] + b2[i] + b4[i] + b5[i] + b6[i]; }";
-    let module = ctx
-        .device
-        .create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("floor7"),
-            source: wgpu::ShaderSource::Wgsl(SRC.into()),
-        });
-    let pipeline = ctx
-        .device
-        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some("floor7"),
-            layout: None,
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: Default::default(),
-            cache: None,
-        });
+    let pipeline = plain_pipeline(ctx, "floor7", SRC);
     let wgs = 96u32;
     let storage = |bytes: u64| {
         ctx.device.create_buffer(&wgpu::BufferDescriptor {
@@ -263,6 +238,240 @@ fn floor_bindings(
     }
 }
 
+/// `gpu_stream/<kind>_<MB>MB`: what a plain read of a product's weight bytes can stream, with
+/// no decoding: `reps` dependent dispatches each reading `mb` MB (16-byte loads, consecutive
+/// lanes on consecutive vec4s), windows cycled past the L2. Kinds: `oneshot4` (every thread
+/// issues 4 loads and exits, as the decode matvec's lanes do) and `loop4` (528 workgroups
+/// stepping over the window with 4 loads in flight; 2 or 8 loads streamed within ±10 % of 4 on
+/// an H200).
+fn stream(c: &mut Criterion, ctx: &GpuContext, reps: usize) {
+    const SRC: &str = "@group(0) @binding(0) var<storage, read> w: array<vec4<u32>>;\n\
+        @group(0) @binding(1) var<storage, read_write> y: array<u32>;\n\
+        const U: u32 = 4u;\n\
+        @compute @workgroup_size(256) fn main(@builtin(workgroup_id) wg: vec3<u32>,\n\
+        @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) l: u32) {\n\
+        let n = arrayLength(&w);\n\
+        let g = wg.x + wg.y * nwg.x;\n\
+        let step = nwg.x * nwg.y * 256u * U;\n\
+        var acc = vec4<u32>(0u);\n\
+        for (var base = g * 256u * U + l; base < n; base += step) {\n\
+            var v: array<vec4<u32>, U>;\n\
+            for (var u = 0u; u < U; u++) { v[u] = w[min(base + u * 256u, n - 1u)]; }\n\
+            for (var u = 0u; u < U; u++) { acc ^= v[u]; }\n\
+        }\n\
+        let a = acc.x ^ acc.y ^ acc.z ^ acc.w;\n\
+        if a == 0x9E3779B9u { y[l] = a; } }";
+    let mut g = c.benchmark_group("gpu_stream");
+    g.sample_size(10);
+    g.warm_up_time(Duration::from_millis(300));
+    g.measurement_time(Duration::from_secs(1));
+    let buffer = |label, size| {
+        ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        })
+    };
+    let y = buffer("stream y", 1024);
+    let w = buffer("stream w", STREAM_BYTES);
+    let pipeline = plain_pipeline(ctx, "stream", SRC);
+    for mb in [2u64, 8, 16, 64] {
+        let bytes = mb << 20;
+        let groups = stream_windows(ctx, &pipeline, &w, &y, bytes, reps);
+        let oneshot = (bytes / (16 * 256 * 4)) as u32;
+        for (kind, wgs) in [("oneshot4", oneshot), ("loop4", 528)] {
+            g.throughput(Throughput::Bytes(bytes * reps as u64));
+            let name = format!("{kind}_{mb}MB");
+            time_in(&mut g, ctx, &name, &pipeline, &groups, wgs, reps);
+        }
+    }
+    stream_blocks(&mut g, ctx, &w, &y, reps);
+    g.finish();
+}
+
+/// The streamed buffer: more than the L2 of the GPUs measured, and whole windows of 64 MB.
+const STREAM_BYTES: u64 = 320 << 20;
+
+/// A compute pipeline of `src`'s `main` with its layout derived from the shader.
+fn plain_pipeline(ctx: &GpuContext, label: &str, src: &str) -> wgpu::ComputePipeline {
+    let module = ctx
+        .device
+        .create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(label),
+            source: wgpu::ShaderSource::Wgsl(src.into()),
+        });
+    ctx.device
+        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(label),
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        })
+}
+
+/// Bind groups of `pipeline` over consecutive `bytes`-long windows of `w` (each starting at a
+/// multiple of 256 bytes; at most `reps` of them) as binding 0, and `y` as binding 1.
+fn stream_windows(
+    ctx: &GpuContext,
+    pipeline: &wgpu::ComputePipeline,
+    w: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+    bytes: u64,
+    reps: usize,
+) -> Vec<wgpu::BindGroup> {
+    let stride = bytes.next_multiple_of(256);
+    let windows = (STREAM_BYTES / stride).min(reps as u64);
+    (0..windows)
+        .map(|i| {
+            ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("stream"),
+                layout: &pipeline.get_bind_group_layout(0),
+                entries: &[
+                    wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: w,
+                            offset: i * stride,
+                            size: std::num::NonZeroU64::new(bytes),
+                        }),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 1,
+                        resource: y.as_entire_binding(),
+                    },
+                ],
+            })
+        })
+        .collect()
+}
+
+/// `gpu_stream/q4k_<layout>_<MB>MB`: Q4_K-sized blocks (144 bytes: a 16-byte header and 128
+/// bytes of quants) read as the decode matvec's lanes read them, two lanes per block, each the
+/// header and its half of the quants (`aos`: blocks one after another, so a warp's load touches
+/// 16 places 144 bytes apart), or with each workgroup's 128 blocks stored as their headers then
+/// the quants interleaved so that consecutive lanes read consecutive 16 bytes (`soa`).
+fn stream_blocks(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    ctx: &GpuContext,
+    w: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+    reps: usize,
+) {
+    const SRC: &str = "@group(0) @binding(0) var<storage, read> w: array<vec4<u32>>;\n\
+        @group(0) @binding(1) var<storage, read_write> y: array<u32>;\n\
+        @compute @workgroup_size(256) fn main(@builtin(workgroup_id) wg: vec3<u32>,\n\
+        @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) l: u32) {\n\
+        let wid = wg.x + wg.y * nwg.x;\n\
+        if (wid + 1u) * 1152u > arrayLength(&w) { return; }\n\
+        /*LOAD*/\n\
+        let acc = h ^ q0 ^ q1 ^ q2 ^ q3;\n\
+        let a = acc.x ^ acc.y ^ acc.z ^ acc.w;\n\
+        if a == 0x9E3779B9u { y[l] = a; } }";
+    const AOS: &str = "let bb = (wid * 128u + l / 2u) * 9u; let q = bb + 1u + 4u * (l % 2u);\n\
+        let h = w[bb]; let q0 = w[q]; let q1 = w[q + 1u]; let q2 = w[q + 2u]; let q3 = w[q + 3u];";
+    const SOA: &str = "let base = wid * 1152u; let q = base + 128u + l;\n\
+        let h = w[base + l / 2u]; let q0 = w[q]; let q1 = w[q + 256u]; let q2 = w[q + 512u];\n\
+        let q3 = w[q + 768u];";
+    for (layout, load) in [("aos", AOS), ("soa", SOA)] {
+        let pipeline = plain_pipeline(ctx, "stream q4k", &SRC.replace("/*LOAD*/", load));
+        for mb in [2u64, 16, 64] {
+            // Whole workgroups of 128 blocks (18432 bytes).
+            let wgs = ((mb << 20) / 18432) as u32;
+            let bytes = u64::from(wgs) * 18432;
+            let groups = stream_windows(ctx, &pipeline, w, y, bytes, reps);
+            g.throughput(Throughput::Bytes(bytes * reps as u64));
+            let name = format!("q4k_{layout}_{mb}MB");
+            time_in(g, ctx, &name, &pipeline, &groups, wgs, reps);
+        }
+    }
+}
+
+/// `gpu_floor/dispatch_dep_<kind>`: what a dependent parameter load costs a dispatch. The kernel
+/// reads one value at an index that depends on a parameter from a uniform buffer (as every
+/// product's parameters are), or on a constant. (Immediate data, set before each dispatch, cost
+/// more than the uniform on an H200: 4.9–5.3 against 4.5 µs.)
+fn floor_params(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    ctx: &GpuContext,
+    reps: usize,
+) {
+    const SRC: &str = "struct P { a: u32, b: u32, c: u32, d: u32 }\n\
+        /*P*/\n\
+        @group(0) @binding(1) var<storage, read> b1: array<f32>;\n\
+        @group(0) @binding(3) var<storage, read_write> y: array<f32>;\n\
+        @compute @workgroup_size(256) fn main(@builtin(global_invocation_id) g: vec3<u32>) {\n\
+        y[g.x] = y[g.x] + b1[g.x % /*A*/]; }";
+    let wgs = 96u32;
+    let storage = |bytes: u64| {
+        ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("floor_dep"),
+            size: bytes,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        })
+    };
+    let y = storage(u64::from(wgs) * 256 * 4);
+    let b1 = storage(1 << 16);
+    let u = {
+        use wgpu::util::DeviceExt;
+        ctx.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("floor_dep p"),
+                contents: bytemuck::cast_slice(&[64u32, 0, 0, 0]),
+                usage: wgpu::BufferUsages::UNIFORM,
+            })
+    };
+    for kind in ["uniform", "const"] {
+        let src = match kind {
+            "uniform" => SRC
+                .replace("/*P*/", "@group(0) @binding(0) var<uniform> p: P;")
+                .replace("/*A*/", "p.a"),
+            _ => SRC.replace("/*P*/", "").replace("/*A*/", "64u"),
+        };
+        let pipeline = plain_pipeline(ctx, "floor_dep", &src);
+        let mut entries = vec![
+            wgpu::BindGroupEntry {
+                binding: 1,
+                resource: b1.as_entire_binding(),
+            },
+            wgpu::BindGroupEntry {
+                binding: 3,
+                resource: y.as_entire_binding(),
+            },
+        ];
+        if kind == "uniform" {
+            entries.push(wgpu::BindGroupEntry {
+                binding: 0,
+                resource: u.as_entire_binding(),
+            });
+        }
+        let bind = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("floor_dep"),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        g.throughput(Throughput::Elements(reps as u64));
+        g.bench_function(format!("dispatch_dep_{kind}_{wgs}wg"), |b| {
+            b.iter(|| {
+                let mut enc = ctx.device.create_command_encoder(&Default::default());
+                {
+                    let mut pass = enc.begin_compute_pass(&Default::default());
+                    pass.set_pipeline(&pipeline);
+                    pass.set_bind_group(0, &bind, &[]);
+                    for _ in 0..reps {
+                        pass.dispatch_workgroups(wgs, 1, 1);
+                    }
+                }
+                ctx.queue.submit([enc.finish()]);
+                let _ = ctx.device.poll(wgpu::PollType::wait_indefinitely());
+            })
+        });
+    }
+}
+
 /// `gpu_floor/dispatch{name}`: `reps` dependent dispatches of `wgs` workgroups in one pass,
 /// cycling through `groups` (bound once when there is one), submitted and waited for.
 fn time_dispatches(
@@ -275,7 +484,34 @@ fn time_dispatches(
     reps: usize,
 ) {
     g.throughput(Throughput::Elements(reps as u64));
-    g.bench_function(format!("dispatch{name}"), |b| {
+    time_in(
+        g,
+        ctx,
+        &format!("dispatch{name}"),
+        pipeline,
+        groups,
+        wgs,
+        reps,
+    );
+}
+
+/// `reps` dispatches of `pipeline` (bind groups cycled), as `name` in `g`; a grid of more than
+/// 65535 workgroups is folded into two dimensions.
+fn time_in(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    ctx: &GpuContext,
+    name: &str,
+    pipeline: &wgpu::ComputePipeline,
+    groups: &[wgpu::BindGroup],
+    wgs: u32,
+    reps: usize,
+) {
+    let (gx, gy) = if wgs > 65535 {
+        (65535, wgs.div_ceil(65535))
+    } else {
+        (wgs, 1)
+    };
+    g.bench_function(name, |b| {
         b.iter(|| {
             let mut enc = ctx.device.create_command_encoder(&Default::default());
             {
@@ -285,7 +521,7 @@ fn time_dispatches(
                     if i == 0 || groups.len() > 1 {
                         pass.set_bind_group(0, &groups[i % groups.len()], &[]);
                     }
-                    pass.dispatch_workgroups(wgs, 1, 1);
+                    pass.dispatch_workgroups(gx, gy, 1);
                 }
             }
             ctx.queue.submit([enc.finish()]);
@@ -323,6 +559,7 @@ fn floor_runs(
 
 fn gpu(c: &mut Criterion) {
     let Some(ctx) = context() else { return };
+    stream(c, &ctx, 64);
     floor(c, &ctx, 64);
     bench(c, &ctx, "gpu_decode", 1, 64);
     bench(c, &ctx, "gpu_prefill", 512, 4);
