@@ -35,6 +35,14 @@ use crate::schedule::{LayerSystems, StepPhase, StepSystems};
 use crate::systems::{EngineSettings, LayerSchedule, PrefixCache, build_batch};
 use crate::weights::ModelWeights;
 
+/// A product's bindings (matmul_params.wgsl's order, from binding 0) numbered, less binding 0:
+/// for the kernels with their parameters compiled in.
+fn numbered_without_params<'a>(
+    entries: &[wgpu::BindingResource<'a>],
+) -> Vec<(u32, wgpu::BindingResource<'a>)> {
+    (0u32..).zip(entries.iter().cloned()).skip(1).collect()
+}
+
 /// One recorded dispatch: pipeline, bind group, workgroup grid.
 struct Dispatch {
     pipeline: wgpu::ComputePipeline,
@@ -449,11 +457,23 @@ fn matmul_dispatches(
             .filter(|_| std::env::var_os("CHORD_GPU_NO_MATVEC").is_none())
             .map(|(tpr, mp)| -> Result<_, GpuError> {
                 let rpg = matvec_rpg(p.rows, tpr);
-                let ub = uniform(ctx, &uniform_bytes(&MmParams { tpr, rpg, ..p })?);
+                let mp_params = MmParams { tpr, rpg, ..p };
+                let grid = matvec_grid(p.rows, tpr, rpg);
+                let compiled = matvec_params_compiled()
+                    .then(|| {
+                        ctx.kernels
+                            .matvec_for(&ctx.device, part.ty, None, &mp_params)
+                    })
+                    .flatten();
+                if let Some(cp) = compiled {
+                    let bg = bind_at(&ctx.device, &cp, &numbered_without_params(&entries));
+                    return Ok((cp, bg, grid));
+                }
+                let ub = uniform(ctx, &uniform_bytes(&mp_params)?);
                 let mut entries = entries.clone();
                 entries[0] = ub.as_entire_binding();
                 let bg = super::kernels::bind(&ctx.device, mp, &entries);
-                Ok((mp.clone(), bg, matvec_grid(p.rows, tpr, rpg)))
+                Ok((mp.clone(), bg, grid))
             })
             .transpose()?;
         out.push(Dispatch {
@@ -495,21 +515,27 @@ fn matmul_dispatches(
                 p.out_mode |= OUT_BIAS;
             }
             let ub = uniform(ctx, &uniform_bytes(&p)?);
-            let bg = bind(
-                &ctx.device,
-                mp,
-                &[
-                    ub.as_entire_binding(),
-                    a.buf.as_entire_binding(),
-                    x.as_entire_binding(),
-                    y.as_entire_binding(),
-                    nw.unwrap_or(dummy).as_entire_binding(),
-                    bias.unwrap_or(dummy).as_entire_binding(),
-                    step.as_entire_binding(),
-                    b.buf.as_entire_binding(),
-                ],
-            );
-            da.matvec = Some((mp.clone(), bg, matvec_grid(rows, tpr, 1)));
+            let entries = [
+                ub.as_entire_binding(),
+                a.buf.as_entire_binding(),
+                x.as_entire_binding(),
+                y.as_entire_binding(),
+                nw.unwrap_or(dummy).as_entire_binding(),
+                bias.unwrap_or(dummy).as_entire_binding(),
+                step.as_entire_binding(),
+                b.buf.as_entire_binding(),
+            ];
+            let compiled = matvec_params_compiled()
+                .then(|| ctx.kernels.matvec_for(&ctx.device, a.ty, Some(b.ty), &p))
+                .flatten();
+            let (mp, bg) = match compiled {
+                Some(cp) => {
+                    let bg = bind_at(&ctx.device, &cp, &numbered_without_params(&entries));
+                    (cp, bg)
+                }
+                None => (mp.clone(), bind(&ctx.device, mp, &entries)),
+            };
+            da.matvec = Some((mp, bg, matvec_grid(rows, tpr, 1)));
             db.matvec_skip = true;
         }
     }

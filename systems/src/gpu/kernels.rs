@@ -1,6 +1,7 @@
 //! Compiled pipelines and the uniform structs of each kernel (encoded with encase).
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use chord_resources::GgmlType;
 use encase::ShaderType;
@@ -344,6 +345,11 @@ pub struct Kernels {
     pub matvec: HashMap<GgmlType, wgpu::ComputePipeline>,
     /// The two-part decode matvecs (`shaders::MATVEC_PAIRS`).
     pub matvec_pair: HashMap<(GgmlType, GgmlType), wgpu::ComputePipeline>,
+    /// Decode matvecs with their product's parameters compiled in ([`Kernels::matvec_for`]),
+    /// by source.
+    matvec_special: Mutex<HashMap<String, wgpu::ComputePipeline>>,
+    /// Subgroup sums in the matvecs.
+    subgroups: bool,
     pub get_rows: HashMap<GgmlType, wgpu::ComputePipeline>,
     pub rope_store: wgpu::ComputePipeline,
     pub attention: wgpu::ComputePipeline,
@@ -357,6 +363,58 @@ pub struct Kernels {
     /// One pass of the top-k candidates (topk.wgsl).
     pub topk: wgpu::ComputePipeline,
 }
+
+/// Whether the decode matvecs take their parameters as compiled-in constants
+/// ([`Kernels::matvec_for`]); `CHORD_GPU_MV_UNIFORM=1`: from a uniform buffer.
+pub fn matvec_params_compiled() -> bool {
+    std::env::var_os("CHORD_GPU_MV_UNIFORM").is_none()
+}
+
+/// `src` (a module with matmul_params.wgsl) with the parameters `p` as a constant in place of
+/// the uniform at binding 0: the compiler folds them, and no dispatch waits for a uniform load
+/// before its first address (H200, same call: qwen2.5-0.5B decode +13 %, RESULTS.md).
+pub fn with_params(src: &str, p: &MmParams) -> String {
+    let words = |xs: &[u32]| {
+        xs.iter()
+            .map(|x| format!("{x}u"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let before = [
+        p.rows,
+        p.cols,
+        p.row_words,
+        p.in_mode,
+        p.out_mode,
+        p.x_stride,
+        p.y_stride,
+        p.y_offset,
+        p.bias_offset,
+        p.gather,
+    ];
+    let after = [
+        p.up_offset,
+        p.act,
+        p.tpr,
+        p.rpg,
+        p.splits,
+        p.rows_b,
+        p.row_words_b,
+        p._p0,
+        p._p1,
+    ];
+    // `{:?}` writes the shortest decimal that reads back as the same f32.
+    let decl = format!(
+        "const p = MmParams({}, {:?}f, {});",
+        words(&before),
+        p.eps,
+        words(&after)
+    );
+    src.replace(PARAMS_BINDING, &decl)
+}
+
+/// The parameters' declaration in matmul_params.wgsl.
+const PARAMS_BINDING: &str = "@group(0) @binding(0) var<uniform> p: MmParams;";
 
 /// Compile `src`'s entry point `main`.
 pub fn pipeline(device: &wgpu::Device, name: &str, src: &str) -> wgpu::ComputePipeline {
@@ -443,6 +501,36 @@ pub fn tiled_pipelines(
 }
 
 impl Kernels {
+    /// The decode matvec of `ty` (or, with `pair`, the two-part matvec of `ty` then `pair`)
+    /// with `p` compiled in ([`with_params`]): no binding 0. Compiled once per distinct `p`
+    /// (a model has a handful of product shapes).
+    pub fn matvec_for(
+        &self,
+        device: &wgpu::Device,
+        ty: GgmlType,
+        pair: Option<GgmlType>,
+        p: &MmParams,
+    ) -> Option<wgpu::ComputePipeline> {
+        let module = match pair {
+            Some(b) => shaders::matvec_pair_module(ty, b, self.subgroups)?,
+            None => shaders::matvec_module(ty, self.subgroups)?,
+        };
+        let src = with_params(&module, p);
+        // A poisoned lock only means another thread panicked while inserting: the map is
+        // still valid.
+        let mut cache = self
+            .matvec_special
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(pl) = cache.get(&src) {
+            return Some(pl.clone());
+        }
+        let name = format!("matvec_{ty}_compiled");
+        let pl = pipeline_opts(device, &name, &src, "main", false);
+        cache.insert(src, pl.clone());
+        Some(pl)
+    }
+
     pub fn new(device: &wgpu::Device, subgroups: bool, f16: bool) -> Kernels {
         // `CHORD_GPU_ATTN_TREE=1`: attention reduces with shared-memory trees even with subgroups.
         let attn_sg = std::env::var_os("CHORD_GPU_ATTN_TREE").is_none();
@@ -490,6 +578,8 @@ impl Kernels {
             matmul_subgroup,
             matvec,
             matvec_pair,
+            matvec_special: Mutex::new(HashMap::new()),
+            subgroups,
             matmul_tiled,
             tiled_large,
             get_rows,

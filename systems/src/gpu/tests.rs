@@ -170,14 +170,23 @@ fn run(
     groups: (u32, u32, u32),
     out: &wgpu::Buffer,
 ) -> Vec<u8> {
-    let bg = bind(
-        &c.device,
-        pipeline,
-        &buffers
-            .iter()
-            .map(|b| b.as_entire_binding())
-            .collect::<Vec<_>>(),
-    );
+    run_from(c, pipeline, 0, buffers, groups, out)
+}
+
+/// `run` with the buffers bound from binding `first` on (1: a matvec with its parameters
+/// compiled in, `Kernels::matvec_for`).
+fn run_from(
+    c: &GpuContext,
+    pipeline: &wgpu::ComputePipeline,
+    first: u32,
+    buffers: &[&wgpu::Buffer],
+    groups: (u32, u32, u32),
+    out: &wgpu::Buffer,
+) -> Vec<u8> {
+    let numbered: Vec<_> = (first..)
+        .zip(buffers.iter().map(|b| b.as_entire_binding()))
+        .collect();
+    let bg = bind_at(&c.device, pipeline, &numbered);
     record_and_read(c, out, |pass| {
         pass.set_pipeline(pipeline);
         pass.set_bind_group(0, &bg, &[]);
@@ -585,13 +594,20 @@ fn matvec_matches_cpu_for_every_type_mode_and_lane_count() {
                     };
                     let b = ProductBufs::new(c, &p, &x, &y0, &nw, &bias, 3, &[xr as u32]);
                     let (gx, gy) = matvec_grid(rows as u32, tpr, rpg);
-                    let got = run(c, pipeline, &b.with(&part.buf), (gx, gy, 1), &b.yb);
-                    assert_close(
-                        &format!("matvec {ty} {cols} mode {mode} tpr {tpr} rpg {rpg}"),
-                        &f32s(&got),
-                        &want,
-                        2e-4,
-                    );
+                    let bufs = b.with(&part.buf);
+                    let got = run(c, pipeline, &bufs, (gx, gy, 1), &b.yb);
+                    let what = format!("matvec {ty} {cols} mode {mode} tpr {tpr} rpg {rpg}");
+                    assert_close(&what, &f32s(&got), &want, 2e-4);
+                    // The parameters compiled in, at the lane count the forward pass picks.
+                    if Some(tpr) == matvec_tpr(ty, rows as u32, cols as u32) {
+                        let cp = c
+                            .kernels
+                            .matvec_for(&c.device, ty, None, &p)
+                            .expect("matvec");
+                        let b = ProductBufs::new(c, &p, &x, &y0, &nw, &bias, 3, &[xr as u32]);
+                        let got = run_from(c, &cp, 1, &b.with(&part.buf)[1..], (gx, gy, 1), &b.yb);
+                        assert_close(&format!("{what} compiled"), &f32s(&got), &want, 2e-4);
+                    }
                     tpr *= 2;
                 }
             }
@@ -660,12 +676,18 @@ fn matvec_pair_matches_cpu_for_both_orders_and_modes() {
                 let [ub, wa, xb, yb, nb, bb, sb] = b.with(&m.parts[0].buf);
                 let bufs = [ub, wa, xb, yb, nb, bb, sb, &m.parts[1].buf];
                 let got = run(c, pipeline, &bufs, (gx, gy, 1), &b.yb);
-                assert_close(
-                    &format!("matvec pair {ta}+{tb} mode {mode} tpr {tpr}"),
-                    &f32s(&got),
-                    &want,
-                    2e-4,
-                );
+                let what = format!("matvec pair {ta}+{tb} mode {mode} tpr {tpr}");
+                assert_close(&what, &f32s(&got), &want, 2e-4);
+                // The parameters compiled in (a fresh output: the run above accumulated).
+                let cp = c
+                    .kernels
+                    .matvec_for(&c.device, ta, Some(tb), &p)
+                    .expect("pair");
+                let b = ProductBufs::new(c, &p, &x, &y0, &nw, &bias, 1, &[0]);
+                let [_, wa, xb, yb, nb, bb, sb] = b.with(&m.parts[0].buf);
+                let bufs = [wa, xb, yb, nb, bb, sb, &m.parts[1].buf];
+                let got = run_from(c, &cp, 1, &bufs, (gx, gy, 1), &b.yb);
+                assert_close(&format!("{what} compiled"), &f32s(&got), &want, 2e-4);
             }
         }
     }
