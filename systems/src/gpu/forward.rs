@@ -453,29 +453,32 @@ fn matmul_dispatches(
             });
         // `CHORD_GPU_NO_MATVEC=1`: decode steps keep the row-group kernels.
         let matvec = matvec_tpr(part.ty, p.rows, p.cols)
-            .zip(ctx.kernels.matvec.get(&part.ty))
             .filter(|_| std::env::var_os("CHORD_GPU_NO_MATVEC").is_none())
-            .map(|(tpr, mp)| -> Result<_, GpuError> {
+            .map(|tpr| -> Result<_, GpuError> {
                 let rpg = matvec_rpg(p.rows, tpr);
                 let mp_params = MmParams { tpr, rpg, ..p };
                 let grid = matvec_grid(p.rows, tpr, rpg);
-                let compiled = matvec_params_compiled()
-                    .then(|| {
-                        ctx.kernels
-                            .matvec_for(&ctx.device, part.ty, None, &mp_params)
-                    })
-                    .flatten();
-                if let Some(cp) = compiled {
+                if matvec_params_compiled() {
+                    let Some(cp) = ctx
+                        .kernels
+                        .matvec_for(&ctx.device, part.ty, None, &mp_params)
+                    else {
+                        return Ok(None);
+                    };
                     let bg = bind_at(&ctx.device, &cp, &numbered_without_params(&entries));
-                    return Ok((cp, bg, grid));
+                    return Ok(Some((cp, bg, grid)));
                 }
+                let Some(mp) = ctx.kernels.matvec_uniform(&ctx.device, part.ty, None) else {
+                    return Ok(None);
+                };
                 let ub = uniform(ctx, &uniform_bytes(&mp_params)?);
                 let mut entries = entries.clone();
                 entries[0] = ub.as_entire_binding();
-                let bg = super::kernels::bind(&ctx.device, mp, &entries);
-                Ok((mp.clone(), bg, grid))
+                let bg = super::kernels::bind(&ctx.device, &mp, &entries);
+                Ok(Some((mp, bg, grid)))
             })
-            .transpose()?;
+            .transpose()?
+            .flatten();
         out.push(Dispatch {
             pipeline,
             bind,
@@ -490,16 +493,15 @@ fn matmul_dispatches(
     // both on the first part's dispatch, the second skipped for one-row steps
     // (`CHORD_GPU_NO_PAIR=1`: two dispatches).
     if let ([a, b], [da, db]) = (&m.parts[..], &mut out[..]) {
-        let pair = ctx
-            .kernels
-            .matvec_pair
-            .get(&(a.ty, b.ty))
-            .filter(|_| a.cols == b.cols && b.row_offset == a.row_offset + a.rows)
-            .filter(|_| da.matvec.is_some() && std::env::var_os("CHORD_GPU_NO_PAIR").is_none());
+        let pair = shaders::MATVEC_PAIRS.contains(&(a.ty, b.ty))
+            && a.cols == b.cols
+            && b.row_offset == a.row_offset + a.rows
+            && da.matvec.is_some()
+            && std::env::var_os("CHORD_GPU_NO_PAIR").is_none();
         let rows = (a.rows + b.rows) as u32;
         let cols = a.cols as u32;
         let tpr = matvec_tpr(a.ty, rows, cols).zip(matvec_tpr(b.ty, rows, cols));
-        if let (Some(mp), Some((ta, tb))) = (pair, tpr) {
+        if pair && let Some((ta, tb)) = tpr {
             let tpr = ta.max(tb);
             let mut p = base;
             p.rows = rows;
@@ -525,18 +527,25 @@ fn matmul_dispatches(
                 step.as_entire_binding(),
                 b.buf.as_entire_binding(),
             ];
-            let compiled = matvec_params_compiled()
-                .then(|| ctx.kernels.matvec_for(&ctx.device, a.ty, Some(b.ty), &p))
-                .flatten();
-            let (mp, bg) = match compiled {
-                Some(cp) => {
-                    let bg = bind_at(&ctx.device, &cp, &numbered_without_params(&entries));
-                    (cp, bg)
-                }
-                None => (mp.clone(), bind(&ctx.device, mp, &entries)),
+            let pipeline_bind = if matvec_params_compiled() {
+                ctx.kernels
+                    .matvec_for(&ctx.device, a.ty, Some(b.ty), &p)
+                    .map(|cp| {
+                        let bg = bind_at(&ctx.device, &cp, &numbered_without_params(&entries));
+                        (cp, bg)
+                    })
+            } else {
+                ctx.kernels
+                    .matvec_uniform(&ctx.device, a.ty, Some(b.ty))
+                    .map(|mp| {
+                        let bg = bind(&ctx.device, &mp, &entries);
+                        (mp, bg)
+                    })
             };
-            da.matvec = Some((mp, bg, matvec_grid(rows, tpr, 1)));
-            db.matvec_skip = true;
+            if let Some((mp, bg)) = pipeline_bind {
+                da.matvec = Some((mp, bg, matvec_grid(rows, tpr, 1)));
+                db.matvec_skip = true;
+            }
         }
     }
     Ok(out)

@@ -341,13 +341,9 @@ pub struct Kernels {
     pub tiled_large: bool,
     /// The subgroup-reduction matmuls (empty without subgroups).
     pub matmul_subgroup: HashMap<GgmlType, wgpu::ComputePipeline>,
-    /// The decode matvecs (one activation row; subgroup sums where the device has them).
-    pub matvec: HashMap<GgmlType, wgpu::ComputePipeline>,
-    /// The two-part decode matvecs (`shaders::MATVEC_PAIRS`).
-    pub matvec_pair: HashMap<(GgmlType, GgmlType), wgpu::ComputePipeline>,
-    /// Decode matvecs with their product's parameters compiled in ([`Kernels::matvec_for`]),
-    /// by source.
-    matvec_special: Mutex<HashMap<String, wgpu::ComputePipeline>>,
+    /// The decode matvecs compiled so far ([`Kernels::matvec_for`], [`Kernels::matvec_uniform`]),
+    /// by source: compiled on first use, as a model needs only a few of them.
+    matvecs: Mutex<HashMap<String, wgpu::ComputePipeline>>,
     /// Subgroup sums in the matvecs.
     subgroups: bool,
     pub get_rows: HashMap<GgmlType, wgpu::ComputePipeline>,
@@ -511,24 +507,46 @@ impl Kernels {
         pair: Option<GgmlType>,
         p: &MmParams,
     ) -> Option<wgpu::ComputePipeline> {
-        let module = match pair {
-            Some(b) => shaders::matvec_pair_module(ty, b, self.subgroups)?,
-            None => shaders::matvec_module(ty, self.subgroups)?,
-        };
-        let src = with_params(&module, p);
+        let src = with_params(&self.matvec_module(ty, pair)?, p);
+        Some(self.matvec_cached(device, &format!("matvec_{ty}_compiled"), src))
+    }
+
+    /// The decode matvec of `ty` (or the two-part one of `ty` then `pair`) reading its
+    /// parameters from the uniform at binding 0 (`CHORD_GPU_MV_UNIFORM=1`).
+    pub fn matvec_uniform(
+        &self,
+        device: &wgpu::Device,
+        ty: GgmlType,
+        pair: Option<GgmlType>,
+    ) -> Option<wgpu::ComputePipeline> {
+        let src = self.matvec_module(ty, pair)?;
+        Some(self.matvec_cached(device, &format!("matvec_{ty}"), src))
+    }
+
+    fn matvec_module(&self, ty: GgmlType, pair: Option<GgmlType>) -> Option<String> {
+        match pair {
+            Some(b) => shaders::matvec_pair_module(ty, b, self.subgroups),
+            None => shaders::matvec_module(ty, self.subgroups),
+        }
+    }
+
+    /// `src` compiled once per context.
+    fn matvec_cached(
+        &self,
+        device: &wgpu::Device,
+        name: &str,
+        src: String,
+    ) -> wgpu::ComputePipeline {
         // A poisoned lock only means another thread panicked while inserting: the map is
         // still valid.
-        let mut cache = self
-            .matvec_special
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.matvecs.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(pl) = cache.get(&src) {
-            return Some(pl.clone());
+            return pl.clone();
         }
-        let name = format!("matvec_{ty}_compiled");
-        let pl = pipeline_opts(device, &name, &src, "main", false);
+        // Every shared word is written before it is read (staging, sums, reductions).
+        let pl = pipeline_opts(device, name, &src, "main", false);
         cache.insert(src, pl.clone());
-        Some(pl)
+        pl
     }
 
     pub fn new(device: &wgpu::Device, subgroups: bool, f16: bool) -> Kernels {
@@ -542,20 +560,7 @@ impl Kernels {
             && lim.max_compute_invocations_per_workgroup >= 256
             && lim.max_compute_workgroup_size_x >= 256;
         let mut get_rows = HashMap::new();
-        let mut matvec = HashMap::new();
-        let mut matvec_pair = HashMap::new();
-        for (a, b) in shaders::MATVEC_PAIRS {
-            if let Some(src) = shaders::matvec_pair_module(a, b, subgroups) {
-                let name = format!("matvec_pair_{a}_{b}");
-                // Every shared word is written before it is read (staging, sums, reductions).
-                matvec_pair.insert((a, b), pipeline_opts(device, &name, &src, "main", false));
-            }
-        }
         for ty in shaders::TYPES {
-            if let Some(src) = shaders::matvec_module(ty, subgroups) {
-                let name = format!("matvec_{ty}");
-                matvec.insert(ty, pipeline_opts(device, &name, &src, "main", false));
-            }
             if let Some(q) = shaders::quant_source(ty) {
                 let src = shaders::matmul_module(q, shaders::MATMUL);
                 matmul.insert(ty, pipeline(device, &format!("matmul_{ty}"), &src));
@@ -576,9 +581,7 @@ impl Kernels {
         Kernels {
             matmul,
             matmul_subgroup,
-            matvec,
-            matvec_pair,
-            matvec_special: Mutex::new(HashMap::new()),
+            matvecs: Mutex::new(HashMap::new()),
             subgroups,
             matmul_tiled,
             tiled_large,

@@ -550,7 +550,10 @@ fn matvec_matches_cpu_for_every_type_mode_and_lane_count() {
             };
             let m = GpuMatrix::upload(c, "w", &[view]).expect("upload");
             let part = &m.parts[0];
-            let pipeline = &c.kernels.matvec[&ty];
+            let pipeline = &c
+                .kernels
+                .matvec_uniform(&c.device, ty, None)
+                .expect("matvec");
             for mode in [IN_PLAIN, IN_RMSNORM, IN_GATED] {
                 let xw = if mode == IN_GATED { 2 * cols } else { cols };
                 let act = (ty as u32) % 2;
@@ -638,7 +641,10 @@ fn matvec_pair_matches_cpu_for_both_orders_and_modes() {
         };
         let m = GpuMatrix::upload(c, "w", &[va, vb]).expect("upload");
         assert_eq!(m.parts.len(), 2, "{ta} + {tb}: two parts");
-        let pipeline = &c.kernels.matvec_pair[&(ta, tb)];
+        let pipeline = &c
+            .kernels
+            .matvec_uniform(&c.device, ta, Some(tb))
+            .expect("pair");
         for mode in [IN_PLAIN, IN_RMSNORM, IN_GATED] {
             let xw = if mode == IN_GATED { 2 * cols } else { cols };
             let x = randn(&mut r, xw, 1.0);
