@@ -39,6 +39,60 @@ fn every_shader_validates_with_naga() {
     }
 }
 
+/// The decode matvecs with their parameters compiled in (`with_params`): the uniform is gone
+/// (the forward pass binds them without binding 0), and the constant matches the WGSL struct,
+/// field for field (a mismatch fails validation here instead of at pipeline creation).
+#[test]
+fn matvecs_with_compiled_parameters_validate_and_bind_no_uniform() {
+    let p = MmParams {
+        rows: 2048,
+        cols: 1536,
+        row_words: 216,
+        in_mode: IN_RMSNORM,
+        out_mode: OUT_BIAS,
+        x_stride: 1536,
+        y_stride: 2048,
+        eps: 1e-6,
+        tpr: 4,
+        rpg: 1,
+        rows_b: 1536,
+        row_words_b: 336,
+        ..Default::default()
+    };
+    let singles = shaders::TYPES.into_iter().map(|t| (t, None));
+    let pairs = shaders::MATVEC_PAIRS.into_iter().map(|(a, b)| (a, Some(b)));
+    for (ty, pair) in singles.chain(pairs) {
+        for subgroups in [false, true] {
+            let module = match pair {
+                Some(b) => shaders::matvec_pair_module(ty, b, subgroups),
+                None => shaders::matvec_module(ty, subgroups),
+            };
+            let Some(module) = module else { continue };
+            let src = with_params(&module, &p);
+            let name = format!("matvec {ty} {pair:?} subgroups {subgroups}");
+            assert!(!src.contains("var<uniform> p"), "{name}: uniform left");
+            let parsed = naga::front::wgsl::parse_str(&src)
+                .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&src)));
+            assert!(
+                !parsed
+                    .global_variables
+                    .iter()
+                    .any(|(_, v)| v.binding.as_ref().is_some_and(|b| b.binding == 0)),
+                "{name}: something is still bound at 0"
+            );
+            naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32
+                    | naga::valid::Capabilities::SUBGROUP,
+            )
+            .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+            .subgroup_operations(naga::valid::SubgroupOperationSet::all())
+            .validate(&parsed)
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        }
+    }
+}
+
 /// Workgroup storage of every module the browser may compile (no subgroups, no f16, the 64×64
 /// tiles) stays within WebGPU's default limit, 16 KiB: a device that grants no more must still
 /// create every pipeline.
