@@ -453,22 +453,8 @@ fn floor_params(
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
-        g.throughput(Throughput::Elements(reps as u64));
-        g.bench_function(format!("dispatch_dep_{kind}_{wgs}wg"), |b| {
-            b.iter(|| {
-                let mut enc = ctx.device.create_command_encoder(&Default::default());
-                {
-                    let mut pass = enc.begin_compute_pass(&Default::default());
-                    pass.set_pipeline(&pipeline);
-                    pass.set_bind_group(0, &bind, &[]);
-                    for _ in 0..reps {
-                        pass.dispatch_workgroups(wgs, 1, 1);
-                    }
-                }
-                ctx.queue.submit([enc.finish()]);
-                let _ = ctx.device.poll(wgpu::PollType::wait_indefinitely());
-            })
-        });
+        let name = format!("_dep_{kind}_{wgs}wg");
+        time_dispatches(g, ctx, &name, &pipeline, &[bind], wgs, reps);
     }
 }
 

@@ -516,9 +516,8 @@ fn matmul_dispatches(
             if bias.is_some() {
                 p.out_mode |= OUT_BIAS;
             }
-            let ub = uniform(ctx, &uniform_bytes(&p)?);
-            let entries = [
-                ub.as_entire_binding(),
+            // Bindings 1 … 7; binding 0, the parameters, only where they are not compiled in.
+            let buffers = [
                 a.buf.as_entire_binding(),
                 x.as_entire_binding(),
                 y.as_entire_binding(),
@@ -531,16 +530,21 @@ fn matmul_dispatches(
                 ctx.kernels
                     .matvec_for(&ctx.device, a.ty, Some(b.ty), &p)
                     .map(|cp| {
-                        let bg = bind_at(&ctx.device, &cp, &numbered_without_params(&entries));
+                        let numbered: Vec<_> = (1u32..).zip(buffers.iter().cloned()).collect();
+                        let bg = bind_at(&ctx.device, &cp, &numbered);
                         (cp, bg)
                     })
             } else {
-                ctx.kernels
-                    .matvec_uniform(&ctx.device, a.ty, Some(b.ty))
-                    .map(|mp| {
+                match ctx.kernels.matvec_uniform(&ctx.device, a.ty, Some(b.ty)) {
+                    Some(mp) => {
+                        let ub = uniform(ctx, &uniform_bytes(&p)?);
+                        let mut entries = vec![ub.as_entire_binding()];
+                        entries.extend(buffers.iter().cloned());
                         let bg = bind(&ctx.device, &mp, &entries);
-                        (mp, bg)
-                    })
+                        Some((mp, bg))
+                    }
+                    None => None,
+                }
             };
             if let Some((mp, bg)) = pipeline_bind {
                 da.matvec = Some((mp, bg, matvec_grid(rows, tpr, 1)));

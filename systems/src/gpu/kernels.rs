@@ -507,7 +507,7 @@ impl Kernels {
         pair: Option<GgmlType>,
         p: &MmParams,
     ) -> Option<wgpu::ComputePipeline> {
-        let src = with_params(&self.matvec_module(ty, pair)?, p);
+        let src = with_params(&shaders::matvec_module_of(ty, pair, self.subgroups)?, p);
         Some(self.matvec_cached(device, &format!("matvec_{ty}_compiled"), src))
     }
 
@@ -519,15 +519,8 @@ impl Kernels {
         ty: GgmlType,
         pair: Option<GgmlType>,
     ) -> Option<wgpu::ComputePipeline> {
-        let src = self.matvec_module(ty, pair)?;
+        let src = shaders::matvec_module_of(ty, pair, self.subgroups)?;
         Some(self.matvec_cached(device, &format!("matvec_{ty}"), src))
-    }
-
-    fn matvec_module(&self, ty: GgmlType, pair: Option<GgmlType>) -> Option<String> {
-        match pair {
-            Some(b) => shaders::matvec_pair_module(ty, b, self.subgroups),
-            None => shaders::matvec_module(ty, self.subgroups),
-        }
     }
 
     /// `src` compiled once per context.

@@ -170,6 +170,14 @@ pub fn matvec_pair_module(a: GgmlType, b: GgmlType, subgroups: bool) -> Option<S
     ))
 }
 
+/// The decode matvec of `ty`, or with `pair` the two-part matvec of `ty` then `pair`.
+pub fn matvec_module_of(ty: GgmlType, pair: Option<GgmlType>, subgroups: bool) -> Option<String> {
+    match pair {
+        Some(b) => matvec_pair_module(ty, b, subgroups),
+        None => matvec_module(ty, subgroups),
+    }
+}
+
 /// Every complete shader module: (name, source).
 pub fn all_modules() -> Vec<(String, String)> {
     let mut v = vec![

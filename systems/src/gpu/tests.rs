@@ -22,21 +22,27 @@ use crate::kernels::{activation, attention, norm, rope};
 #[test]
 fn every_shader_validates_with_naga() {
     for (name, src) in shaders::all_modules() {
-        let module = naga::front::wgsl::parse_str(&src)
-            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&src)));
-        naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            // unpack2x16float, core WGSL, is this capability in naga; subgroups for the
-            // subgroup matmul (used only where the device has them).
-            naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32
-                | naga::valid::Capabilities::SHADER_FLOAT16
-                | naga::valid::Capabilities::SUBGROUP,
-        )
-        .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
-        .subgroup_operations(naga::valid::SubgroupOperationSet::all())
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        naga_validated(&name, &src);
     }
+}
+
+/// `src` parsed and validated by naga (panics naming `name` otherwise).
+fn naga_validated(name: &str, src: &str) -> naga::Module {
+    let module = naga::front::wgsl::parse_str(src)
+        .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
+    naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        // unpack2x16float, core WGSL, is this capability in naga; subgroups for the
+        // subgroup matmul (used only where the device has them).
+        naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32
+            | naga::valid::Capabilities::SHADER_FLOAT16
+            | naga::valid::Capabilities::SUBGROUP,
+    )
+    .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+    .subgroup_operations(naga::valid::SubgroupOperationSet::all())
+    .validate(&module)
+    .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    module
 }
 
 /// The decode matvecs with their parameters compiled in (`with_params`): the uniform is gone
@@ -63,16 +69,13 @@ fn matvecs_with_compiled_parameters_validate_and_bind_no_uniform() {
     let pairs = shaders::MATVEC_PAIRS.into_iter().map(|(a, b)| (a, Some(b)));
     for (ty, pair) in singles.chain(pairs) {
         for subgroups in [false, true] {
-            let module = match pair {
-                Some(b) => shaders::matvec_pair_module(ty, b, subgroups),
-                None => shaders::matvec_module(ty, subgroups),
+            let Some(module) = shaders::matvec_module_of(ty, pair, subgroups) else {
+                continue;
             };
-            let Some(module) = module else { continue };
             let src = with_params(&module, &p);
             let name = format!("matvec {ty} {pair:?} subgroups {subgroups}");
             assert!(!src.contains("var<uniform> p"), "{name}: uniform left");
-            let parsed = naga::front::wgsl::parse_str(&src)
-                .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&src)));
+            let parsed = naga_validated(&name, &src);
             assert!(
                 !parsed
                     .global_variables
@@ -80,15 +83,6 @@ fn matvecs_with_compiled_parameters_validate_and_bind_no_uniform() {
                     .any(|(_, v)| v.binding.as_ref().is_some_and(|b| b.binding == 0)),
                 "{name}: something is still bound at 0"
             );
-            naga::valid::Validator::new(
-                naga::valid::ValidationFlags::all(),
-                naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32
-                    | naga::valid::Capabilities::SUBGROUP,
-            )
-            .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
-            .subgroup_operations(naga::valid::SubgroupOperationSet::all())
-            .validate(&parsed)
-            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
         }
     }
 }
