@@ -277,6 +277,124 @@ fn f32s(b: &[u8]) -> Vec<f32> {
     bytemuck::cast_slice(b).to_vec()
 }
 
+/// The attention kernel with the output projection folded in (attn_project.wgsl) for every
+/// weight type and slice size: its attention output equals the plain kernel's, and the residual
+/// gains W_o·o — twice over two dispatches in one pass, so the slice counters are back at zero
+/// after each (W_o's rows end in a partial slice).
+#[test]
+fn attention_with_folded_projection_adds_w_o_times_its_output() {
+    let Some(c) = ctx() else { return };
+    let mut r = rng();
+    let (n_head, n_head_kv, hd) = (4usize, 2usize, 64usize);
+    let (qd, kd, vd) = (n_head * hd, n_head_kv * hd, n_head_kv * hd);
+    let (stride, kvs) = (qd + kd + vd, kd + vd);
+    let (rows, cap, pos) = (200usize, 16usize, 9usize);
+    let qkv = randn(&mut r, stride, 1.0);
+    let cache = randn(&mut r, cap * kvs, 1.0);
+    let n_rot = hd;
+    let a = rope::rope_angles(pos, n_rot, 10000.0, None, 1.0);
+    let table: Vec<f32> = a.cos.iter().chain(&a.sin).copied().collect();
+    let ap = AttnParams {
+        n_head: n_head as u32,
+        n_head_kv: n_head_kv as u32,
+        head_dim_k: hd as u32,
+        head_dim_v: hd as u32,
+        qkv_stride: stride as u32,
+        out_stride: qd as u32,
+        kv_stride: kvs as u32,
+        k_dim: kd as u32,
+        n_rows: 1,
+        start_pos: pos as u32,
+        scale: 1.0 / (hd as f32).sqrt(),
+        n_split: 1,
+        span: pos as u32 + 1,
+        fuse: 1,
+        n_rot: n_rot as u32,
+        neox: 1,
+        ..Default::default()
+    };
+    let ub = uniform_init(c, &uniform_bytes(&ap).unwrap());
+    let tb = storage_init(c, bytemuck::cast_slice(&table));
+    let fresh = || {
+        (
+            storage_init(c, bytemuck::cast_slice(&qkv)),
+            storage_init(c, bytemuck::cast_slice(&cache)),
+            storage_init(c, &vec![0u8; 4 * qd]),
+            storage_init(c, &[0u8; 16]),
+        )
+    };
+    // The plain kernel's output.
+    let (qb, kvb, out, part) = fresh();
+    let bufs = [&ub, &qb, &kvb, &out, &part, &tb];
+    let o = f32s(&run(
+        c,
+        &c.kernels.attention,
+        &bufs,
+        (1, n_head as u32, 1),
+        &out,
+    ));
+    for (i, ty) in shaders::TYPES.into_iter().enumerate() {
+        let slice = [128u32, 64, 256, 32][i % 4];
+        let data = random_weights(&mut r, ty, rows, qd);
+        let view = WeightView {
+            ty,
+            rows,
+            cols: qd,
+            data: &data,
+        };
+        let m = GpuMatrix::upload(c, "w_o", &[view]).expect("upload");
+        let shape = shaders::ProjectShape {
+            rows: rows as u32,
+            row_words: m.parts[0].row_words as u32,
+            n_head: n_head as u32,
+            head_dim_v: hd as u32,
+            slice,
+        };
+        let pl = c
+            .kernels
+            .attention_project(&c.device, false, ty, &shape)
+            .expect("a folded attention kernel");
+        let x0 = randn(&mut r, rows, 1.0);
+        let (qb, kvb, out, part) = fresh();
+        let resid = storage_init(c, bytemuck::cast_slice(&x0));
+        let pj_part = storage_init(c, &vec![0u8; 4 * n_head * rows]);
+        let pj_count = storage_init(c, &vec![0u8; 4 * shape.slices() as usize]);
+        let bufs = [
+            &ub,
+            &qb,
+            &kvb,
+            &out,
+            &part,
+            &tb,
+            &m.parts[0].buf,
+            &resid,
+            &pj_part,
+            &pj_count,
+        ];
+        let entries: Vec<_> = bufs.iter().map(|b| b.as_entire_binding()).collect();
+        let bg = bind(&c.device, &pl, &entries);
+        let got = f32s(&record_and_read(c, &resid, |pass| {
+            pass.set_pipeline(&pl);
+            pass.set_bind_group(0, &bg, &[]);
+            for _ in 0..2 {
+                pass.dispatch_workgroups(1, n_head as u32, shape.slices());
+            }
+        }));
+        let what = format!("folded projection {ty}, {slice} rows a workgroup");
+        let got_o = f32s(&super::forward::read_back_for_tests(c, &copy_of(c, &out)));
+        assert_close(&format!("{what}: attention output"), &got_o, &o, 1e-5);
+        let mut proj = vec![0.0; rows];
+        matmul(view, &o, &mut proj, ActivationPrecision::F32);
+        let want: Vec<f32> = x0.iter().zip(&proj).map(|(x, p)| x + 2.0 * p).collect();
+        assert_close(&what, &got, &want, 2e-4);
+        let counts = super::forward::read_back_for_tests(c, &copy_of(c, &pj_count));
+        assert!(
+            counts.iter().all(|&b| b == 0),
+            "{what}: counters {counts:?}"
+        );
+    }
+}
+
 fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
