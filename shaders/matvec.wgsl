@@ -10,6 +10,30 @@
 // (`row_group_sum`, `workgroup_sum`). `tpr` lanes (a power of two, a multiple of LPB) per output
 // feature; a row group of them takes `rpg` (1 … 4) features, WG / tpr apart, so a workgroup
 // covers rpg · WG / tpr features (grid: `matvec_grid`).
+//
+// out_mode bit 2 (OUT_GLU, one row per row group): the weights are [gate; up] (up rows from
+// up_offset on) and the output is the gated activation act(gate_k)·up_k, k < up_offset: the
+// first half of a workgroup's row groups take gate rows k, the second half the up rows
+// k + up_offset, and the gate row's lane 0 stores the product (the down projection then stages
+// these values as they are, instead of every one of its workgroups recomputing them from both
+// halves). rpg = 1; the grid is that of all 2 · up_offset rows.
+
+// OUT_GLU: the up rows' sums, for the gate rows of the same workgroup.
+var<workgroup> glu_up: array<f32, 128>;
+
+// act(g)·u of a gate and an up sum (q = Σx² for the fused RMSNorm).
+fn store_glu(k: u32, g: f32, u: f32, q: f32) {
+    var s = 1.0;
+    if p.in_mode == 1u {
+        s = 1.0 / sqrt(q / f32(p.cols) + p.eps);
+    }
+    let gv = vec4<f32>(g * s);
+    var a = silu4(gv).x;
+    if p.act == 1u {
+        a = gelu4(gv).x;
+    }
+    y[p.y_offset + k] = a * (u * s);
+}
 
 @compute @workgroup_size(256)
 fn main(
@@ -23,7 +47,15 @@ fn main(
     let lane = tid % tpr;
     let gap = WG / tpr;
     // Row r (0 … rpg − 1) of this row group: j0 + r · gap.
-    let j0 = (wg.x + wg.y * nwg.x) * gap * rpg + tid / tpr;
+    var j0 = (wg.x + wg.y * nwg.x) * gap * rpg + tid / tpr;
+    let glu = (p.out_mode & 4u) != 0u;
+    // OUT_GLU: pair k of the workgroup's gap / 2, gate (first half) or up row.
+    let half = gap / 2u;
+    let rg = tid / tpr;
+    let k_glu = (wg.x + wg.y * nwg.x) * half + rg % half;
+    if glu {
+        j0 = k_glu + (rg / half) * p.up_offset;
+    }
     var xb = 0u;
     if p.gather != 0u {
         xb = step[4u + 2u * step[2]] * p.x_stride;
@@ -75,6 +107,17 @@ fn main(
     var q = 0.0;
     if p.in_mode == 1u {
         q = workgroup_sum(tid, ss);
+    }
+    if glu {
+        let v = row_group_sum(tid, acc.x, tpr);
+        if lane == 0u && rg >= half {
+            glu_up[rg - half] = v;
+        }
+        workgroupBarrier();
+        if lane == 0u && rg < half && k_glu < p.up_offset {
+            store_glu(k_glu, v, glu_up[rg], q);
+        }
+        return;
     }
     for (var r = 0u; r < rpg; r++) {
         let a = select(select(select(acc.w, acc.z, r == 2u), acc.y, r == 1u), acc.x, r == 0u);

@@ -395,6 +395,25 @@ fn matmul_dispatches(
     scratch: &SplitScratch,
     base: MmParams,
 ) -> Result<Vec<Dispatch>, GpuError> {
+    matmul_dispatches_modes(ctx, m, x, y, nw, bias, step, dummy, scratch, base, None)
+}
+
+/// [`matmul_dispatches`] with the decode matvec's (in_mode, out_mode) set apart from the other
+/// kernels' (the FFN's [`OUT_GLU`] pair: gate/up writes act(gate)·up, down stages it plainly).
+#[allow(clippy::too_many_arguments)]
+fn matmul_dispatches_modes(
+    ctx: &GpuContext,
+    m: &GpuMatrix,
+    x: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+    nw: Option<&wgpu::Buffer>,
+    bias: Option<&wgpu::Buffer>,
+    step: &wgpu::Buffer,
+    dummy: &wgpu::Buffer,
+    scratch: &SplitScratch,
+    base: MmParams,
+    mv_modes: Option<(u32, u32)>,
+) -> Result<Vec<Dispatch>, GpuError> {
     let mut out = Vec::new();
     for part in &m.parts {
         let mut p = base;
@@ -483,9 +502,25 @@ fn matmul_dispatches(
         let matvec = matvec_tpr(part.ty, p.rows, p.cols)
             .filter(|_| std::env::var_os("CHORD_GPU_NO_MATVEC").is_none())
             .map(|tpr| -> Result<_, GpuError> {
-                let rpg = matvec_rpg(p.rows, tpr);
-                let mp_params = MmParams { tpr, rpg, ..p };
-                let grid = matvec_grid(p.rows, tpr, rpg);
+                let mut rpg = matvec_rpg(p.rows, tpr);
+                let mut grid = matvec_grid(p.rows, tpr, rpg);
+                let (mut in_mode, mut out_mode) = (p.in_mode, p.out_mode);
+                if let Some((i, o)) = mv_modes {
+                    (in_mode, out_mode) = (i, o);
+                    // OUT_GLU: one row per row group, gate and up rows in the same workgroup
+                    // (its grid covers all 2 · up_offset rows as before).
+                    if o & OUT_GLU != 0 {
+                        rpg = 1;
+                        grid = matvec_grid(p.rows, tpr, 1);
+                    }
+                }
+                let mp_params = MmParams {
+                    tpr,
+                    rpg,
+                    in_mode,
+                    out_mode,
+                    ..p
+                };
                 if matvec_params_compiled() {
                     let Some(cp) = ctx
                         .kernels
@@ -716,6 +751,8 @@ impl GpuForward {
             && std::env::var("CHORD_GPU_FOLD_OUT").as_deref() != Ok("0"))
         .then(|| env_usize("CHORD_GPU_PROJ_ROWS", DEFAULT_PROJ_ROWS))
         .filter(|r| [256, 128, 64, 32].contains(r));
+        let glu_on = std::env::var("CHORD_GPU_GLU").as_deref() != Ok("0")
+            && std::env::var_os("CHORD_GPU_NO_MATVEC").is_none();
         let act = match c.ffn_activation {
             FfnActivation::Silu => 0,
             FfnActivation::GeluTanh => 1,
@@ -784,7 +821,19 @@ impl GpuForward {
             let views: Vec<_> = l.gate_up.parts.iter().map(|t| t.view(w)).collect();
             let gu_m = GpuMatrix::upload(&ctx, &format!("blk.{il}.gate_up"), &views)?;
             let ffn_norm = f32_buffer(&ctx, "ffn_norm", &l.ffn_norm);
-            let gu_d = matmul_dispatches(
+            let down_m = GpuMatrix::upload(&ctx, &l.down.name, &[l.down.view(w)])?;
+            // Decode steps: gate/up writes act(gate)·up (OUT_GLU) and down stages it as it is,
+            // where both are one-part matvecs (`CHORD_GPU_GLU=0`: down computes it).
+            let glu = match (&gu_m.parts[..], &down_m.parts[..]) {
+                ([g], [dn]) => {
+                    glu_on
+                        && g.rows == 2 * c.n_ff
+                        && matvec_tpr(g.ty, g.rows as u32, g.cols as u32).is_some()
+                        && matvec_tpr(dn.ty, dn.rows as u32, dn.cols as u32).is_some()
+                }
+                _ => false,
+            };
+            let gu_d = matmul_dispatches_modes(
                 &ctx,
                 &gu_m,
                 &x,
@@ -796,11 +845,13 @@ impl GpuForward {
                 &scratch,
                 MmParams {
                     y_stride: 2 * c.n_ff as u32,
+                    up_offset: c.n_ff as u32,
+                    act,
                     ..normed
                 },
+                glu.then_some((IN_RMSNORM, OUT_GLU)),
             )?;
-            let down_m = GpuMatrix::upload(&ctx, &l.down.name, &[l.down.view(w)])?;
-            let down_d = matmul_dispatches(
+            let down_d = matmul_dispatches_modes(
                 &ctx,
                 &down_m,
                 &gu,
@@ -819,6 +870,7 @@ impl GpuForward {
                     act,
                     ..Default::default()
                 },
+                glu.then_some((IN_PLAIN, OUT_ACCUMULATE)),
             )?;
             let lc = &c.layers[il];
             layers.push(LayerPlan {

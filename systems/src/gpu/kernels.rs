@@ -40,6 +40,8 @@ pub const IN_RMSNORM: u32 = 1;
 pub const IN_GATED: u32 = 2;
 pub const OUT_BIAS: u32 = 1;
 pub const OUT_ACCUMULATE: u32 = 2;
+/// Decode matvec only: [gate; up] weights, output act(gate)·up (matvec.wgsl).
+pub const OUT_GLU: u32 = 4;
 
 #[derive(ShaderType, Clone, Copy, Debug, Default)]
 pub struct EmbParams {

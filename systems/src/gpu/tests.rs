@@ -784,6 +784,93 @@ fn matvec_matches_cpu_for_every_type_mode_and_lane_count() {
     }
 }
 
+/// The decode matvec's OUT_GLU mode (gate/up writing act(gate)·up) for every type, both
+/// activations, plain and normed input, at every lane count: the CPU's gate and up products
+/// through the same activation; and the compiled-parameter kernel at the forward pass's lanes.
+#[test]
+fn matvec_glu_output_matches_cpu_gated_activation() {
+    let Some(c) = ctx() else { return };
+    let mut r = rng();
+    let n_ff = 45;
+    let rows = 2 * n_ff;
+    for ty in shaders::TYPES {
+        let (bw, lpb) = matvec_block(ty).expect("every GPU type has a matvec");
+        let cols = 5 * bw as usize;
+        let data = random_weights(&mut r, ty, rows, cols);
+        let view = WeightView {
+            ty,
+            rows,
+            cols,
+            data: &data,
+        };
+        let m = GpuMatrix::upload(c, "gate_up", &[view]).expect("upload");
+        let part = &m.parts[0];
+        let pipeline = c
+            .kernels
+            .matvec_uniform(&c.device, ty, None)
+            .expect("matvec");
+        for (mode, act) in [(IN_RMSNORM, 0u32), (IN_PLAIN, 1)] {
+            let x = randn(&mut r, cols, 1.0);
+            let nw = randn(&mut r, cols, 1.5);
+            let zero = vec![0.0; rows];
+            let gu = cpu_twin(view, mode, 0, &x, &nw, &zero, None);
+            let act_fn = if act == 1 {
+                activation::gelu_tanh
+            } else {
+                activation::silu
+            };
+            let mut want = gu[..n_ff].to_vec();
+            activation::gated(&mut want, &gu[n_ff..], act_fn);
+            let mut tpr = lpb;
+            while tpr <= 128 {
+                let p = MmParams {
+                    rows: rows as u32,
+                    cols: cols as u32,
+                    row_words: part.row_words as u32,
+                    in_mode: mode,
+                    out_mode: OUT_GLU,
+                    x_stride: cols as u32,
+                    y_stride: rows as u32,
+                    eps: 1e-5,
+                    up_offset: n_ff as u32,
+                    act,
+                    tpr,
+                    rpg: 1,
+                    ..Default::default()
+                };
+                // y starts as NaN: the up half is never written, the gate half always.
+                let y0 = vec![f32::NAN; rows];
+                let b = ProductBufs::new(c, &p, &x, &y0, &nw, &zero, 1, &[]);
+                let (gx, gy) = matvec_grid(rows as u32, tpr, 1);
+                let got = f32s(&run(c, &pipeline, &b.with(&part.buf), (gx, gy, 1), &b.yb));
+                let what = format!("glu matvec {ty} mode {mode} act {act} tpr {tpr}");
+                assert_close(&what, &got[..n_ff], &want, 2e-4);
+                assert!(
+                    got[n_ff..].iter().all(|v| v.is_nan()),
+                    "{what}: wrote past n_ff"
+                );
+                if Some(tpr) == matvec_tpr(ty, rows as u32, cols as u32) {
+                    let cp = c
+                        .kernels
+                        .matvec_for(&c.device, ty, None, &p)
+                        .expect("matvec");
+                    let b = ProductBufs::new(c, &p, &x, &y0, &nw, &zero, 1, &[]);
+                    let got = f32s(&run_from(
+                        c,
+                        &cp,
+                        1,
+                        &b.with(&part.buf)[1..],
+                        (gx, gy, 1),
+                        &b.yb,
+                    ));
+                    assert_close(&format!("{what} compiled"), &got[..n_ff], &want, 2e-4);
+                }
+                tpr *= 2;
+            }
+        }
+    }
+}
+
 #[test]
 fn matvec_pair_matches_cpu_for_both_orders_and_modes() {
     let Some(c) = ctx() else { return };
