@@ -15,7 +15,8 @@
 // The host may append attn_project.wgsl and call it at the end (one-row chunks, one split):
 // the grid's z then numbers slices of the output projection's rows instead of key splits, so
 // z is taken modulo n_split for the keys (every slice walks all of them) and only slice 0
-// stores the row's key and value.
+// stores the row's key and value; its prefetch, placed first, starts the projection's weight
+// loads.
 
 struct AttnParams {
     n_head: u32,
@@ -72,6 +73,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     let rr = wg.x;
     let h = wg.y;
     let z = wg.z % p.n_split;
+    /*PREFETCH*/
     let kvh = h / (p.n_head / p.n_head_kv);
     let row = p.start_row + rr;
     let pos = p.start_pos + rr;

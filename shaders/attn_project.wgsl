@@ -13,7 +13,12 @@
 // The host prepends the weight type's decoder (quant_*.wgsl: `load8(row_word, c)` reads 8
 // weights at column 8c from `w`) and the shape:
 //   PJ_ROWS (output features, n_embd), PJ_ROW_WORDS (words per W_o row), PJ_HEADS (n_head),
-//   PJ_N8 (head_dim_v / 8), PJ_SLICE (rows per workgroup: 256, 128, 64 or 32).
+//   PJ_N8 (head_dim_v / 8), PJ_SLICE (rows per workgroup: 256, 128, 64 or 32), PJ_BLK_E and
+//   PJ_BLK_W (elements and words of a weight block as uploaded).
+//
+// `project_prefetch`, called before the attention, loads one word of every 128-byte line of the
+// workgroup's weights and returns them folded into one value that `project_out` consumes, so
+// the weights come from L1/L2 instead of memory once the head's output is known.
 
 @group(0) @binding(6) var<storage, read> w: array<u32>;
 @group(0) @binding(7) var<storage, read_write> resid: array<f32>;
@@ -27,8 +32,28 @@ const PJ_T: u32 = 256u / PJ_SLICE;
 
 var<workgroup> pj_last: u32;
 
-// Workgroup (h, s) of activation row `row`, called by every invocation.
-fn project_out(row: u32, h: u32, s: u32, tid: u32) {
+// Start the loads of workgroup (h, s)'s weights: rows of slice s, the blocks holding head h's
+// columns. Returns the loaded words XORed together (for `project_out`'s `pf`).
+fn project_prefetch(h: u32, s: u32, tid: u32) -> u32 {
+    let first = (h * PJ_N8 * 8u) / PJ_BLK_E;
+    let last = ((h + 1u) * PJ_N8 * 8u - 1u) / PJ_BLK_E;
+    let words = (last - first + 1u) * PJ_BLK_W;
+    // A word every 32 (128 bytes), and the last one.
+    let touches = words / 32u + 1u;
+    var acc = 0u;
+    for (var i = tid; i < PJ_SLICE * touches; i += 256u) {
+        let r = s * PJ_SLICE + i / touches;
+        if r < PJ_ROWS {
+            let o = min((i % touches) * 32u, words - 1u);
+            acc ^= w[r * PJ_ROW_WORDS + first * PJ_BLK_W + o];
+        }
+    }
+    return acc;
+}
+
+// Workgroup (h, s) of activation row `row`, called by every invocation; `pf` is
+// `project_prefetch`'s value (used only where no row exists, so that its loads are kept).
+fn project_out(row: u32, h: u32, s: u32, tid: u32, pf: u32) {
     workgroupBarrier();
     let r = s * PJ_SLICE + tid / PJ_T;
     let lane = tid % PJ_T;
@@ -44,7 +69,8 @@ fn project_out(row: u32, h: u32, s: u32, tid: u32) {
         }
     }
     // The lanes of a row, summed in lane order (the score scratch is free after the keys).
-    sc[tid] = acc;
+    // (`p.n_rows` is 1 here: the prefetched words only ever reach the select.)
+    sc[tid] = select(acc, bitcast<f32>(pf), p.n_rows == 0u);
     workgroupBarrier();
     if lane == 0u && r < PJ_ROWS {
         var t = 0.0;

@@ -18,6 +18,7 @@
 use std::num::NonZeroU64;
 
 use bevy_ecs::prelude::*;
+use chord_resources::GgmlType;
 use chord_resources::config::{FfnActivation, RopeScaling, RopeStyle};
 use wgpu::util::DeviceExt;
 
@@ -787,12 +788,21 @@ impl GpuForward {
             let out_m = GpuMatrix::upload(&ctx, &l.attn_output.name, &[l.attn_output.view(w)])?;
             let project = match (&out_m.parts[..], fold_rows) {
                 ([o], Some(slice)) if o.cols == d.attn_out() && o.rows == d.n_embd => {
+                    // A block as uploaded (F16: a word of two elements).
+                    let block_elems = if o.ty == GgmlType::F16 {
+                        2
+                    } else {
+                        o.ty.block_size()
+                    };
                     let shape = shaders::ProjectShape {
                         rows: o.rows as u32,
                         row_words: o.row_words as u32,
                         n_head: d.n_head as u32,
                         head_dim_v: d.head_dim_v as u32,
                         slice: slice as u32,
+                        block_elems: block_elems as u32,
+                        block_words: (o.row_words * block_elems / o.cols.max(1)) as u32,
+                        prefetch: std::env::var("CHORD_GPU_PROJ_PREFETCH").as_deref() != Ok("0"),
                     };
                     ctx.kernels
                         .attention_project(&ctx.device, kv_f16, o.ty, &shape)

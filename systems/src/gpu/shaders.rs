@@ -41,6 +41,11 @@ pub const ATTN_REDUCE_SUBGROUP: &str = include_str!("../../../shaders/attn_reduc
 
 /// The attention kernel for an f32 or f16 cache, with subgroup or shared-memory reductions.
 pub fn attention_module(f16: bool, subgroups: bool) -> String {
+    attention_source(f16, subgroups).replace("    /*PREFETCH*/\n", "")
+}
+
+/// [`attention_module`] with its projection markers (`/*PREFETCH*/`, `/*PROJECT*/`) left in.
+fn attention_source(f16: bool, subgroups: bool) -> String {
     let (reduce, params, init) = if subgroups {
         (
             ATTN_REDUCE_SUBGROUP,
@@ -67,6 +72,11 @@ pub struct ProjectShape {
     pub head_dim_v: u32,
     /// Rows of W_o per workgroup: 256, 128, 64 or 32.
     pub slice: u32,
+    /// Elements and words of one weight block as uploaded (F32: 1 and 1).
+    pub block_elems: u32,
+    pub block_words: u32,
+    /// Start the weights' loads before the attention (`project_prefetch`).
+    pub prefetch: bool,
 }
 
 impl ProjectShape {
@@ -89,22 +99,34 @@ pub fn attention_project_module(
         || s.head_dim_v == 0
         || !s.head_dim_v.is_multiple_of(8)
         || s.head_dim_v > 256
+        || s.block_elems == 0
+        || s.block_words == 0
     {
         return None;
     }
     let consts = format!(
         "const PJ_ROWS: u32 = {}u;\nconst PJ_ROW_WORDS: u32 = {}u;\nconst PJ_HEADS: u32 = {}u;\n\
-         const PJ_N8: u32 = {}u;\nconst PJ_SLICE: u32 = {}u;\n",
+         const PJ_N8: u32 = {}u;\nconst PJ_SLICE: u32 = {}u;\nconst PJ_BLK_E: u32 = {}u;\n\
+         const PJ_BLK_W: u32 = {}u;\n",
         s.rows,
         s.row_words,
         s.n_head,
         s.head_dim_v / 8,
-        s.slice
+        s.slice,
+        s.block_elems,
+        s.block_words,
     );
-    let attention = attention_module(f16, subgroups).replace(
-        "/*PROJECT*/",
-        "workgroupBarrier();\n    project_out(row, h, wg.z, tid);",
-    );
+    let prefetch = if s.prefetch {
+        "let pj_pf = project_prefetch(wg.y, wg.z, tid);"
+    } else {
+        "let pj_pf = 0u;"
+    };
+    let attention = attention_source(f16, subgroups)
+        .replace("    /*PREFETCH*/", &format!("    {prefetch}"))
+        .replace(
+            "/*PROJECT*/",
+            "workgroupBarrier();\n    project_out(row, h, wg.z, tid, pj_pf);",
+        );
     Some(format!("{attention}\n{q}\n{consts}{ATTN_PROJECT}"))
 }
 
@@ -238,6 +260,9 @@ const TEST_PROJECT: ProjectShape = ProjectShape {
     n_head: 12,
     head_dim_v: 128,
     slice: 128,
+    block_elems: 256,
+    block_words: 36,
+    prefetch: true,
 };
 
 /// Every complete shader module: (name, source).

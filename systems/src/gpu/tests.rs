@@ -343,12 +343,20 @@ fn attention_with_folded_projection_adds_w_o_times_its_output() {
             data: &data,
         };
         let m = GpuMatrix::upload(c, "w_o", &[view]).expect("upload");
+        let be = if ty == GgmlType::F16 {
+            2
+        } else {
+            ty.block_size()
+        };
         let shape = shaders::ProjectShape {
             rows: rows as u32,
             row_words: m.parts[0].row_words as u32,
             n_head: n_head as u32,
             head_dim_v: hd as u32,
             slice,
+            block_elems: be as u32,
+            block_words: (m.parts[0].row_words * be / qd) as u32,
+            prefetch: i % 2 == 0,
         };
         let pl = c
             .kernels
