@@ -12,11 +12,6 @@
 // arithmetic as rope_store), uses that key and value for position pos from shared memory, and
 // the one workgroup per KV head whose key range holds pos (and whose head is the first of its
 // group) writes them into the cache, which no other workgroup of the dispatch reads at pos.
-// The host may append attn_project.wgsl and call it at the end (one-row chunks, one split):
-// the grid's z then numbers slices of the output projection's rows instead of key splits, so
-// z is taken modulo n_split for the keys (every slice walks all of them) and only slice 0
-// stores the row's key and value; its prefetch, placed first, starts the projection's weight
-// loads.
 
 struct AttnParams {
     n_head: u32,
@@ -72,8 +67,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     /*SG_INIT*/
     let rr = wg.x;
     let h = wg.y;
-    let z = wg.z % p.n_split;
-    /*PREFETCH*/
+    let z = wg.z;
     let kvh = h / (p.n_head / p.n_head_kv);
     let row = p.start_row + rr;
     let pos = p.start_pos + rr;
@@ -119,7 +113,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
             kc[i1] = k0 * s + k1 * c;
         }
         workgroupBarrier();
-        if pos >= lo && pos < hi && h % (p.n_head / p.n_head_kv) == 0u && wg.z < p.n_split {
+        if pos >= lo && pos < hi && h % (p.n_head / p.n_head_kv) == 0u {
             let dst = pos * p.kv_stride + kvh * p.head_dim_k;
             for (var d = tid; d < p.head_dim_k; d += WG) {
                 kv[dst + d] = KvT(kc[d]);
@@ -222,8 +216,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
                 let a = comb[c] + comb[256u + c] + comb[512u + c] + comb[768u + c];
                 if p.n_split == 1u {
                     out[row * p.out_stride + h * p.head_dim_v + d] = a / l;
-                    // The head's output for the projection, if appended (the query is no longer read).
-                    qs[d] = a / l;
                 } else {
                     part[((rr * p.n_head + h) * p.n_split + z) * (p.head_dim_v + 2u) + 2u + d] = a;
                 }
@@ -235,5 +227,4 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
             part[pb + 1u] = l;
         }
     }
-    /*PROJECT*/
 }

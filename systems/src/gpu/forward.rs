@@ -18,7 +18,6 @@
 use std::num::NonZeroU64;
 
 use bevy_ecs::prelude::*;
-use chord_resources::GgmlType;
 use chord_resources::config::{FfnActivation, RopeScaling, RopeStyle};
 use wgpu::util::DeviceExt;
 
@@ -101,9 +100,6 @@ impl SplitScratch {
 struct LayerPlan {
     qkv: Vec<Dispatch>,
     out: Vec<Dispatch>,
-    /// The attention kernel with this layer's output projection folded in, and W_o's buffer
-    /// (see [`OutFold`]).
-    project: Option<(wgpu::ComputePipeline, wgpu::Buffer)>,
     gate_up: Vec<Dispatch>,
     down: Vec<Dispatch>,
     table: usize,
@@ -176,8 +172,6 @@ pub struct GpuForward {
     pub ahead_used: u64,
     pub ahead_dropped: u64,
     embed: Vec<Dispatch>,
-    /// The residual rows (the folded output projection's bind groups add into it).
-    x: wgpu::Buffer,
     layers: Vec<LayerPlan>,
     head: Vec<Dispatch>,
     argmax_binds: ArgmaxBinds,
@@ -209,11 +203,6 @@ pub struct GpuForward {
     submit_every: usize,
     /// One-row chunks do RoPE and the K/V store inside attention (`CHORD_GPU_FUSE_ROPE=0`: off).
     fuse_rope: bool,
-    /// The output projection folded into attention for decode steps (None: off, unsupported,
-    /// or `CHORD_GPU_FOLD_OUT=0`).
-    fold: Option<OutFold>,
-    /// This layer's attention dispatches carried the output projection.
-    out_folded: bool,
     /// Each further submit of a step covers this many times the layers of the one before
     /// (`CHORD_GPU_SUBMIT_GROWTH`, default 2: with 1 layer first, submits after 1, 3, 7, 15).
     submit_growth: usize,
@@ -288,25 +277,7 @@ pub struct GpuKv {
     rope: Vec<wgpu::BindGroup>,
     attn: Vec<wgpu::BindGroup>,
     merge: Vec<wgpu::BindGroup>,
-    /// Per layer, the attention bind group with the output projection's bindings (empty
-    /// without [`OutFold`]).
-    attn_proj: Vec<wgpu::BindGroup>,
 }
-
-/// The attention output projection folded into the attention dispatch for decode steps
-/// (attn_project.wgsl): one dependent dispatch per layer fewer, the dearest fixed cost of a
-/// small model's step (RESULTS.md). Every layer has it or none does.
-struct OutFold {
-    /// Partial rows, n_head × n_embd f32 bits.
-    part: wgpu::Buffer,
-    /// One counter per slice of rows (zero between dispatches).
-    count: wgpu::Buffer,
-    /// Workgroups per head: slices of `slice` rows.
-    slices: u32,
-}
-
-/// Rows of W_o per workgroup of the folded projection (`CHORD_GPU_PROJ_ROWS`).
-const DEFAULT_PROJ_ROWS: usize = 128;
 
 const SLOT: u64 = 256;
 /// Bytes bound of each slot (the largest parameter struct, AttnParams, is 80).
@@ -746,12 +717,6 @@ impl GpuForward {
             });
         }
 
-        // The folded output projection: native backends only (its cross-workgroup handoff
-        // relies on naga's device-scope storage barrier; attn_project.wgsl).
-        let fold_rows = (!cfg!(target_arch = "wasm32")
-            && std::env::var("CHORD_GPU_FOLD_OUT").as_deref() != Ok("0"))
-        .then(|| env_usize("CHORD_GPU_PROJ_ROWS", DEFAULT_PROJ_ROWS))
-        .filter(|r| [256, 128, 64, 32].contains(r));
         let glu_on = std::env::var("CHORD_GPU_GLU").as_deref() != Ok("0")
             && std::env::var_os("CHORD_GPU_NO_MATVEC").is_none();
         let act = match c.ffn_activation {
@@ -786,30 +751,6 @@ impl GpuForward {
                 },
             )?;
             let out_m = GpuMatrix::upload(&ctx, &l.attn_output.name, &[l.attn_output.view(w)])?;
-            let project = match (&out_m.parts[..], fold_rows) {
-                ([o], Some(slice)) if o.cols == d.attn_out() && o.rows == d.n_embd => {
-                    // A block as uploaded (F16: a word of two elements).
-                    let block_elems = if o.ty == GgmlType::F16 {
-                        2
-                    } else {
-                        o.ty.block_size()
-                    };
-                    let shape = shaders::ProjectShape {
-                        rows: o.rows as u32,
-                        row_words: o.row_words as u32,
-                        n_head: d.n_head as u32,
-                        head_dim_v: d.head_dim_v as u32,
-                        slice: slice as u32,
-                        block_elems: block_elems as u32,
-                        block_words: (o.row_words * block_elems / o.cols.max(1)) as u32,
-                        prefetch: std::env::var("CHORD_GPU_PROJ_PREFETCH").as_deref() != Ok("0"),
-                    };
-                    ctx.kernels
-                        .attention_project(&ctx.device, kv_f16, o.ty, &shape)
-                        .map(|pl| (pl, o.buf.clone()))
-                }
-                _ => None,
-            };
             let out_d = matmul_dispatches(
                 &ctx,
                 &out_m,
@@ -886,31 +827,12 @@ impl GpuForward {
             layers.push(LayerPlan {
                 qkv: qkv_d,
                 out: out_d,
-                project,
                 gate_up: gu_d,
                 down: down_d,
                 table: bases.iter().position(|&b| b == lc.rope_base).unwrap_or(0),
                 window: lc.window.unwrap_or(0) as u32,
             });
         }
-        let fold = (fold_rows.is_some() && layers.iter().all(|l| l.project.is_some())).then(|| {
-            let slices = d.n_embd.div_ceil(fold_rows.unwrap_or(DEFAULT_PROJ_ROWS)) as u32;
-            OutFold {
-                part: storage(
-                    &ctx,
-                    "projection partials",
-                    4 * d.n_head * d.n_embd,
-                    wgpu::BufferUsages::empty(),
-                ),
-                count: storage(
-                    &ctx,
-                    "projection counters",
-                    4 * slices as usize,
-                    wgpu::BufferUsages::empty(),
-                ),
-                slices,
-            }
-        });
         let head_m = if w.output.name == w.token_embd.name {
             emb
         } else {
@@ -985,7 +907,6 @@ impl GpuForward {
             ahead_used: 0,
             ahead_dropped: 0,
             embed,
-            x,
             layers,
             head,
             argmax_binds,
@@ -1009,8 +930,6 @@ impl GpuForward {
             attn_span: env_usize("CHORD_GPU_ATTN_SPAN", DEFAULT_ATTN_SPAN),
             kv_f16,
             fuse_rope: std::env::var("CHORD_GPU_FUSE_ROPE").as_deref() != Ok("0"),
-            fold,
-            out_folded: false,
         })
         .map(|mut f| {
             if std::env::var_os("CHORD_GPU_PROFILE").is_some() {
@@ -1029,7 +948,6 @@ impl GpuForward {
         let mut rope_b = Vec::with_capacity(d.n_layer);
         let mut attn_b = Vec::with_capacity(d.n_layer);
         let mut merge_b = Vec::with_capacity(d.n_layer);
-        let mut proj_b = Vec::new();
         let elem = self.kv_elem_bytes();
         let (rope_k, attn_k) = self.kv_kernels();
         if (elem * cap * d.kv_stride()) as u64 > ctx.max_binding() {
@@ -1088,24 +1006,6 @@ impl GpuForward {
                     self.attn.as_entire_binding(),
                 ],
             ));
-            if let (Some(f), Some((pl, wo))) = (&self.fold, &self.layers[il].project) {
-                proj_b.push(bind(
-                    &ctx.device,
-                    pl,
-                    &[
-                        slot(2 * il as u64 + 1),
-                        self.qkv.as_entire_binding(),
-                        buf.as_entire_binding(),
-                        self.attn.as_entire_binding(),
-                        self.part.as_entire_binding(),
-                        self.table_buf.as_entire_binding(),
-                        wo.as_entire_binding(),
-                        self.x.as_entire_binding(),
-                        f.part.as_entire_binding(),
-                        f.count.as_entire_binding(),
-                    ],
-                ));
-            }
             kv.push(buf);
         }
         Ok(GpuKv {
@@ -1115,7 +1015,6 @@ impl GpuForward {
             rope: rope_b,
             attn: attn_b,
             merge: merge_b,
-            attn_proj: proj_b,
         })
     }
 
@@ -1544,9 +1443,6 @@ pub fn gpu_attend(
     let d = g.dims;
     let k = reps(g, "attend");
     let attn_k = g.kv_kernels().1.clone();
-    g.out_folded = folds_out(g, &batch.chunks, &kvs);
-    let folded = g.out_folded;
-    let slices = g.fold.as_ref().map_or(1, |f| f.slices);
     let Some(pass) = g.pass.as_mut() else {
         return;
     };
@@ -1556,20 +1452,6 @@ pub fn gpu_attend(
         .flat_map(|ch| std::iter::repeat_n(ch, k))
     {
         let Ok(kv) = kvs.get(ch.entity) else { continue };
-        if folded {
-            if let (Some(bg), Some((pl, _))) = (
-                kv.attn_proj.get(layer.0),
-                g.layers.get(layer.0).and_then(|l| l.project.as_ref()),
-            ) {
-                pass.set_pipeline(pl);
-                pass.set_bind_group(0, bg, &[]);
-                pass.dispatch_workgroups(1, d.n_head as u32, slices);
-                if let Some(p) = g.prof.as_mut() {
-                    p.stamp(pass, "attention (+out,res)");
-                }
-            }
-            continue;
-        }
         let (n_split, _) = attention_splits(ch.start_pos + ch.n_rows, ch.n_rows, g.attn_span);
         if let (Some(bg), Some(mg)) = (kv.attn.get(layer.0), kv.merge.get(layer.0)) {
             pass.set_pipeline(&attn_k);
@@ -1591,28 +1473,9 @@ pub fn gpu_attend(
     debug_sync(g, "attend");
 }
 
-/// Whether this step's attention dispatches carry the output projection ([`OutFold`]): every
-/// chunk one row over one key split, with the folded bind groups, and no repeated recording
-/// (a repeat would add the projection into the residual again).
-fn folds_out(g: &GpuForward, chunks: &[SeqChunk], kvs: &Query<&GpuKv>) -> bool {
-    g.fold.is_some()
-        && g.repeat.is_none()
-        && !chunks.is_empty()
-        && chunks.iter().all(|ch| {
-            ch.n_rows == 1
-                && attention_splits(ch.start_pos + 1, 1, g.attn_span).0 == 1
-                && kvs
-                    .get(ch.entity)
-                    .is_ok_and(|kv| kv.attn_proj.len() == g.layers.len())
-        })
-}
-
-/// Output projection, residual add fused (nothing when the attention dispatches did it).
+/// Output projection, residual add fused.
 pub fn gpu_attn_output(mut gpu: ResMut<GpuForward>, layer: Res<CurrentLayer>) {
     let g = &mut *gpu;
-    if g.out_folded {
-        return;
-    }
     let k = reps(g, "out");
     if let (Some(enc), Some(lp)) = (g.pass.as_mut(), g.layers.get(layer.0)) {
         for _ in 0..k {
@@ -1796,8 +1659,6 @@ fn record_ahead(
     enc.copy_buffer_to_buffer(&g.argmax, 0, &g.step_buf, 16, 4 * m as u64);
     let mut pass = new_pass(&mut enc);
     record_plain(&mut pass, &g.embed, m as u32);
-    let folded = folds_out(g, &next, kvs);
-    let slices = g.fold.as_ref().map_or(1, |f| f.slices);
     for (il, lp) in g.layers.iter().enumerate() {
         record_plain(&mut pass, &lp.qkv, m as u32);
         for ch in &next {
@@ -1808,14 +1669,6 @@ fn record_ahead(
                 pass.set_pipeline(&rope_k);
                 pass.set_bind_group(0, bg, &[]);
                 pass.dispatch_workgroups(1, (d.n_head + d.n_head_kv) as u32, 1);
-            }
-            if folded {
-                if let (Some(bg), Some((pl, _))) = (kv.attn_proj.get(il), lp.project.as_ref()) {
-                    pass.set_pipeline(pl);
-                    pass.set_bind_group(0, bg, &[]);
-                    pass.dispatch_workgroups(1, d.n_head as u32, slices);
-                }
-                continue;
             }
             let (n_split, _) = attention_splits(ch.start_pos + 1, 1, g.attn_span);
             if let (Some(bg), Some(mg)) = (kv.attn.get(il), kv.merge.get(il)) {
@@ -1829,9 +1682,7 @@ fn record_ahead(
                 }
             }
         }
-        if !folded {
-            record_plain(&mut pass, &lp.out, m as u32);
-        }
+        record_plain(&mut pass, &lp.out, m as u32);
         record_plain(&mut pass, &lp.gate_up, m as u32);
         record_plain(&mut pass, &lp.down, m as u32);
         // A step recorded ahead is submitted whole unless `CHORD_GPU_AHEAD_CHUNKS=1`: the GPU is

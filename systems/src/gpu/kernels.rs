@@ -343,8 +343,7 @@ pub struct Kernels {
     pub tiled_large: bool,
     /// The subgroup-reduction matmuls (empty without subgroups).
     pub matmul_subgroup: HashMap<GgmlType, wgpu::ComputePipeline>,
-    /// The decode matvecs compiled so far ([`Kernels::matvec_for`], [`Kernels::matvec_uniform`])
-    /// and the attention kernels with the output projection ([`Kernels::attention_project`]),
+    /// The decode matvecs compiled so far ([`Kernels::matvec_for`], [`Kernels::matvec_uniform`]),
     /// by source: compiled on first use, as a model needs only a few of them.
     matvecs: Mutex<HashMap<String, wgpu::ComputePipeline>>,
     /// Subgroup sums in the matvecs.
@@ -524,27 +523,6 @@ impl Kernels {
     ) -> Option<wgpu::ComputePipeline> {
         let src = shaders::matvec_module_of(ty, pair, self.subgroups)?;
         Some(self.matvec_cached(device, &format!("matvec_{ty}"), src))
-    }
-
-    /// The attention kernel over an f32 or f16 cache with the output projection of weight
-    /// type `ty` and shape `shape` folded in (attn_project.wgsl), compiled on first use.
-    pub fn attention_project(
-        &self,
-        device: &wgpu::Device,
-        f16: bool,
-        ty: GgmlType,
-        shape: &shaders::ProjectShape,
-    ) -> Option<wgpu::ComputePipeline> {
-        let sg = self.subgroups && std::env::var_os("CHORD_GPU_ATTN_TREE").is_none();
-        let src = shaders::attention_project_module(f16, sg, ty, shape)?;
-        let name = format!("attention_project_{ty}");
-        let mut cache = self.matvecs.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(pl) = cache.get(&src) {
-            return Some(pl.clone());
-        }
-        let pl = pipeline(device, &name, &src);
-        cache.insert(src, pl.clone());
-        Some(pl)
     }
 
     /// `src` compiled once per context.

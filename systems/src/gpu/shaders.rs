@@ -17,7 +17,6 @@ pub const MATMUL_TILED: &str = include_str!("../../../shaders/matmul_tiled.wgsl"
 pub const GET_ROWS: &str = include_str!("../../../shaders/get_rows.wgsl");
 pub const ROPE_STORE: &str = include_str!("../../../shaders/rope_store.wgsl");
 pub const ATTENTION: &str = include_str!("../../../shaders/attention.wgsl");
-pub const ATTN_PROJECT: &str = include_str!("../../../shaders/attn_project.wgsl");
 pub const ATTN_MERGE: &str = include_str!("../../../shaders/attn_merge.wgsl");
 pub const ARGMAX: &str = include_str!("../../../shaders/argmax.wgsl");
 pub const TOPK: &str = include_str!("../../../shaders/topk.wgsl");
@@ -41,11 +40,6 @@ pub const ATTN_REDUCE_SUBGROUP: &str = include_str!("../../../shaders/attn_reduc
 
 /// The attention kernel for an f32 or f16 cache, with subgroup or shared-memory reductions.
 pub fn attention_module(f16: bool, subgroups: bool) -> String {
-    attention_source(f16, subgroups).replace("    /*PREFETCH*/\n", "")
-}
-
-/// [`attention_module`] with its projection markers (`/*PREFETCH*/`, `/*PROJECT*/`) left in.
-fn attention_source(f16: bool, subgroups: bool) -> String {
     let (reduce, params, init) = if subgroups {
         (
             ATTN_REDUCE_SUBGROUP,
@@ -59,75 +53,6 @@ fn attention_source(f16: bool, subgroups: bool) -> String {
         .replace("/*SG_PARAMS*/", params)
         .replace("/*SG_INIT*/", init);
     format!("{}{reduce}\n{body}", kv_header(f16))
-}
-
-/// The shape compiled into the attention kernel with the output projection folded in
-/// (attn_project.wgsl).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ProjectShape {
-    /// Output features (n_embd) and words per row of W_o.
-    pub rows: u32,
-    pub row_words: u32,
-    pub n_head: u32,
-    pub head_dim_v: u32,
-    /// Rows of W_o per workgroup: 256, 128, 64 or 32.
-    pub slice: u32,
-    /// Elements and words of one weight block as uploaded (F32: 1 and 1).
-    pub block_elems: u32,
-    pub block_words: u32,
-    /// Start the weights' loads before the attention (`project_prefetch`).
-    pub prefetch: bool,
-}
-
-impl ProjectShape {
-    /// Workgroups per head (the grid's z).
-    pub fn slices(&self) -> u32 {
-        self.rows.div_ceil(self.slice)
-    }
-}
-
-/// The attention kernel with the output projection of weight type `ty` folded in (decode
-/// chunks of one row; attn_project.wgsl), if `ty` has a decoder and the shape fits.
-pub fn attention_project_module(
-    f16: bool,
-    subgroups: bool,
-    ty: GgmlType,
-    s: &ProjectShape,
-) -> Option<String> {
-    let q = quant_source(ty)?;
-    if ![256, 128, 64, 32].contains(&s.slice)
-        || s.head_dim_v == 0
-        || !s.head_dim_v.is_multiple_of(8)
-        || s.head_dim_v > 256
-        || s.block_elems == 0
-        || s.block_words == 0
-    {
-        return None;
-    }
-    let consts = format!(
-        "const PJ_ROWS: u32 = {}u;\nconst PJ_ROW_WORDS: u32 = {}u;\nconst PJ_HEADS: u32 = {}u;\n\
-         const PJ_N8: u32 = {}u;\nconst PJ_SLICE: u32 = {}u;\nconst PJ_BLK_E: u32 = {}u;\n\
-         const PJ_BLK_W: u32 = {}u;\n",
-        s.rows,
-        s.row_words,
-        s.n_head,
-        s.head_dim_v / 8,
-        s.slice,
-        s.block_elems,
-        s.block_words,
-    );
-    let prefetch = if s.prefetch {
-        "let pj_pf = project_prefetch(wg.y, wg.z, tid);"
-    } else {
-        "let pj_pf = 0u;"
-    };
-    let attention = attention_source(f16, subgroups)
-        .replace("    /*PREFETCH*/", &format!("    {prefetch}"))
-        .replace(
-            "/*PROJECT*/",
-            "workgroupBarrier();\n    project_out(row, h, wg.z, tid, pj_pf);",
-        );
-    Some(format!("{attention}\n{q}\n{consts}{ATTN_PROJECT}"))
 }
 
 /// Weight types the GPU kernels decode.
@@ -253,18 +178,6 @@ pub fn matvec_module_of(ty: GgmlType, pair: Option<GgmlType>, subgroups: bool) -
     }
 }
 
-/// A projection shape for the modules' validation (qwen2.5-1.5B's: 1536 × 1536, 12 heads of 128).
-const TEST_PROJECT: ProjectShape = ProjectShape {
-    rows: 1536,
-    row_words: 216,
-    n_head: 12,
-    head_dim_v: 128,
-    slice: 128,
-    block_elems: 256,
-    block_words: 36,
-    prefetch: true,
-};
-
 /// Every complete shader module: (name, source).
 pub fn all_modules() -> Vec<(String, String)> {
     let mut v = vec![
@@ -281,17 +194,10 @@ pub fn all_modules() -> Vec<(String, String)> {
         ("rope_store_f16".to_string(), kv_module(ROPE_STORE, true)),
         ("attention_f16".to_string(), attention_module(true, false)),
         ("attn_merge".to_string(), ATTN_MERGE.to_string()),
-        (
-            "attention_project_q4_k_f16_sg".to_string(),
-            attention_project_module(true, true, GgmlType::Q4K, &TEST_PROJECT).unwrap_or_default(),
-        ),
         ("argmax".to_string(), ARGMAX.to_string()),
         ("topk".to_string(), TOPK.to_string()),
     ];
     for ty in TYPES {
-        if let Some(src) = attention_project_module(false, false, ty, &TEST_PROJECT) {
-            v.push((format!("attention_project_{ty}"), src));
-        }
         if let Some(q) = quant_source(ty) {
             v.push((format!("matmul_{ty}"), matmul_module(q, MATMUL)));
             v.push((format!("get_rows_{ty}"), format!("{q}\n{GET_ROWS}")));
