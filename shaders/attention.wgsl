@@ -38,7 +38,8 @@ struct AttnParams {
 
 @group(0) @binding(0) var<uniform> p: AttnParams;
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;
-@group(0) @binding(2) var<storage, read_write> kv: array<KvT>;
+// Read and written four values at a time (every head dim and offset is a multiple of 4).
+@group(0) @binding(2) var<storage, read_write> kv: array<vec4<KvT>>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read_write> part: array<f32>;
 @group(0) @binding(5) var<storage, read> table: array<f32>;
@@ -47,8 +48,9 @@ struct AttnParams {
 // values of threads tid < TILE (called by every thread; shared-memory trees, or subgroup
 // reductions where the device has subgroups: attn_reduce_*.wgsl).
 
-// 256 threads: scores with 4 threads per key (a quarter of the head each), values with
-// 4 key groups × 64 dims (each thread a quarter of the tile's keys for up to 4 dims).
+// 256 threads: scores with 4 threads per key (a quarter of the head each); values with
+// head_dim_v / 4 threads per key group (4 dims each) and 256 / (head_dim_v / 4) key groups, so a
+// thread's value loads of a tile (64 / groups keys) are few and independent.
 const WG: u32 = 256u;
 const TILE: u32 = 64u;
 const MAX_HEAD_DIM: u32 = 256u;
@@ -114,24 +116,27 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         }
         workgroupBarrier();
         if pos >= lo && pos < hi && h % (p.n_head / p.n_head_kv) == 0u {
-            let dst = pos * p.kv_stride + kvh * p.head_dim_k;
-            for (var d = tid; d < p.head_dim_k; d += WG) {
-                kv[dst + d] = KvT(kc[d]);
+            let dst = (pos * p.kv_stride + kvh * p.head_dim_k) / 4u;
+            for (var d = tid; d < p.head_dim_k / 4u; d += WG) {
+                kv[dst + d] = vec4<KvT>(vec4<f32>(kc[4u * d], kc[4u * d + 1u], kc[4u * d + 2u], kc[4u * d + 3u]));
             }
-            let vd = pos * p.kv_stride + p.k_dim + kvh * p.head_dim_v;
-            for (var d = tid; d < p.head_dim_v; d += WG) {
-                kv[vd + d] = KvT(vc[d]);
+            let vd = (pos * p.kv_stride + p.k_dim + kvh * p.head_dim_v) / 4u;
+            for (var d = tid; d < p.head_dim_v / 4u; d += WG) {
+                kv[vd + d] = vec4<KvT>(vec4<f32>(vc[4u * d], vc[4u * d + 1u], vc[4u * d + 2u], vc[4u * d + 3u]));
             }
         }
     }
     let quarter = p.head_dim_k / 4u;
     let key = tid / 4u;
     let q4 = tid % 4u;
-    let dim = tid % 64u;
-    let kg = tid / 64u;
+    // Values: vec4 d4 of the head, key group kg of n_groups.
+    let n4 = p.head_dim_v / 4u;
+    let n_groups = WG / n4;
+    let d4 = tid % n4;
+    let kg = tid / n4;
     var m = NEG;
     var l = 0.0;
-    var acc = array<f32, 4>();
+    var acc = vec4<f32>(0.0);
     workgroupBarrier();
     for (var t0 = lo; t0 < hi; t0 += TILE) {
         // Partial scores: thread (key, q4) dots a quarter of the head.
@@ -145,10 +150,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
                                     vec4<f32>(kc[qb + d], kc[qb + d + 1u], kc[qb + d + 2u], kc[qb + d + 3u]));
                 }
             } else {
-                let kb = t * p.kv_stride + kvh * p.head_dim_k + q4 * quarter;
+                let kb = (t * p.kv_stride + kvh * p.head_dim_k + q4 * quarter) / 4u;
                 for (var d = 0u; d < quarter; d += 4u) {
                     part_dot += dot(vec4<f32>(qs[qb + d], qs[qb + d + 1u], qs[qb + d + 2u], qs[qb + d + 3u]),
-                                    vec4<f32>(vec4<KvT>(kv[kb + d], kv[kb + d + 1u], kv[kb + d + 2u], kv[kb + d + 3u])));
+                                    vec4<f32>(kv[kb + d / 4u]));
                 }
             }
         }
@@ -177,54 +182,56 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         // fuse: key pos (the last of the range) comes from shared memory, not the cache.
         let own = fused && pos >= t0 && pos < t0 + nt;
         let ncached = select(nt, pos - t0, own);
-        for (var i = 0u; i < 4u; i++) {
-            let d = dim + i * 64u;
-            if d < p.head_dim_v {
-                var a = acc[i] * alpha;
-                let vb = t0 * p.kv_stride + p.k_dim + kvh * p.head_dim_v + d;
-                // Keys kg, kg+4, …: four independent loads in flight per step.
-                var u = kg;
-                for (; u + 12u < ncached; u += 16u) {
-                    let v0 = f32(kv[vb + u * p.kv_stride]);
-                    let v1 = f32(kv[vb + (u + 4u) * p.kv_stride]);
-                    let v2 = f32(kv[vb + (u + 8u) * p.kv_stride]);
-                    let v3 = f32(kv[vb + (u + 12u) * p.kv_stride]);
-                    a += ps[u] * v0 + ps[u + 4u] * v1 + ps[u + 8u] * v2 + ps[u + 12u] * v3;
-                }
-                for (; u < ncached; u += 4u) {
-                    a += ps[u] * f32(kv[vb + u * p.kv_stride]);
-                }
-                if own && (pos - t0) % 4u == kg {
-                    a += ps[pos - t0] * vc[d];
-                }
-                acc[i] = a;
+        if kg < n_groups {
+            var a = acc * alpha;
+            // Keys kg, kg + n_groups, …: four independent loads in flight per step.
+            let vb = (t0 * p.kv_stride + p.k_dim + kvh * p.head_dim_v) / 4u + d4;
+            let ks = p.kv_stride / 4u;
+            let g = n_groups;
+            var u = kg;
+            for (; u + 3u * g < ncached; u += 4u * g) {
+                let v0 = vec4<f32>(kv[vb + u * ks]);
+                let v1 = vec4<f32>(kv[vb + (u + g) * ks]);
+                let v2 = vec4<f32>(kv[vb + (u + 2u * g) * ks]);
+                let v3 = vec4<f32>(kv[vb + (u + 3u * g) * ks]);
+                a += ps[u] * v0 + ps[u + g] * v1 + ps[u + 2u * g] * v2 + ps[u + 3u * g] * v3;
             }
+            for (; u < ncached; u += g) {
+                a += ps[u] * vec4<f32>(kv[vb + u * ks]);
+            }
+            if own && (pos - t0) % g == kg {
+                let o = 4u * d4;
+                a += ps[pos - t0] * vec4<f32>(vc[o], vc[o + 1u], vc[o + 2u], vc[o + 3u]);
+            }
+            acc = a;
         }
         m = m_new;
         workgroupBarrier();
     }
-    // Combine the 4 key groups.
-    for (var i = 0u; i < 4u; i++) {
-        comb[kg * 256u + i * 64u + dim] = acc[i];
+    // Combine the key groups (in group order).
+    if kg < n_groups {
+        let o = kg * p.head_dim_v + 4u * d4;
+        comb[o] = acc.x;
+        comb[o + 1u] = acc.y;
+        comb[o + 2u] = acc.z;
+        comb[o + 3u] = acc.w;
     }
     workgroupBarrier();
-    if kg == 0u {
-        for (var i = 0u; i < 4u; i++) {
-            let d = dim + i * 64u;
-            if d < p.head_dim_v {
-                let c = i * 64u + dim;
-                let a = comb[c] + comb[256u + c] + comb[512u + c] + comb[768u + c];
-                if p.n_split == 1u {
-                    out[row * p.out_stride + h * p.head_dim_v + d] = a / l;
-                } else {
-                    part[((rr * p.n_head + h) * p.n_split + z) * (p.head_dim_v + 2u) + 2u + d] = a;
-                }
-            }
+    if tid < p.head_dim_v {
+        let d = tid;
+        var a = 0.0;
+        for (var k = 0u; k < n_groups; k++) {
+            a += comb[k * p.head_dim_v + d];
         }
-        if p.n_split > 1u && tid == 0u {
-            let pb = ((rr * p.n_head + h) * p.n_split + z) * (p.head_dim_v + 2u);
-            part[pb] = m;
-            part[pb + 1u] = l;
+        if p.n_split == 1u {
+            out[row * p.out_stride + h * p.head_dim_v + d] = a / l;
+        } else {
+            part[((rr * p.n_head + h) * p.n_split + z) * (p.head_dim_v + 2u) + 2u + d] = a;
         }
+    }
+    if p.n_split > 1u && tid == 0u {
+        let pb = ((rr * p.n_head + h) * p.n_split + z) * (p.head_dim_v + 2u);
+        part[pb] = m;
+        part[pb + 1u] = l;
     }
 }

@@ -323,8 +323,13 @@ pub fn check_supported(w: &ModelWeights) -> Result<(), GpuError> {
     if c.final_logit_softcap.is_some() {
         return no("final logit soft-capping".into());
     }
-    if c.head_dim_k > 256 || c.head_dim_v > 256 || !c.head_dim_k.is_multiple_of(16) {
-        return no("head dimension above 256 or not a multiple of 16".into());
+    // (attention.wgsl reads and writes the cache four values at a time.)
+    if c.head_dim_k > 256
+        || c.head_dim_v > 256
+        || !c.head_dim_k.is_multiple_of(16)
+        || !c.head_dim_v.is_multiple_of(4)
+    {
+        return no("head dimension above 256 or not a multiple of 16 (keys) / 4 (values)".into());
     }
     if !c.n_embd.is_multiple_of(8) || !c.n_ff.is_multiple_of(4) {
         return no("embedding or FFN width not a multiple of 8 / 4".into());
