@@ -205,6 +205,9 @@ pub struct GpuForward {
     submit_every: usize,
     /// One-row chunks do RoPE and the K/V store inside attention (`CHORD_GPU_FUSE_ROPE=0`: off).
     fuse_rope: bool,
+    /// The attention kernel with this model's fixed parameters compiled in
+    /// (`CHORD_GPU_ATTN_STATIC=0`: the generic one, parameters from the uniform).
+    attention: Option<wgpu::ComputePipeline>,
     /// Each further submit of a step covers this many times the layers of the one before
     /// (`CHORD_GPU_SUBMIT_GROWTH`, default 2: with 1 layer first, submits after 1, 3, 7, 15).
     submit_growth: usize,
@@ -729,6 +732,23 @@ impl GpuForward {
 
         let glu_on = std::env::var("CHORD_GPU_GLU").as_deref() != Ok("0")
             && std::env::var_os("CHORD_GPU_NO_MATVEC").is_none();
+        let attention = (std::env::var("CHORD_GPU_ATTN_STATIC").as_deref() != Ok("0")).then(|| {
+            let statics = shaders::AttnStatics {
+                n_head: d.n_head as u32,
+                n_head_kv: d.n_head_kv as u32,
+                head_dim_k: d.head_dim_k as u32,
+                head_dim_v: d.head_dim_v as u32,
+                qkv_stride: d.qkv() as u32,
+                out_stride: d.attn_out() as u32,
+                kv_stride: d.kv_stride() as u32,
+                k_dim: d.k_dim as u32,
+                scale: d.scale,
+                softcap: d.softcap,
+                n_rot: d.n_rot as u32,
+                neox: d.neox as u32,
+            };
+            ctx.kernels.attention_static(&ctx.device, kv_f16, &statics)
+        });
         let act = match c.ffn_activation {
             FfnActivation::Silu => 0,
             FfnActivation::GeluTanh => 1,
@@ -941,6 +961,7 @@ impl GpuForward {
             attn_span: env_usize("CHORD_GPU_ATTN_SPAN", DEFAULT_ATTN_SPAN),
             kv_f16,
             fuse_rope: std::env::var("CHORD_GPU_FUSE_ROPE").as_deref() != Ok("0"),
+            attention,
         })
         .map(|mut f| {
             if std::env::var_os("CHORD_GPU_PROFILE").is_some() {
@@ -1060,10 +1081,11 @@ impl GpuForward {
     /// The RoPE-store and attention pipelines for this cache precision.
     fn kv_kernels(&self) -> (&wgpu::ComputePipeline, &wgpu::ComputePipeline) {
         let k = &self.ctx.kernels;
-        match (&k.rope_store_f16, &k.attention_f16) {
+        let (r, a) = match (&k.rope_store_f16, &k.attention_f16) {
             (Some(r), Some(a)) if self.kv_f16 => (r, a),
             _ => (&k.rope_store, &k.attention),
-        }
+        };
+        (r, self.attention.as_ref().unwrap_or(a))
     }
 }
 

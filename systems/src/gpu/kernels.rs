@@ -343,8 +343,9 @@ pub struct Kernels {
     pub tiled_large: bool,
     /// The subgroup-reduction matmuls (empty without subgroups).
     pub matmul_subgroup: HashMap<GgmlType, wgpu::ComputePipeline>,
-    /// The decode matvecs compiled so far ([`Kernels::matvec_for`], [`Kernels::matvec_uniform`]),
-    /// by source: compiled on first use, as a model needs only a few of them.
+    /// The decode matvecs compiled so far ([`Kernels::matvec_for`], [`Kernels::matvec_uniform`])
+    /// and the attention kernels with a model's parameters ([`Kernels::attention_static`]), by
+    /// source: compiled on first use, as a model needs only a few of them.
     matvecs: Mutex<HashMap<String, wgpu::ComputePipeline>>,
     /// Subgroup sums in the matvecs.
     subgroups: bool,
@@ -523,6 +524,25 @@ impl Kernels {
     ) -> Option<wgpu::ComputePipeline> {
         let src = shaders::matvec_module_of(ty, pair, self.subgroups)?;
         Some(self.matvec_cached(device, &format!("matvec_{ty}"), src))
+    }
+
+    /// The attention kernel over an f32 or f16 cache with a model's fixed parameters compiled
+    /// in (`shaders::attention_module_static`), compiled once per context and shape.
+    pub fn attention_static(
+        &self,
+        device: &wgpu::Device,
+        f16: bool,
+        statics: &shaders::AttnStatics,
+    ) -> wgpu::ComputePipeline {
+        let sg = self.subgroups && std::env::var_os("CHORD_GPU_ATTN_TREE").is_none();
+        let src = shaders::attention_module_static(f16, sg, statics);
+        let mut cache = self.matvecs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pl) = cache.get(&src) {
+            return pl.clone();
+        }
+        let pl = pipeline(device, "attention_static", &src);
+        cache.insert(src, pl.clone());
+        pl
     }
 
     /// `src` compiled once per context.

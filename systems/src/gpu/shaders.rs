@@ -55,6 +55,70 @@ pub fn attention_module(f16: bool, subgroups: bool) -> String {
     format!("{}{reduce}\n{body}", kv_header(f16))
 }
 
+/// The parameters of attention.wgsl that a model fixes, compiled in by
+/// [`attention_module_static`] (the rest, per step or per layer, stay in the uniform).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttnStatics {
+    pub n_head: u32,
+    pub n_head_kv: u32,
+    pub head_dim_k: u32,
+    pub head_dim_v: u32,
+    pub qkv_stride: u32,
+    pub out_stride: u32,
+    pub kv_stride: u32,
+    pub k_dim: u32,
+    pub scale: f32,
+    pub softcap: f32,
+    pub n_rot: u32,
+    pub neox: u32,
+}
+
+/// `src` with every `p.<field>` (not a longer name) replaced by `value`.
+fn replace_field(src: &str, field: &str, value: &str) -> String {
+    let pat = format!("p.{field}");
+    let mut out = String::with_capacity(src.len());
+    let mut rest = src;
+    while let Some(i) = rest.find(&pat) {
+        let after = &rest[i + pat.len()..];
+        let longer = after
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_');
+        out.push_str(&rest[..i]);
+        out.push_str(if longer { &pat } else { value });
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// [`attention_module`] with a model's fixed parameters as constants: the compiler then knows
+/// the head sizes (loop trip counts, the value layout's groups) and strides.
+pub fn attention_module_static(f16: bool, subgroups: bool, s: &AttnStatics) -> String {
+    let u = |v: u32| format!("({v}u)");
+    // `{:?}` writes the shortest decimal that reads back as the same f32.
+    let f = |v: f32| format!("({v:?}f)");
+    let fields = [
+        ("n_head", u(s.n_head)),
+        ("n_head_kv", u(s.n_head_kv)),
+        ("head_dim_k", u(s.head_dim_k)),
+        ("head_dim_v", u(s.head_dim_v)),
+        ("qkv_stride", u(s.qkv_stride)),
+        ("out_stride", u(s.out_stride)),
+        ("kv_stride", u(s.kv_stride)),
+        ("k_dim", u(s.k_dim)),
+        ("scale", f(s.scale)),
+        ("softcap", f(s.softcap)),
+        ("n_rot", u(s.n_rot)),
+        ("neox", u(s.neox)),
+    ];
+    let mut src = attention_module(f16, subgroups);
+    for (field, value) in fields {
+        src = replace_field(&src, field, &value);
+    }
+    src
+}
+
 /// Weight types the GPU kernels decode.
 pub const TYPES: [GgmlType; 8] = [
     GgmlType::F32,
@@ -178,6 +242,22 @@ pub fn matvec_module_of(ty: GgmlType, pair: Option<GgmlType>, subgroups: bool) -
     }
 }
 
+/// Fixed attention parameters for the modules' validation (qwen2.5-1.5B's).
+const TEST_STATICS: AttnStatics = AttnStatics {
+    n_head: 12,
+    n_head_kv: 2,
+    head_dim_k: 128,
+    head_dim_v: 128,
+    qkv_stride: 2048,
+    out_stride: 1536,
+    kv_stride: 512,
+    k_dim: 256,
+    scale: 0.088_388_35,
+    softcap: 0.0,
+    n_rot: 128,
+    neox: 1,
+};
+
 /// Every complete shader module: (name, source).
 pub fn all_modules() -> Vec<(String, String)> {
     let mut v = vec![
@@ -194,6 +274,14 @@ pub fn all_modules() -> Vec<(String, String)> {
         ("rope_store_f16".to_string(), kv_module(ROPE_STORE, true)),
         ("attention_f16".to_string(), attention_module(true, false)),
         ("attn_merge".to_string(), ATTN_MERGE.to_string()),
+        (
+            "attention_static_f16_subgroup".to_string(),
+            attention_module_static(true, true, &TEST_STATICS),
+        ),
+        (
+            "attention_static".to_string(),
+            attention_module_static(false, false, &TEST_STATICS),
+        ),
         ("argmax".to_string(), ARGMAX.to_string()),
         ("topk".to_string(), TOPK.to_string()),
     ];

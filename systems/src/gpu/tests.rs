@@ -19,6 +19,44 @@ use crate::components::KvView;
 use crate::kernels::matmul::{ActivationPrecision, WeightView, matmul};
 use crate::kernels::{activation, attention, norm, rope};
 
+/// The fixed-parameter attention module replaces whole fields only (`p.n_head` is a prefix of
+/// `p.n_head_kv`) and leaves the per-step ones to the uniform.
+#[test]
+fn static_attention_replaces_whole_fields_only() {
+    let st = shaders::AttnStatics {
+        n_head: 14,
+        n_head_kv: 2,
+        head_dim_k: 64,
+        head_dim_v: 64,
+        qkv_stride: 1152,
+        out_stride: 896,
+        kv_stride: 256,
+        k_dim: 128,
+        scale: 0.125,
+        softcap: 0.0,
+        n_rot: 64,
+        neox: 1,
+    };
+    let src = shaders::attention_module_static(false, false, &st);
+    for gone in [
+        "p.n_head",
+        "p.head_dim_k",
+        "p.kv_stride",
+        "p.scale",
+        "p.neox",
+    ] {
+        let left = src.match_indices(gone).any(|(i, _)| {
+            !src[i + gone.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
+        });
+        assert!(!left, "{gone} still read from the uniform");
+    }
+    for kept in ["p.start_pos", "p.n_split", "p.window", "p.table_base"] {
+        assert!(src.contains(kept), "{kept} should stay per step");
+    }
+    assert!(src.contains("(14u) / (2u)"), "n_head / n_head_kv");
+    naga_validated("attention_static", &src);
+}
+
 #[test]
 fn every_shader_validates_with_naga() {
     for (name, src) in shaders::all_modules() {
@@ -1000,9 +1038,26 @@ fn rope_store_and_attention_match_cpu() {
             "attention_tree",
             &shaders::attention_module(f16, false),
         );
-        let attn_variants = [attn_k, &tree];
         let (qd, kd, vd) = (n_head * hd, n_head_kv * hd, n_head_kv * hd);
         let stride = qd + kd + vd;
+        // And the kernel with the case's fixed parameters compiled in (as the forward pass
+        // builds it).
+        let statics = shaders::AttnStatics {
+            n_head: n_head as u32,
+            n_head_kv: n_head_kv as u32,
+            head_dim_k: hd as u32,
+            head_dim_v: hd as u32,
+            qkv_stride: stride as u32,
+            out_stride: qd as u32,
+            kv_stride: (kd + vd) as u32,
+            k_dim: kd as u32,
+            scale: 1.0 / (hd as f32).sqrt(),
+            softcap: 0.0,
+            n_rot: n_rot as u32,
+            neox: (style == RopeStyle::Neox) as u32,
+        };
+        let fixed = c.kernels.attention_static(&c.device, f16, &statics);
+        let attn_variants = [attn_k, &tree, &fixed];
         // A chunk of 5 rows at positions 70..75 after 70 cached positions (two key tiles).
         let (start_pos, n_rows, start_row) = (70usize, 5usize, 1usize);
         let total_rows = start_row + n_rows;
