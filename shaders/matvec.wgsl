@@ -16,7 +16,8 @@
 // first half of a workgroup's row groups take gate rows k, the second half the up rows
 // k + up_offset, and the gate row's lane 0 stores the product (the down projection then stages
 // these values as they are, instead of every one of its workgroups recomputing them from both
-// halves). rpg = 1; the grid is that of all 2 · up_offset rows.
+// halves). rpg = 1, tpr ≤ 128 (two row groups or more); the grid is that of all 2 · up_offset
+// rows.
 
 // OUT_GLU: the up rows' sums, for the gate rows of the same workgroup.
 var<workgroup> glu_up: array<f32, 128>;

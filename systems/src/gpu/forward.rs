@@ -809,7 +809,8 @@ impl GpuForward {
                 ([g], [dn]) => {
                     glu_on
                         && g.rows == 2 * c.n_ff
-                        && matvec_tpr(g.ty, g.rows as u32, g.cols as u32).is_some()
+                        // (a workgroup needs two row groups or more: gate and up)
+                        && matvec_tpr(g.ty, g.rows as u32, g.cols as u32).is_some_and(|t| t <= 128)
                         && matvec_tpr(dn.ty, dn.rows as u32, dn.cols as u32).is_some()
                 }
                 _ => false,
