@@ -132,6 +132,25 @@ impl Dims {
     fn kv_stride(&self) -> usize {
         self.k_dim + self.v_dim
     }
+    /// Attention's parameters that the model fixes (the rest zero): what the compiled
+    /// attention kernel holds as constants and every step's uniform repeats.
+    fn attn_fixed(&self) -> AttnParams {
+        AttnParams {
+            n_head: self.n_head as u32,
+            n_head_kv: self.n_head_kv as u32,
+            head_dim_k: self.head_dim_k as u32,
+            head_dim_v: self.head_dim_v as u32,
+            qkv_stride: self.qkv() as u32,
+            out_stride: self.attn_out() as u32,
+            kv_stride: self.kv_stride() as u32,
+            k_dim: self.k_dim as u32,
+            scale: self.scale,
+            softcap: self.softcap,
+            n_rot: self.n_rot as u32,
+            neox: self.neox as u32,
+            ..Default::default()
+        }
+    }
     fn attn_out(&self) -> usize {
         self.n_head * self.head_dim_v
     }
@@ -369,24 +388,6 @@ pub fn check_supported(w: &ModelWeights) -> Result<(), GpuError> {
 
 #[allow(clippy::too_many_arguments)]
 fn matmul_dispatches(
-    ctx: &GpuContext,
-    m: &GpuMatrix,
-    x: &wgpu::Buffer,
-    y: &wgpu::Buffer,
-    nw: Option<&wgpu::Buffer>,
-    bias: Option<&wgpu::Buffer>,
-    step: &wgpu::Buffer,
-    dummy: &wgpu::Buffer,
-    scratch: &SplitScratch,
-    base: MmParams,
-) -> Result<Vec<Dispatch>, GpuError> {
-    matmul_dispatches_modes(ctx, m, x, y, nw, bias, step, dummy, scratch, base, None)
-}
-
-/// [`matmul_dispatches`] with the decode matvec's (in_mode, out_mode) set apart from the other
-/// kernels' (the FFN's [`OUT_GLU`] pair: gate/up writes act(gate)·up, down stages it plainly).
-#[allow(clippy::too_many_arguments)]
-fn matmul_dispatches_modes(
     ctx: &GpuContext,
     m: &GpuMatrix,
     x: &wgpu::Buffer,
@@ -733,21 +734,8 @@ impl GpuForward {
         let glu_on = std::env::var("CHORD_GPU_GLU").as_deref() != Ok("0")
             && std::env::var_os("CHORD_GPU_NO_MATVEC").is_none();
         let attention = (std::env::var("CHORD_GPU_ATTN_STATIC").as_deref() != Ok("0")).then(|| {
-            let statics = shaders::AttnStatics {
-                n_head: d.n_head as u32,
-                n_head_kv: d.n_head_kv as u32,
-                head_dim_k: d.head_dim_k as u32,
-                head_dim_v: d.head_dim_v as u32,
-                qkv_stride: d.qkv() as u32,
-                out_stride: d.attn_out() as u32,
-                kv_stride: d.kv_stride() as u32,
-                k_dim: d.k_dim as u32,
-                scale: d.scale,
-                softcap: d.softcap,
-                n_rot: d.n_rot as u32,
-                neox: d.neox as u32,
-            };
-            ctx.kernels.attention_static(&ctx.device, kv_f16, &statics)
+            ctx.kernels
+                .attention_static(&ctx.device, kv_f16, &d.attn_fixed())
         });
         let act = match c.ffn_activation {
             FfnActivation::Silu => 0,
@@ -779,6 +767,7 @@ impl GpuForward {
                     y_stride: d.qkv() as u32,
                     ..normed
                 },
+                None,
             )?;
             let out_m = GpuMatrix::upload(&ctx, &l.attn_output.name, &[l.attn_output.view(w)])?;
             let out_d = matmul_dispatches(
@@ -798,6 +787,7 @@ impl GpuForward {
                     y_stride: d.n_embd as u32,
                     ..Default::default()
                 },
+                None,
             )?;
             let views: Vec<_> = l.gate_up.parts.iter().map(|t| t.view(w)).collect();
             let gu_m = GpuMatrix::upload(&ctx, &format!("blk.{il}.gate_up"), &views)?;
@@ -815,7 +805,7 @@ impl GpuForward {
                 }
                 _ => false,
             };
-            let gu_d = matmul_dispatches_modes(
+            let gu_d = matmul_dispatches(
                 &ctx,
                 &gu_m,
                 &x,
@@ -833,7 +823,7 @@ impl GpuForward {
                 },
                 glu.then_some((IN_RMSNORM, OUT_GLU)),
             )?;
-            let down_d = matmul_dispatches_modes(
+            let down_d = matmul_dispatches(
                 &ctx,
                 &down_m,
                 &gu,
@@ -888,6 +878,7 @@ impl GpuForward {
                 gather: 1,
                 ..Default::default()
             },
+            None,
         )?;
         let argmax_params = ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("argmax params"),
@@ -1309,26 +1300,15 @@ fn upload_step(
                 ..Default::default()
             };
             let ap = AttnParams {
-                n_head: d.n_head as u32,
-                n_head_kv: d.n_head_kv as u32,
-                head_dim_k: d.head_dim_k as u32,
-                head_dim_v: d.head_dim_v as u32,
-                qkv_stride: d.qkv() as u32,
-                out_stride: d.attn_out() as u32,
-                kv_stride: d.kv_stride() as u32,
-                k_dim: d.k_dim as u32,
                 start_row: ch.start_row as u32,
                 n_rows: ch.n_rows as u32,
                 start_pos: ch.start_pos as u32,
                 window: lp.window,
-                scale: d.scale,
-                softcap: d.softcap,
                 n_split,
                 span,
                 fuse: (g.fuse_rope && ch.n_rows == 1) as u32,
-                n_rot: nr as u32,
-                neox: d.neox as u32,
                 table_base: (lp.table * cap * nr) as u32,
+                ..d.attn_fixed()
             };
             for (k, bytes_k) in [uniform_bytes(&rp), uniform_bytes(&ap)]
                 .into_iter()
@@ -2236,6 +2216,7 @@ impl MatmulProbe {
                     &dummy,
                     &scratch,
                     base,
+                    None,
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;

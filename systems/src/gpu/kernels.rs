@@ -349,6 +349,8 @@ pub struct Kernels {
     matvecs: Mutex<HashMap<String, wgpu::ComputePipeline>>,
     /// Subgroup sums in the matvecs.
     subgroups: bool,
+    /// Subgroup reductions in attention (`CHORD_GPU_ATTN_TREE=1`: shared-memory trees).
+    attn_subgroups: bool,
     pub get_rows: HashMap<GgmlType, wgpu::ComputePipeline>,
     pub rope_store: wgpu::ComputePipeline,
     pub attention: wgpu::ComputePipeline,
@@ -532,25 +534,30 @@ impl Kernels {
         &self,
         device: &wgpu::Device,
         f16: bool,
-        statics: &shaders::AttnStatics,
+        fixed: &AttnParams,
     ) -> wgpu::ComputePipeline {
-        let sg = self.subgroups && std::env::var_os("CHORD_GPU_ATTN_TREE").is_none();
-        let src = shaders::attention_module_static(f16, sg, statics);
-        let mut cache = self.matvecs.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(pl) = cache.get(&src) {
-            return pl.clone();
-        }
-        let pl = pipeline(device, "attention_static", &src);
-        cache.insert(src, pl.clone());
-        pl
+        let src = shaders::attention_module_static(f16, self.attn_subgroups, fixed);
+        self.compiled_once(device, "attention_static", src, true)
     }
 
-    /// `src` compiled once per context.
+    /// The decode matvec `src`, compiled once per context. (Every shared word of a matvec is
+    /// written before it is read — staging, sums, reductions — so it skips the zeroing.)
     fn matvec_cached(
         &self,
         device: &wgpu::Device,
         name: &str,
         src: String,
+    ) -> wgpu::ComputePipeline {
+        self.compiled_once(device, name, src, false)
+    }
+
+    /// `src`'s `main`, compiled once per context (`zero_shared` as in `pipeline_opts`).
+    fn compiled_once(
+        &self,
+        device: &wgpu::Device,
+        name: &str,
+        src: String,
+        zero_shared: bool,
     ) -> wgpu::ComputePipeline {
         // A poisoned lock only means another thread panicked while inserting: the map is
         // still valid.
@@ -558,15 +565,14 @@ impl Kernels {
         if let Some(pl) = cache.get(&src) {
             return pl.clone();
         }
-        // Every shared word is written before it is read (staging, sums, reductions).
-        let pl = pipeline_opts(device, name, &src, "main", false);
+        let pl = pipeline_opts(device, name, &src, "main", zero_shared);
         cache.insert(src, pl.clone());
         pl
     }
 
     pub fn new(device: &wgpu::Device, subgroups: bool, f16: bool) -> Kernels {
         // `CHORD_GPU_ATTN_TREE=1`: attention reduces with shared-memory trees even with subgroups.
-        let attn_sg = std::env::var_os("CHORD_GPU_ATTN_TREE").is_none();
+        let attn_sg = subgroups && std::env::var_os("CHORD_GPU_ATTN_TREE").is_none();
         let mut matmul = HashMap::new();
         let mut matmul_subgroup = HashMap::new();
         let mut matmul_tiled = HashMap::new();
@@ -598,6 +604,7 @@ impl Kernels {
             matmul_subgroup,
             matvecs: Mutex::new(HashMap::new()),
             subgroups,
+            attn_subgroups: attn_sg,
             matmul_tiled,
             tiled_large,
             get_rows,
@@ -609,14 +616,14 @@ impl Kernels {
             attention: pipeline(
                 device,
                 "attention",
-                &shaders::attention_module(false, subgroups && attn_sg),
+                &shaders::attention_module(false, attn_sg),
             ),
             rope_store_f16: f16.then(|| {
                 let src = shaders::kv_module(shaders::ROPE_STORE, true);
                 pipeline(device, "rope_store_f16", &src)
             }),
             attention_f16: f16.then(|| {
-                let src = shaders::attention_module(true, subgroups && attn_sg);
+                let src = shaders::attention_module(true, attn_sg);
                 pipeline(device, "attention_f16", &src)
             }),
             attn_merge: pipeline(device, "attn_merge", shaders::ATTN_MERGE),

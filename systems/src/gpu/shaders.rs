@@ -3,6 +3,8 @@
 
 use chord_resources::GgmlType;
 
+use super::kernels::AttnParams;
+
 pub const MATMUL_PARAMS: &str = include_str!("../../../shaders/matmul_params.wgsl");
 pub const MATMUL_COMMON: &str = include_str!("../../../shaders/matmul_common.wgsl");
 pub const MATVEC: &str = include_str!("../../../shaders/matvec.wgsl");
@@ -55,24 +57,6 @@ pub fn attention_module(f16: bool, subgroups: bool) -> String {
     format!("{}{reduce}\n{body}", kv_header(f16))
 }
 
-/// The parameters of attention.wgsl that a model fixes, compiled in by
-/// [`attention_module_static`] (the rest, per step or per layer, stay in the uniform).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AttnStatics {
-    pub n_head: u32,
-    pub n_head_kv: u32,
-    pub head_dim_k: u32,
-    pub head_dim_v: u32,
-    pub qkv_stride: u32,
-    pub out_stride: u32,
-    pub kv_stride: u32,
-    pub k_dim: u32,
-    pub scale: f32,
-    pub softcap: f32,
-    pub n_rot: u32,
-    pub neox: u32,
-}
-
 /// `src` with every `p.<field>` (not a longer name) replaced by `value`.
 fn replace_field(src: &str, field: &str, value: &str) -> String {
     let pat = format!("p.{field}");
@@ -92,9 +76,11 @@ fn replace_field(src: &str, field: &str, value: &str) -> String {
     out
 }
 
-/// [`attention_module`] with a model's fixed parameters as constants: the compiler then knows
-/// the head sizes (loop trip counts, the value layout's groups) and strides.
-pub fn attention_module_static(f16: bool, subgroups: bool, s: &AttnStatics) -> String {
+/// [`attention_module`] with a model's fixed parameters (head sizes, strides, scale, soft-cap,
+/// RoPE dims, taken from `s`; the per-step and per-layer ones stay in the uniform) as constants:
+/// the compiler then knows the head sizes (loop trip counts, the value layout's groups) and
+/// strides.
+pub fn attention_module_static(f16: bool, subgroups: bool, s: &AttnParams) -> String {
     let u = |v: u32| format!("({v}u)");
     // `{:?}` writes the shortest decimal that reads back as the same f32.
     let f = |v: f32| format!("({v:?}f)");
@@ -243,20 +229,22 @@ pub fn matvec_module_of(ty: GgmlType, pair: Option<GgmlType>, subgroups: bool) -
 }
 
 /// Fixed attention parameters for the modules' validation (qwen2.5-1.5B's).
-const TEST_STATICS: AttnStatics = AttnStatics {
-    n_head: 12,
-    n_head_kv: 2,
-    head_dim_k: 128,
-    head_dim_v: 128,
-    qkv_stride: 2048,
-    out_stride: 1536,
-    kv_stride: 512,
-    k_dim: 256,
-    scale: 0.088_388_35,
-    softcap: 0.0,
-    n_rot: 128,
-    neox: 1,
-};
+fn test_statics() -> AttnParams {
+    AttnParams {
+        n_head: 12,
+        n_head_kv: 2,
+        head_dim_k: 128,
+        head_dim_v: 128,
+        qkv_stride: 2048,
+        out_stride: 1536,
+        kv_stride: 512,
+        k_dim: 256,
+        scale: 0.088_388_35,
+        n_rot: 128,
+        neox: 1,
+        ..Default::default()
+    }
+}
 
 /// Every complete shader module: (name, source).
 pub fn all_modules() -> Vec<(String, String)> {
@@ -276,11 +264,11 @@ pub fn all_modules() -> Vec<(String, String)> {
         ("attn_merge".to_string(), ATTN_MERGE.to_string()),
         (
             "attention_static_f16_subgroup".to_string(),
-            attention_module_static(true, true, &TEST_STATICS),
+            attention_module_static(true, true, &test_statics()),
         ),
         (
             "attention_static".to_string(),
-            attention_module_static(false, false, &TEST_STATICS),
+            attention_module_static(false, false, &test_statics()),
         ),
         ("argmax".to_string(), ARGMAX.to_string()),
         ("topk".to_string(), TOPK.to_string()),

@@ -23,7 +23,7 @@ use crate::kernels::{activation, attention, norm, rope};
 /// `p.n_head_kv`) and leaves the per-step ones to the uniform.
 #[test]
 fn static_attention_replaces_whole_fields_only() {
-    let st = shaders::AttnStatics {
+    let st = AttnParams {
         n_head: 14,
         n_head_kv: 2,
         head_dim_k: 64,
@@ -36,6 +36,7 @@ fn static_attention_replaces_whole_fields_only() {
         softcap: 0.0,
         n_rot: 64,
         neox: 1,
+        ..Default::default()
     };
     let src = shaders::attention_module_static(false, false, &st);
     for gone in [
@@ -1042,7 +1043,7 @@ fn rope_store_and_attention_match_cpu() {
         let stride = qd + kd + vd;
         // And the kernel with the case's fixed parameters compiled in (as the forward pass
         // builds it).
-        let statics = shaders::AttnStatics {
+        let statics = AttnParams {
             n_head: n_head as u32,
             n_head_kv: n_head_kv as u32,
             head_dim_k: hd as u32,
@@ -1055,6 +1056,7 @@ fn rope_store_and_attention_match_cpu() {
             softcap: 0.0,
             n_rot: n_rot as u32,
             neox: (style == RopeStyle::Neox) as u32,
+            ..Default::default()
         };
         let fixed = c.kernels.attention_static(&c.device, f16, &statics);
         let attn_variants = [attn_k, &tree, &fixed];
